@@ -1,0 +1,1 @@
+"""minimal-service: the walkthrough's sample HTTP workload (echo, bounce, health)."""

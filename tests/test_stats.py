@@ -1,0 +1,58 @@
+import math
+
+import pytest
+
+from meshy import stats
+
+
+def test_wilson_contains_truth_and_narrows_with_n():
+    small = stats.wilson(30, 100, 0.001)
+    large = stats.wilson(3000, 10000, 0.001)
+    assert 0.3 in small and 0.3 in large
+    assert (large.high - large.low) < (small.high - small.low) / 5
+
+
+def test_wilson_known_value():
+    # 95% Wilson interval for 81/263 is [0.2553, 0.3662] (Newcombe 1998).
+    interval = stats.wilson(81, 263, 0.05)
+    assert interval.low == pytest.approx(0.2553, abs=5e-4)
+    assert interval.high == pytest.approx(0.3662, abs=5e-4)
+
+
+def test_wilson_edges():
+    assert stats.wilson(0, 50, 0.01).low == 0.0
+    assert stats.wilson(50, 50, 0.01).high == 1.0
+    assert stats.wilson(0, 0, 0.01) == stats.Interval(0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("x", "dof", "expected"),
+    [(3.841459, 1, 0.05), (10.827566, 1, 0.001), (5.991465, 2, 0.05), (16.918978, 9, 0.05), (0.0, 3, 1.0)],
+)
+def test_chi2_sf_matches_tables(x, dof, expected):
+    assert stats.chi2_sf(x, dof) == pytest.approx(expected, rel=1e-4)
+
+
+def test_chi_square_gof_accepts_fair_and_rejects_skewed():
+    assert stats.chi_square_gof([510, 490], [0.5, 0.5]).p_value > 0.5
+    assert stats.chi_square_gof([600, 400], [0.5, 0.5]).p_value < 1e-9
+
+
+def test_chi_square_zero_probability_category():
+    assert stats.chi_square_gof([0, 100], [0.0, 1.0]).p_value == 1.0
+    assert stats.chi_square_gof([1, 99], [0.0, 1.0]).p_value == 0.0
+
+
+def test_sample_sizes():
+    n = stats.proportion_sample_size(0.5, 0.6, 0.001, 0.999)
+    assert 900 < n < 1100
+    assert stats.zero_events_sample_size(0.01, 0.001) == math.ceil(math.log(0.001) / math.log(0.99))
+    with pytest.raises(ValueError):
+        stats.proportion_sample_size(0.5, 0.5, 0.01, 0.9)
+
+
+def test_geometric_attempts_and_quantile():
+    assert stats.geometric_mean_attempts(0.7, 21) == pytest.approx((1 - 0.7**21) / 0.3)
+    assert stats.geometric_mean_attempts(0.0, 5) == 1.0
+    assert stats.quantile([5, 1, 3, 2, 4], 0.5) == 3
+    assert stats.quantile([1, 2, 3, 4, 100], 0.99) == 100
