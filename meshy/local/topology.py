@@ -15,39 +15,55 @@ from meshy.local.resources import Resource, ResourceSet
 
 # The image the walkthrough builds; the local backend runs it as `python -m minimal_service`.
 RUNNABLE_IMAGE = "minimal-service"
-EXTERNAL_ADDRESS = "127.20.0.1"
-
-
-def pod_ip(index: int) -> str:
-    return f"127.10.{index // 250}.{index % 250 + 1}"
-
-
-def app_ip(index: int) -> str:
-    return f"127.11.{index // 250}.{index % 250 + 1}"
 
 
 @dataclass(frozen=True)
-class IngressAddress:
-    host: str = "127.0.0.1"
-    port: int = 8080
+class Layout:
+    """Where things listen: the ingress address and a block of loopback addresses.
+
+    With base b: pods' sidecars on 127.b.x.y, their apps on 127.(b+1).x.y,
+    gateways on 127.(b+2).0.n and the external service on 127.(b+3).0.1.
+    """
+
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 8080
+    base: int = 10
+
+    def pod_ip(self, index: int) -> str:
+        return f"127.{self.base}.{index // 250}.{index % 250 + 1}"
+
+    def app_ip(self, index: int) -> str:
+        return f"127.{self.base + 1}.{index // 250}.{index % 250 + 1}"
+
+    def gateway_ip(self, index: int) -> str:
+        return f"127.{self.base + 2}.0.{index + 1}"
+
+    @property
+    def external_ip(self) -> str:
+        return f"127.{self.base + 3}.0.1"
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://{self.ingress_host}:{self.ingress_port}"
 
 
-def gateways(ingress: IngressAddress) -> list[GatewayPod]:
+def gateways(layout: Layout) -> list[GatewayPod]:
     """The two gateways istioctl installs (egress enabled), as the kind path does."""
+    egress = layout.gateway_ip(1)
     return [
         GatewayPod(
             "istio-ingressgateway",
             "istio-system",
             {"app": "istio-ingressgateway", "istio": "ingressgateway"},
-            "127.12.0.1",
-            {80: (ingress.host, ingress.port)},
+            layout.gateway_ip(0),
+            {80: (layout.ingress_host, layout.ingress_port)},
         ),
         GatewayPod(
             "istio-egressgateway",
             "istio-system",
             {"app": "istio-egressgateway", "istio": "egressgateway"},
-            "127.12.0.2",
-            {80: ("127.12.0.2", gateway_target_port(80))},
+            egress,
+            {80: (egress, gateway_target_port(80))},
         ),
     ]
 
@@ -63,7 +79,7 @@ def pod_names(deployment: Resource) -> list[str]:
     ]
 
 
-def pods(resources: ResourceSet, allocation: dict[str, int]) -> tuple[list[Pod], dict[str, int]]:
+def pods(resources: ResourceSet, allocation: dict[str, int], layout: Layout) -> tuple[list[Pod], dict[str, int]]:
     """The pods of every Deployment, and the address allocation that places them.
 
     A pod keeps its index across applies; new pods take the lowest free one.
@@ -80,7 +96,7 @@ def pods(resources: ResourceSet, allocation: dict[str, int]) -> tuple[list[Pod],
             index = next(i for i in range(len(used) + 1) if i not in used)
             kept[name] = index
             used.add(index)
-        result.append(make_pod(name, deployment, kept[name]))
+        result.append(make_pod(name, deployment, layout.pod_ip(kept[name]), layout.app_ip(kept[name])))
     return result, kept
 
 
@@ -101,7 +117,7 @@ def check_deployment(deployment: Resource) -> None:
         raise BuildError(f"{deployment.key}: spec.selector.matchLabels must match the template's labels")
 
 
-def make_pod(name: str, deployment: Resource, index: int) -> Pod:
+def make_pod(name: str, deployment: Resource, ip: str, app_ip: str) -> Pod:
     template = deployment.spec["template"]
     container = template["spec"]["containers"][0]
     probe = container.get("readinessProbe", {}).get("httpGet", {})
@@ -110,8 +126,8 @@ def make_pod(name: str, deployment: Resource, index: int) -> Pod:
         namespace=deployment.namespace,
         deployment=deployment.name,
         labels=dict(template.get("metadata", {}).get("labels", {})),
-        ip=pod_ip(index),
-        app_ip=app_ip(index),
+        ip=ip,
+        app_ip=app_ip,
         ports=tuple(p["containerPort"] for p in container.get("ports", [])),
         env={e["name"]: e.get("value", "") for e in container.get("env", [])},
         image=container["image"],

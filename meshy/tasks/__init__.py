@@ -1,0 +1,1 @@
+"""invoke collections, one module each; tasks.py at the top joins them."""
