@@ -1,0 +1,147 @@
+"""Resources the local backend refuses, each with a message naming resource and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshy.local import topology
+from meshy.local.build import BuildError, Inputs, build_mesh
+from meshy.local.resources import ResourceError, ResourceSet, parse_documents
+
+SERVICE = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web, version: v1}}
+    spec:
+      containers: [{name: web, image: minimal-service:v1, ports: [{containerPort: 9090}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 9090}]
+"""
+
+
+def build(text: str):
+    resources = ResourceSet().applied(parse_documents(SERVICE + "---\n" + text, "test.yaml"))
+    layout = topology.Layout()
+    pods, _ = topology.pods(resources, {}, layout)
+    return build_mesh(Inputs(resources, pods, topology.gateways(layout), {}))
+
+
+def vs(http: str, extra: str = "") -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web-vs}}
+spec:
+  hosts: [web]
+{extra}
+  http:
+{http}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}", "kind 'Job' is not supported by the local backend"),
+        (
+            "apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}",
+            "Gateway g: apiVersion 'networking.istio.io/v2' is not one of",
+        ),
+        (vs("    - route: [{destination: {host: web}}]\n      mirrorPercent: 5"), "field spec.http[0].mirrorPercent"),
+        (
+            vs("    - route: [{destination: {host: web}}]\n      corsPolicy: {}"),
+            "field spec.http[0].corsPolicy is not supported",
+        ),
+        (
+            vs("    - route: [{destination: {host: web}}]\n      timeout: soon"),
+            "spec.http[0].timeout must be a duration",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {type: NodePort}",
+            "spec.type must be one of ClusterIP",
+        ),
+        ("apiVersion: v1\nkind: Service\nmetadata: {labels: {a: b}}", "metadata.name is required"),
+        ("key: [unclosed", "is not valid YAML"),
+    ],
+)
+def test_schema_refusals(text, message):
+    with pytest.raises(ResourceError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        parse_documents(text, "bad.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            vs("    - route: [{destination: {host: web, subset: v9}}]"),
+            "subset 'v9' of web is defined by no DestinationRule",
+        ),
+        (
+            vs(
+                "    - route:\n        - {destination: {host: web}, weight: 60}\n        - {destination: {host: web}, weight: 30}"
+            ),
+            "destination weights add up to 90, not 100",
+        ),
+        (
+            vs("    - route:\n        - {destination: {host: web}, weight: 60}\n        - {destination: {host: web}}"),
+            "every one needs a weight",
+        ),
+        (
+            vs("    - route: [{destination: {host: web}}]", "  gateways: [nowhere]"),
+            "gateway default/nowhere does not exist",
+        ),
+        (
+            vs("    - route: [{destination: {host: web}}]\n      retries: {attempts: 2, retryOn: sometimes}"),
+            "retryOn 'sometimes'",
+        ),
+        (vs("    - redirect: {uri: /x, redirectCode: 399}"), "redirectCode 399"),
+        (
+            vs("    - route: [{destination: {host: web}}]\n      redirect: {uri: /x}"),
+            "exactly one of route or redirect",
+        ),
+        (
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  selector: {matchLabels: {app: db}}\n"
+            "  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: [{name: db, image: postgres:16}]}",
+            "image 'postgres:16' cannot run locally",
+        ),
+        (
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se}\n"
+            "spec: {hosts: [a.example], ports: [{number: 80, name: http}], resolution: STATIC}",
+            "resolution STATIC needs spec.endpoints",
+        ),
+    ],
+)
+def test_consistency_refusals(text, message):
+    with pytest.raises(BuildError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        build(text)
+
+
+def test_all_problems_of_a_file_are_reported_together():
+    text = (
+        vs("    - route: [{destination: {host: web}}]\n      bogus: 1")
+        + "---\n"
+        + "apiVersion: v1\nkind: Pod\nmetadata: {name: p}"
+    )
+    with pytest.raises(ResourceError) as caught:
+        parse_documents(text, "two.yaml")
+    assert "document 1" in str(caught.value) and "document 2" in str(caught.value)
+
+
+@pytest.mark.parametrize("version", ["v1alpha3", "v1beta1", "v1"])
+def test_every_istio_api_version_of_the_matrix_is_accepted(version):
+    text = vs("    - route: [{destination: {host: web}}]").replace(
+        "networking.istio.io/v1", f"networking.istio.io/{version}"
+    )
+    proxy = next(p for name, p in build(text).proxies.items() if name.startswith("web-"))
+    outbound = next(listener for listener in proxy.listeners if listener.name == "outbound")
+    routes = {route.name for vh in outbound.virtual_hosts for route in vh.routes}
+    assert "web-vs.0.0" in routes
