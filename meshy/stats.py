@@ -134,3 +134,12 @@ def quantile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
     return ordered[index]
+
+
+def truncated_geometric(failure: float, max_tries: int) -> tuple[float, float]:
+    """Mean and variance of the tries per request, each failing with `failure`, at most max_tries."""
+    probabilities = [failure ** (k - 1) * (1 - failure) for k in range(1, max_tries)]
+    probabilities.append(failure ** (max_tries - 1))  # the last try happens whatever its outcome
+    mean = sum(k * p for k, p in enumerate(probabilities, start=1))
+    second = sum(k * k * p for k, p in enumerate(probabilities, start=1))
+    return mean, second - mean * mean

@@ -87,7 +87,8 @@ def test_schema_refusals(text, message):
         ),
         (
             vs(
-                "    - route:\n        - {destination: {host: web}, weight: 60}\n        - {destination: {host: web}, weight: 30}"
+                "    - route:\n        - {destination: {host: web}, weight: 60}\n"
+                "        - {destination: {host: web}, weight: 30}"
             ),
             "destination weights add up to 90, not 100",
         ),

@@ -11,6 +11,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -406,7 +407,8 @@ class LocalBackend:
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
         address = self.admin_address(proxy)
-        text = get_text(f"http://{address}/stats?usedonly&filter={requests.utils.quote(prefix)}") or ""
+        pattern = requests.utils.quote("^" + re.escape(prefix))
+        text = get_text(f"http://{address}/stats?filter={pattern}") or ""
         counters = {}
         for line in text.splitlines():
             name, _, value = line.rpartition(": ")

@@ -1,0 +1,1 @@
+"""The walkthrough's four sections as measured scenarios with statistical verdicts."""

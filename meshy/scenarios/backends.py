@@ -1,0 +1,109 @@
+"""The two places a scenario can run: the local backend and a kind + Istio cluster.
+
+A scenario only renders manifests, applies them, sends HTTP to the ingress
+and reads a proxy's counters; each backend does those its own way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+from meshy.local.backend import LocalBackend
+from meshy.net import wait_until
+from meshy.render import RenderOptions, render
+from meshy.versions import Pair
+
+
+class ScenarioError(RuntimeError):
+    """A scenario could not run (not a failed verdict): the message says why."""
+
+
+class Backend(Protocol):
+    name: str
+    pair: Pair
+
+    @property
+    def ingress(self) -> str: ...
+
+    def apply(self, template: str, options: RenderOptions | None = None) -> None: ...
+
+    def delete(self, template: str, options: RenderOptions | None = None) -> None: ...
+
+    def remove_selector_label(self, service: str, label: str) -> None: ...
+
+    def counters(self, proxy: str, prefix: str) -> dict[str, int]: ...
+
+    def config_dump(self, proxy: str) -> dict: ...
+
+    def external_log(self) -> str: ...
+
+
+class LocalScenarioBackend:
+    name = "local"
+
+    def __init__(self, local: LocalBackend, pair: Pair) -> None:
+        self.local = local
+        self.pair = pair
+
+    @property
+    def ingress(self) -> str:
+        return self.local.ingress_url
+
+    def apply(self, template: str, options: RenderOptions | None = None) -> None:
+        self.local.apply(render(template, self.pair, options), template)
+
+    def delete(self, template: str, options: RenderOptions | None = None) -> None:
+        self.local.delete(render(template, self.pair, options), template)
+
+    def remove_selector_label(self, service: str, label: str) -> None:
+        self.local.remove_selector_label(service, label)
+
+    def counters(self, proxy: str, prefix: str) -> dict[str, int]:
+        return self.local.proxy_stats(proxy, prefix)
+
+    def config_dump(self, proxy: str) -> dict:
+        import requests
+
+        address = self.local.admin_address(proxy)
+        return requests.get(f"http://{address}/config_dump", timeout=5, proxies={"http": ""}).json()
+
+    def external_log(self) -> str:
+        return self.local.log_file("minimal-external").read_text(errors="replace")
+
+
+def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
+    """cluster -> weight of the first route of the virtual host serving `domain`.
+
+    Walks any config dump (inline route configs locally, RDS in Istio).
+    """
+    for virtual_host in _virtual_hosts(config_dump):
+        if domain in virtual_host.get("domains", []) and virtual_host.get("routes"):
+            action = virtual_host["routes"][0].get("route", {})
+            if "cluster" in action:
+                return {action["cluster"]: 100}
+            return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
+    return {}
+
+
+def _virtual_hosts(node: object):
+    if isinstance(node, dict):
+        if isinstance(node.get("virtual_hosts"), list):
+            yield from node["virtual_hosts"]
+        for value in node.values():
+            yield from _virtual_hosts(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _virtual_hosts(value)
+
+
+def counter(counters: dict[str, int], suffix: str) -> int:
+    return sum(value for name, value in counters.items() if name.endswith(suffix))
+
+
+def wait_for(check, what: str, timeout: float = 60.0) -> float:
+    """Poll until check() holds; return how long it took. Never a fixed sleep."""
+    started = time.monotonic()
+    if not wait_until(check, timeout=timeout, interval=0.05):
+        raise ScenarioError(f"{what} was not observed within {timeout:.0f}s; check the backend with its status task.")
+    return time.monotonic() - started

@@ -1,0 +1,67 @@
+"""Turning observations into Checks: intervals and tests, each stated in words."""
+
+from __future__ import annotations
+
+import math
+
+from meshy import stats
+from meshy.scenarios.verdict import ALPHA, Check
+
+
+def share_check(name: str, hits: int, n: int, expected: float, why: str) -> Check:
+    interval = stats.wilson(hits, n, ALPHA)
+    return Check(
+        name=name,
+        measured=f"{hits / n:.4f} ({hits}/{n})" if n else "no requests",
+        expected=f"{expected:.4f} ({why})",
+        detail=f"{100 * (1 - ALPHA):.1f}% Wilson interval {interval} "
+        f"{'contains' if expected in interval else 'excludes'} {expected:.4f}",
+        passed=n > 0 and expected in interval,
+    )
+
+
+def all_check(name: str, hits: int, n: int, what: str, rate: float) -> Check:
+    return Check(
+        name=name,
+        measured=f"{hits}/{n}",
+        expected=f"all {n} {what}",
+        detail=f"none missing rules out a miss rate of {rate:.0%} or more at alpha {ALPHA}",
+        passed=n > 0 and hits == n,
+    )
+
+
+def split_check(name: str, counts: dict[str, int], weights: dict[str, int]) -> Check:
+    labels = list(weights)
+    observed = [counts.get(label, 0) for label in labels]
+    probabilities = [weights[label] / 100 for label in labels]
+    test = stats.chi_square_gof(observed, probabilities)
+    total = sum(observed)
+    measured = " / ".join(
+        f"{label} {count} ({count / max(total, 1):.1%})" for label, count in zip(labels, observed, strict=True)
+    )
+    expected = " / ".join(f"{label} {weights[label]}%" for label in labels)
+    failed = counts.get("failed", 0)
+    if failed:
+        detail = f"{failed} requests failed or reached neither subset"
+    elif any(p == 0 for p in probabilities):
+        detail = "any request on a 0% subset fails the step"
+    else:
+        detail = f"chi-square {test.statistic:.2f} on {test.dof} dof, p = {test.p_value:.3g} (fails below {ALPHA})"
+    return Check(name, measured, expected, detail, passed=total > 0 and not failed and test.p_value > ALPHA)
+
+
+def mean_check(name: str, total: float, n: int, mean: float, variance: float, why: str) -> Check:
+    measured = total / n if n else math.nan
+    half = stats.z_two_sided(ALPHA) * math.sqrt(variance / n) if n else math.inf
+    low, high = mean - half, mean + half
+    return Check(
+        name=name,
+        measured=f"{measured:.3f} ({total:g} upstream requests / {n})",
+        expected=f"{mean:.3f} ({why})",
+        detail=f"{100 * (1 - ALPHA):.1f}% acceptance band [{low:.3f}, {high:.3f}] around the expectation",
+        passed=n > 0 and low <= measured <= high,
+    )
+
+
+def exact_check(name: str, got: int, want: int, what: str) -> Check:
+    return Check(name, str(got), f"{want} ({what})", "counted exactly", passed=got == want)

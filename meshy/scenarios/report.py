@@ -1,0 +1,71 @@
+"""Writing a scenario's report as JSON, Markdown and a PNG of its distributions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from meshy.scenarios.verdict import Report
+
+
+def write(report: Report, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / report.scenario
+    paths = [stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")]
+    paths[0].write_text(json.dumps(report.to_dict(), indent=1) + "\n")
+    paths[1].write_text(markdown(report))
+    picture(report, paths[2])
+    return paths
+
+
+def markdown(report: Report) -> str:
+    verdict = "PASSED" if report.passed else "FAILED"
+    lines = [
+        f"# {report.scenario}: {verdict}",
+        "",
+        f"Backend `{report.backend}`, Kubernetes/Istio pair `{report.pair}`, "
+        f"{report.requests} requests in {report.seconds:.1f} s.",
+        "",
+        report.summary,
+        "",
+        "| check | measured | expected | how it was judged | result |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for check in report.checks:
+        mark = "pass" if check.passed else "**FAIL**"
+        lines.append(f"| {check.name} | {check.measured} | {check.expected} | {check.detail} | {mark} |")
+    lines += ["", "## How the sample sizes were chosen", ""]
+    lines += [f"- {line}" for line in report.design]
+    lines += ["", f"![distributions]({report.scenario}.png)", ""]
+    return "\n".join(lines)
+
+
+def picture(report: Report, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    phases = report.phases or []
+    figure, axes = pyplot.subplots(1, max(1, len(phases)), figsize=(3.2 * max(1, len(phases)), 3.4), squeeze=False)
+    for axis, phase in zip(axes[0], phases, strict=False):
+        labels = list(phase.counts)
+        total = sum(phase.counts.values()) or 1
+        shares = [phase.counts[label] / total for label in labels]
+        bars = axis.bar(labels, shares, color=["#4c72b0", "#dd8452", "#c44e52", "#55a868"][: len(labels)])
+        axis.set_ylim(0, 1.1)
+        axis.set_title(phase.name, fontsize=9)
+        axis.set_ylabel("share of requests")
+        for bar, label in zip(bars, labels, strict=True):
+            axis.annotate(
+                str(phase.counts[label]),
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
+        axis.tick_params(axis="x", labelsize=8)
+    figure.suptitle(f"{report.scenario} ({report.backend}): {'passed' if report.passed else 'FAILED'}", fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)

@@ -1,0 +1,51 @@
+"""Running scenarios by name, timing them and writing their reports."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from meshy import ROOT
+from meshy.console import Console
+from meshy.scenarios import egress, gateway, report, retries, traffic_shift
+from meshy.scenarios.backends import Backend
+from meshy.scenarios.verdict import Report
+
+SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
+    "gateway": gateway.run,
+    "retries": retries.run,
+    "traffic-shift": traffic_shift.run,
+    "egress": egress.run,
+}
+
+
+def reports_dir(backend: str) -> Path:
+    return ROOT / "reports" / backend
+
+
+def run(name: str, backend: Backend, console: Console, out_dir: Path | None = None) -> Report:
+    started = time.monotonic()
+    result = SCENARIOS[name](backend, console)
+    result.seconds = time.monotonic() - started
+    paths = report.write(result, out_dir or reports_dir(backend.name))
+    console.info(f"{name}: {'PASSED' if result.passed else 'FAILED'} in {result.seconds:.1f}s ({paths[1]})")
+    for check in result.checks:
+        console.info(f"   {'✓' if check.passed else '✗'} {check.name}: {check.measured} (expected {check.expected})")
+    return result
+
+
+def summary_table(results: list[Report]) -> str:
+    header = ("SCENARIO", "VERDICT", "CHECKS", "REQUESTS", "SECONDS")
+    rows = [header] + [
+        (
+            r.scenario,
+            "pass" if r.passed else "FAIL",
+            f"{sum(c.passed for c in r.checks)}/{len(r.checks)}",
+            str(r.requests),
+            f"{r.seconds:.1f}",
+        )
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

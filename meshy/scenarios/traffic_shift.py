@@ -1,0 +1,87 @@
+"""traffic-shift: minimal-service v1/v2 behind one Service, split by weight, then a canary walk."""
+
+from __future__ import annotations
+
+from meshy import stats
+from meshy.console import Console
+from meshy.render import RenderOptions
+from meshy.scenarios.backends import Backend, route_targets, wait_for
+from meshy.scenarios.checks import split_check
+from meshy.scenarios.traffic import get_request, send
+from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
+
+SHIFT = 0.10  # the smallest wrong split each step must catch: ten percentage points
+CANARY = ((90, 10), (50, 50), (0, 100))
+SPLIT_FILE = "istio/minimal-virtualservice-split.yaml.j2"
+
+
+def sample_size(v1: int) -> int:
+    p = v1 / 100
+    if p in (0.0, 1.0):
+        return stats.zero_events_sample_size(0.01, ALPHA)
+    wrong = p - SHIFT if p > 0.5 else p + SHIFT
+    return stats.proportion_sample_size(p, wrong, ALPHA, POWER)
+
+
+def run(backend: Backend, console: Console) -> Report:
+    report = Report(
+        "traffic-shift",
+        backend.name,
+        backend.pair.name,
+        "minimal-service-v2 joins v1 behind the minimal-service Service (version dropped from its selector); "
+        "a DestinationRule names the subsets and the VirtualService splits traffic by weight. Each step's "
+        "servedBy counts must fit the weights.",
+    )
+    report.design.append(
+        f"Each split is judged by a chi-square goodness-of-fit test at alpha {ALPHA}; its sample size detects a "
+        f"{SHIFT:.0%} shift of the v1 share with power {POWER}. A 0% subset must get no request in enough calls "
+        "to rule out a 1% leak."
+    )
+    with console.step("deploy minimal-service-v2, drop version from the Service selector, apply the DestinationRule"):
+        backend.apply("services/minimal-service-v2.yaml.j2")
+        backend.remove_selector_label("minimal-service", "version")
+        backend.apply("istio/minimal-destinationrule.yaml.j2")
+    steps = [(50, 50), *CANARY]
+    for index, (v1, v2) in enumerate(steps):
+        label = f"{v1}/{v2}" + (" (canary step)" if index else "")
+        counts = split_step(backend, console, v1, v2, label)
+        report.add(split_check(f"split {label}", counts, {"v1": v1, "v2": v2}))
+        report.phases.append(Phase(f"weights {v1}/{v2}", counts))
+        report.requests += sum(counts.values())
+    with console.step("restore the baseline: minimal-virtualservice, Service selecting v1, no DestinationRule"):
+        backend.apply("istio/minimal-virtualservice.yaml.j2")
+        backend.apply("services/minimal-service.yaml.j2")
+        backend.delete("istio/minimal-destinationrule.yaml.j2")
+    return report
+
+
+def split_step(backend: Backend, console: Console, v1: int, v2: int, label: str) -> dict[str, int]:
+    with console.step(f"apply weights {v1}/{v2} and wait until the ingress gateway routes by them"):
+        backend.apply(SPLIT_FILE, RenderOptions(split={"v1": v1, "v2": v2}))
+        wanted = {"v1": v1, "v2": v2}
+
+        def active() -> bool:
+            targets = route_targets(backend.config_dump("istio-ingressgateway"), "minimal.svc.kind.org")
+            by_subset = {name.split("|")[2]: weight for name, weight in targets.items() if weight}
+            return by_subset == {subset: weight for subset, weight in wanted.items() if weight}
+
+        wait_for(active, f"the {v1}/{v2} split")
+    n = sample_size(v1)
+    with console.step(f"split {label}: {n} requests"):
+        results = send(
+            get_request(backend.ingress, "minimal.svc.kind.org"), n, lambda d, t: console.progress(label, d, t)
+        )
+    counts = {"v1": 0, "v2": 0, "failed": 0}
+    for result in results:
+        served = result.json().get("servedBy", "") if result.status == 200 else ""
+        key = (
+            "v2"
+            if served.startswith("minimal-service-v2-")
+            else "v1"
+            if served.startswith("minimal-service-")
+            else "failed"
+        )
+        counts[key] += 1
+    if not counts["failed"]:
+        del counts["failed"]
+    return counts

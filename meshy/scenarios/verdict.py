@@ -1,0 +1,54 @@
+"""What a scenario hands back: checks with numbers, and the sampling design behind them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# A working feature passes at least 999 times in 1,000; every sample size is
+# chosen so that a broken one fails at least as often (see design notes).
+ALPHA = 0.001
+POWER = 0.999
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    measured: str
+    expected: str
+    detail: str
+    passed: bool
+
+
+@dataclass
+class Phase:
+    """One stage's raw observations, kept for the report's picture."""
+
+    name: str
+    counts: dict[str, int]
+
+
+@dataclass
+class Report:
+    scenario: str
+    backend: str
+    pair: str
+    summary: str
+    checks: list[Check] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    design: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    requests: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+    def add(self, check: Check) -> Check:
+        self.checks.append(check)
+        return check
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["passed"] = self.passed
+        return data
