@@ -4,9 +4,66 @@ Each collection is a module under meshy/tasks/; the logic they call lives in
 the meshy package and is tested without invoke.
 """
 
-from invoke import Collection
+import os
+import sys
 
-from meshy.tasks import local
+from invoke import Collection, task
 
-namespace = Collection()
-namespace.add_collection(Collection.from_module(local))
+from meshy.tasks import addons, cluster, images, ingress, istio, local, mesh, registry, scenario, services
+from meshy.tasks.common import PAIR_HELP, clear_errors, cluster_env, export_pair_options
+
+export_pair_options(sys.argv, os.environ)
+
+
+@task(
+    pre=[registry.up, cluster.up, istio.install, addons.install, mesh.enable, images.build, services.deploy],
+    help={**PAIR_HELP, "with_ingress": "also install the NGINX ingress controller"},
+)
+def up(c, k8s=None, istio=None, with_ingress=False):
+    """Everything of the walkthrough on kind, in order: registry, cluster, Istio, add-ons, injection, image, services."""
+    from meshy.kind import steps
+
+    with clear_errors():
+        env = cluster_env(c, k8s, istio)
+        if with_ingress:
+            steps.ingress_install(env)
+        steps.baseline(env)
+    if not env.dry:
+        print(
+            "kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:8080/  (Kiali :8081, Grafana :3000)"
+        )
+
+
+@task(name="down", help=PAIR_HELP)
+def down_(c, k8s=None, istio=None):
+    """Remove the cluster, the registry and the external service container; safe to run twice."""
+    from meshy.kind import steps
+
+    with clear_errors():
+        env = cluster_env(c, k8s, istio)
+        steps.external_down(env)
+        steps.cluster_down(env)
+        steps.registry_down(env)
+
+
+@task(help={**scenario.HELP, "down": "tear the backend down afterwards (default: leave it running)"})
+def demo(c, backend="local", k8s=None, istio=None, state=None, down=False):
+    """The whole walkthrough: bring the backend up, run every scenario, print one summary table."""
+    from meshy.scenarios import runner
+
+    if backend == "kind" and not c.config.run.dry:
+        up(c, k8s=k8s, istio=istio)
+    results = scenario.run_scenarios(c, list(runner.SCENARIOS), backend, k8s, istio, state)
+    if results:
+        print("\n" + runner.summary_table(results))
+    if down and not c.config.run.dry:
+        if backend == "local":
+            local.down(c, state=state)
+        else:
+            down_(c, k8s=k8s, istio=istio)
+    scenario.judge(results)
+
+
+namespace = Collection(up, down_, demo)
+for module in (registry, cluster, ingress, istio, addons, mesh, images, services, scenario, local):
+    namespace.add_collection(Collection.from_module(module))

@@ -23,6 +23,23 @@ IMAGE = "localhost:5000/minimal-service:v1.0.0"
 class External:
     host: str = "minimal.external.kind.org"
     port: int = 9090
+    # None: resolved by DNS (the local backend's host table); on kind, the
+    # external container's address, so that pods need no /etc/hosts entry.
+    address: str | None = None
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Host and node ports of the kind path (see the walkthrough's port mappings)."""
+
+    registry: int = 5000
+    ingress_host: int = 8080
+    ingress_node: int = 30080
+    kiali_host: int = 8081
+    kiali_node: int = 30200
+    grafana_host: int = 3000
+    grafana_node: int = 30300
+    nginx_host: int = 8880
 
 
 @dataclass(frozen=True)
@@ -33,6 +50,8 @@ class RenderOptions:
     retry_attempts: int = 20
     split: dict[str, int] = field(default_factory=lambda: {"v1": 50, "v2": 50})
     external: External = External()
+    ports: Ports = Ports()
+    registry_name: str = "kind-registry"
 
 
 def environment() -> jinja2.Environment:
@@ -64,6 +83,8 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "retry_attempts": options.retry_attempts,
         "split": options.split,
         "external": options.external,
+        "ports": options.ports,
+        "registry_name": options.registry_name,
         **extra,
     }
     return environment().get_template(template).render(context)

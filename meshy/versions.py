@@ -34,6 +34,7 @@ class Pair:
     istio_api: str
     ingress_api: str
     ingress_nginx: str
+    registry_mirror: str
 
     @property
     def name(self) -> str:
@@ -66,6 +67,7 @@ def load_matrix(path: Path = MATRIX) -> list[Pair]:
             istio_api=entry["apis"]["istio"],
             ingress_api=entry["apis"]["ingress"],
             ingress_nginx=entry["ingress_nginx"],
+            registry_mirror=entry["registry_mirror"],
         )
         for entry in data["pairs"]
     ]

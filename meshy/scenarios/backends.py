@@ -6,6 +6,9 @@ and reads a proxy's counters; each backend does those its own way.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import time
 from typing import Protocol
 
@@ -22,6 +25,7 @@ class ScenarioError(RuntimeError):
 class Backend(Protocol):
     name: str
     pair: Pair
+    options: RenderOptions
 
     @property
     def ingress(self) -> str: ...
@@ -45,16 +49,17 @@ class LocalScenarioBackend:
     def __init__(self, local: LocalBackend, pair: Pair) -> None:
         self.local = local
         self.pair = pair
+        self.options = RenderOptions()
 
     @property
     def ingress(self) -> str:
         return self.local.ingress_url
 
     def apply(self, template: str, options: RenderOptions | None = None) -> None:
-        self.local.apply(render(template, self.pair, options), template)
+        self.local.apply(render(template, self.pair, options or self.options), template)
 
     def delete(self, template: str, options: RenderOptions | None = None) -> None:
-        self.local.delete(render(template, self.pair, options), template)
+        self.local.delete(render(template, self.pair, options or self.options), template)
 
     def remove_selector_label(self, service: str, label: str) -> None:
         self.local.remove_selector_label(service, label)
@@ -70,6 +75,63 @@ class LocalScenarioBackend:
 
     def external_log(self) -> str:
         return self.local.log_file("minimal-external").read_text(errors="replace")
+
+
+class KindScenarioBackend:
+    """A kind + Istio cluster built by `inv up`: kubectl, the proxies' admin API, docker logs."""
+
+    name = "kind"
+
+    def __init__(self, env) -> None:
+        from meshy.kind import steps
+        from meshy.render import External
+
+        self.env = env
+        self.pair = env.pair
+        address = steps.external_up(env)
+        self.options = dataclasses.replace(env.options, external=External(address=address))
+
+    @property
+    def ingress(self) -> str:
+        return f"http://127.0.0.1:{self.options.ports.ingress_host}"
+
+    def apply(self, template: str, options: RenderOptions | None = None) -> None:
+        text = render(template, self.pair, options or self.options)
+        self.env.run(self.env.kubectl("apply -f -"), stdin=text)
+        for name in re.findall(r"^kind: Deployment\nmetadata:\n  name: (\S+)", text, re.M):
+            self.env.run(self.env.kubectl(f"rollout status deploy/{name} --timeout=300s"))
+
+    def delete(self, template: str, options: RenderOptions | None = None) -> None:
+        text = render(template, self.pair, options or self.options)
+        self.env.run(self.env.kubectl("delete --ignore-not-found -f -"), stdin=text)
+
+    def remove_selector_label(self, service: str, label: str) -> None:
+        selector = self.env.query(self.env.kubectl(f"get svc {service} -o jsonpath='{{.spec.selector}}'"))
+        if f'"{label}"' in selector:
+            patch = json.dumps([{"op": "remove", "path": f"/spec/selector/{label}"}])
+            self.env.run(self.env.kubectl(f"patch svc {service} --type json -p '{patch}'"))
+
+    def _admin(self, proxy: str, path: str) -> str:
+        namespace = "istio-system" if proxy.startswith("istio-") else "default"
+        command = f"-n {namespace} exec deploy/{proxy} -c istio-proxy -- pilot-agent request GET {path}"
+        return self.env.query(self.env.kubectl(command))
+
+    def counters(self, proxy: str, prefix: str) -> dict[str, int]:
+        counters = {}
+        for line in self._admin(proxy, "stats").splitlines():
+            name, _, value = line.rpartition(": ")
+            if name.startswith(prefix) and value.isdigit():
+                counters[name] = int(value)
+        return counters
+
+    def config_dump(self, proxy: str) -> dict:
+        text = self._admin(proxy, "config_dump")
+        return json.loads(text) if text else {}
+
+    def external_log(self) -> str:
+        from meshy.kind.context import EXTERNAL
+
+        return self.env.query(f"docker logs {EXTERNAL} 2>&1")
 
 
 def route_targets(config_dump: dict, domain: str) -> dict[str, int]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from meshy import stats
 from meshy.console import Console
-from meshy.render import RenderOptions
 from meshy.scenarios.backends import Backend, route_targets, wait_for
 from meshy.scenarios.checks import split_check
 from meshy.scenarios.traffic import get_request, send
@@ -57,7 +58,7 @@ def run(backend: Backend, console: Console) -> Report:
 
 def split_step(backend: Backend, console: Console, v1: int, v2: int, label: str) -> dict[str, int]:
     with console.step(f"apply weights {v1}/{v2} and wait until the ingress gateway routes by them"):
-        backend.apply(SPLIT_FILE, RenderOptions(split={"v1": v1, "v2": v2}))
+        backend.apply(SPLIT_FILE, dataclasses.replace(backend.options, split={"v1": v1, "v2": v2}))
         wanted = {"v1": v1, "v2": v2}
 
         def active() -> bool:

@@ -23,12 +23,15 @@ class TaskError(RuntimeError):
 @contextmanager
 def clear_errors() -> Iterator[None]:
     """Known failures end the task with their one-sentence message and exit code 1."""
+    from meshy.download import DownloadError
+    from meshy.kind.context import ClusterError
     from meshy.local.backend import LocalError
     from meshy.local.resources import ResourceError
+    from meshy.scenarios.backends import ScenarioError
 
     try:
         yield
-    except (TaskError, VersionError, LocalError, ResourceError, FileNotFoundError) as error:
+    except (TaskError, VersionError, LocalError, ResourceError, ClusterError, DownloadError, ScenarioError) as error:
         raise Exit(f"error: {error}", code=1) from None
 
 
@@ -43,3 +46,28 @@ def pair_of(k8s: str | None, istio: str | None) -> Pair:
 
 def is_dry(c: Context) -> bool:
     return bool(c.config.run.dry)
+
+
+def export_pair_options(argv: list[str], environ: dict[str, str]) -> None:
+    """Copy --k8s/--istio from the command line into MESHY_K8S/MESHY_ISTIO.
+
+    invoke calls pre-tasks without arguments, so `inv services.deploy --k8s 1.19`
+    would otherwise build the default pair's cluster first.
+    """
+    for flag, variable in (("--k8s", "MESHY_K8S"), ("--istio", "MESHY_ISTIO")):
+        for index, arg in enumerate(argv):
+            if arg == flag and index + 1 < len(argv):
+                environ[variable] = argv[index + 1]
+            elif arg.startswith(flag + "="):
+                environ[variable] = arg.split("=", 1)[1]
+
+
+def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
+    """The cluster path's step environment; under --dry the Kubernetes client only says what it would do."""
+    from meshy.console import Console
+    from meshy.kind.context import Env, Kube, PlanKube
+
+    pair = pair_of(k8s, istio)
+    context = f"kind-{pair.cluster_name}"
+    kube = PlanKube(context, print) if is_dry(c) else Kube(context)
+    return Env(c, pair, Console(), kube)

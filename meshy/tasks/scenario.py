@@ -1,0 +1,71 @@
+"""scenario.*: each walkthrough section measured and judged; exits non-zero when a verdict fails."""
+
+from __future__ import annotations
+
+from invoke import Context, task
+from invoke.exceptions import Exit
+
+from meshy.console import Console
+from meshy.scenarios import runner
+from meshy.scenarios.verdict import Report
+from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, cluster_env, is_dry, pair_of
+
+HELP = {
+    **PAIR_HELP,
+    "backend": "local (default: real Envoy proxies, no cluster) or kind (a cluster built by inv up)",
+    "state": "local backend state directory (default .meshy/; env MESHY_STATE)",
+}
+
+
+def make_backend(c: Context, backend: str, k8s: str | None, istio: str | None, state: str | None = None):
+    """The scenario backend, brought up first if it is the local one."""
+    from meshy.local.backend import LocalBackend, LocalConfig
+    from meshy.scenarios.backends import KindScenarioBackend, LocalScenarioBackend
+
+    if backend == "local":
+        pair = pair_of(k8s, istio)
+        local = LocalBackend(LocalConfig.from_env(state))
+        local.up(pair)
+        return LocalScenarioBackend(local, pair)
+    if backend == "kind":
+        return KindScenarioBackend(cluster_env(c, k8s, istio))
+    raise TaskError(f"--backend {backend!r} is not known; use local or kind.")
+
+
+def run_scenarios(c: Context, names: list[str], backend: str, k8s, istio, state=None) -> list[Report]:
+    if is_dry(c):
+        print(f"would run scenario(s) {', '.join(names)} on the {backend} backend and write reports/{backend}/")
+        return []
+    with clear_errors():
+        target = make_backend(c, backend, k8s, istio, state)
+        return [runner.run(name, target, Console()) for name in names]
+
+
+def judge(results: list[Report]) -> None:
+    failed = [r.scenario for r in results if not r.passed]
+    if failed:
+        raise Exit(f"verdict failed: {', '.join(failed)} (see reports/)", code=1)
+
+
+@task(help=HELP)
+def gateway(c, backend="local", k8s=None, istio=None, state=None):
+    """Host-based routing through the ingress gateway; unknown hosts get 404."""
+    judge(run_scenarios(c, ["gateway"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def retries(c, backend="local", k8s=None, istio=None, state=None):
+    """Bounce to bounced-service (70% 500s) before and after a 20-attempt retry policy."""
+    judge(run_scenarios(c, ["retries"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def traffic_shift(c, backend="local", k8s=None, istio=None, state=None):
+    """v1/v2 split 50/50, then a canary walk 90/10 -> 50/50 -> 0/100, each judged by chi-square."""
+    judge(run_scenarios(c, ["traffic-shift"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def egress(c, backend="local", k8s=None, istio=None, state=None):
+    """A call out of the mesh: fails without a ServiceEntry, passes through the egress gateway with one."""
+    judge(run_scenarios(c, ["egress"], backend, k8s, istio, state))
