@@ -263,13 +263,23 @@ class LocalBackend:
         gateways = topology.gateways(layout)
         mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
         state.allocation = allocation
-        configs = {name: (envoy.cds(proxy), envoy.lds(proxy)) for name, proxy in mesh.proxies.items()}
-        # Clusters first, then listeners: a route never names a cluster its proxy lacks yet.
-        changed_cds = self.write_configs(mesh, configs, "cds.json", 0)
+        files = {name: proxy_files(proxy, self.proxy_dir(name)) for name, proxy in mesh.proxies.items()}
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name, proxy in mesh.proxies.items():
+            if not (self.proxy_dir(name) / "bootstrap.json").exists():
+                self.write_changed(name, files[name], list(files[name]))
+                write_atomic(
+                    self.proxy_dir(name) / "bootstrap.json", json.dumps(envoy.bootstrap(proxy, self.proxy_dir(name)))
+                )
         self.supervisor.sync(self.programs(pods, gateways, state))
-        self.wait_ready(pods, mesh, configs, changed_cds, index=0)
-        changed_lds = self.write_configs(mesh, configs, "lds.json", 1)
-        self.wait_ready(pods, mesh, configs, changed_lds, index=1)
+        # Clusters, then routes, then listeners: nothing ever names what its proxy lacks yet.
+        for phase in ("cds", "rds", "lds"):
+            pending = []
+            for name in mesh.proxies:
+                names = [f for f in files[name] if f.startswith(phase)]
+                pending += [(name, f) for f in self.write_changed(name, files[name], names)]
+            self.wait_versions(mesh, files, pending, deadline)
+        self.wait_apps(pods, deadline)
         self.remove_stale_configs(mesh)
         self.save(state)
         return mesh
@@ -277,24 +287,42 @@ class LocalBackend:
     def proxy_dir(self, name: str) -> Path:
         return self.dir / "envoy" / name
 
-    def write_configs(self, mesh: Mesh, configs, filename: str, index: int) -> set[str]:
-        changed = set()
-        for name, proxy in mesh.proxies.items():
-            directory = self.proxy_dir(name)
-            directory.mkdir(parents=True, exist_ok=True)
-            text = json.dumps(configs[name][index], indent=1, sort_keys=True)
-            target = directory / filename
-            if not target.exists() or target.read_text() != text:
-                write_atomic(target, text)
-                changed.add(name)
-            bootstrap = directory / "bootstrap.json"
-            if not bootstrap.exists():
-                write_atomic(bootstrap, json.dumps(envoy.bootstrap(proxy, directory), indent=1))
-                # A new proxy also needs its other file before it starts.
-                other = directory / ("lds.json" if filename == "cds.json" else "cds.json")
-                if not other.exists():
-                    write_atomic(other, json.dumps(envoy.discovery([]), indent=1))
-        return changed
+    def write_changed(self, proxy: str, files: dict[str, dict], names: list[str]) -> list[str]:
+        """Write the named files whose content changed; return the ones a running proxy must acknowledge."""
+        acknowledged = []
+        for filename in names:
+            target = self.proxy_dir(proxy) / filename
+            text = json.dumps(files[filename], indent=1, sort_keys=True)
+            if target.exists() and target.read_text() == text:
+                continue
+            # A route file no listener uses yet is read when its listener arrives (LDS phase).
+            if filename.startswith("cds") or filename.startswith("lds") or target.exists():
+                acknowledged.append(filename)
+            write_atomic(target, text)
+        return acknowledged
+
+    def wait_versions(self, mesh: Mesh, files, pending: list[tuple[str, str]], deadline: float) -> None:
+        for name, filename in pending:
+            proxy = mesh.proxies[name]
+            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={requests.utils.quote(version_stat(filename))}"
+            want = files[name][filename]["version_info"]
+            if not wait_until(
+                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
+            ):
+                raise LocalError(
+                    f"proxy {name} did not load its new {filename} within {READY_TIMEOUT:.0f}s; see inv local.logs proxy_{name}"
+                )
+
+    def wait_apps(self, pods: list[Pod], deadline: float) -> None:
+        for pod in pods:
+            for port in pod.ports:
+                url = f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}"
+                if not wait_until(
+                    lambda url=url: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())
+                ):
+                    raise LocalError(
+                        f"app of pod {pod.name} is not healthy at {url}; see inv local.logs app_{pod.name}"
+                    )
 
     def remove_stale_configs(self, mesh: Mesh) -> None:
         root = self.dir / "envoy"
@@ -326,31 +354,6 @@ class LocalBackend:
             env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
         return programs
-
-    def wait_ready(self, pods: list[Pod], mesh: Mesh, configs, changed: set[str], index: int) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        key = ("cluster_manager.cds.version_text", "listener_manager.lds.version_text")[index]
-        for name in sorted(changed):
-            proxy = mesh.proxies[name]
-            want = configs[name][index]["version_info"]
-            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={key}"
-            ok = wait_until(
-                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
-            )
-            if not ok:
-                raise LocalError(
-                    f"proxy {name} did not load its new configuration within {READY_TIMEOUT:.0f}s; "
-                    f"see inv local.logs proxy_{name}"
-                )
-        for pod in pods:
-            for port in pod.ports:
-                url = f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}"
-                if not wait_until(
-                    lambda url=url: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())
-                ):
-                    raise LocalError(
-                        f"app of pod {pod.name} is not healthy at {url}; see inv local.logs app_{pod.name}"
-                    )
 
     # --- inspection ------------------------------------------------------------------------------
 
@@ -430,6 +433,21 @@ class LocalBackend:
     def pods(self) -> list[Pod]:
         state = self.load()
         return topology.pods(state.resources, state.allocation, self.layout)[0]
+
+
+def proxy_files(proxy, directory: Path) -> dict[str, dict]:
+    """Every configuration file of one proxy, by name."""
+    return {"cds.json": envoy.cds(proxy), **envoy.rds(proxy), "lds.json": envoy.lds(proxy, directory)}
+
+
+def version_stat(filename: str) -> str:
+    """The admin text readout that shows which version of a file a proxy runs."""
+    if filename == "cds.json":
+        return "cluster_manager.cds.version_text"
+    if filename == "lds.json":
+        return "listener_manager.lds.version_text"
+    name = filename.removeprefix("rds_").removesuffix(".json")
+    return f"http.{name}.rds.{name}.version_text"
 
 
 def change_word(current: ResourceSet, resource: Resource) -> str:

@@ -341,9 +341,10 @@ def destination_cluster(destination, where, namespace, registry, rules) -> str:
     entry = registry.get(host)
     port = destination.get("port", {}).get("number")
     if port is None:
-        if entry is None or len(entry.ports) != 1:
-            raise BuildError(f"{where}: destination {destination['host']} needs port.number")
-        port = next(iter(entry.ports))
+        if entry is not None and len(entry.ports) != 1:
+            raise BuildError(f"{where}: destination {destination['host']} has several ports; set port.number")
+        # An unknown host names a cluster that does not exist: Envoy answers 503, as Istio does.
+        port = next(iter(entry.ports)) if entry else 0
     subset = destination.get("subset", "")
     if subset and subset_labels(rules.get(host), subset) is None:
         raise BuildError(

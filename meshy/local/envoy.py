@@ -16,6 +16,7 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_CONFIGURATION = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 HTTP_OPTIONS = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 PREVIOUS_HOSTS = "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
@@ -49,12 +50,21 @@ def percent(value: float) -> dict[str, Any]:
 # --- Bootstrap -------------------------------------------------------------------
 
 
+def config_source(config_dir: Path, name: str) -> dict[str, Any]:
+    """A file Envoy watches: a new version is written beside it and renamed into place."""
+    return {
+        "path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
+        "resource_api_version": "V3",
+    }
+
+
+def rds_file(listener_name: str) -> str:
+    return f"rds_{listener_name}.json"
+
+
 def bootstrap(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
     def source(name: str) -> dict[str, Any]:
-        return {
-            "path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
-            "resource_api_version": "V3",
-        }
+        return config_source(config_dir, name)
 
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
@@ -77,8 +87,13 @@ def discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"version_info": hashlib.sha256(body).hexdigest()[:16], "resources": resources}
 
 
-def lds(proxy: Proxy) -> dict[str, Any]:
-    return discovery([listener(item) for item in proxy.listeners])
+def lds(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
+    return discovery([listener(item, config_dir) for item in proxy.listeners])
+
+
+def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
+    """One route-configuration file per listener, by file name."""
+    return {rds_file(item.name): discovery([route_configuration(item)]) for item in proxy.listeners}
 
 
 def cds(proxy: Proxy) -> dict[str, Any]:
@@ -88,16 +103,23 @@ def cds(proxy: Proxy) -> dict[str, Any]:
 # --- Listeners and routes -------------------------------------------------------------
 
 
-def listener(item: Listener) -> dict[str, Any]:
+def route_configuration(item: Listener) -> dict[str, Any]:
+    return {
+        "@type": ROUTE_CONFIGURATION,
+        "name": item.name,
+        # Routes may name clusters that arrive later or never exist: answer 503, not reject.
+        "validate_clusters": False,
+        "virtual_hosts": [virtual_host(vh) for vh in item.virtual_hosts],
+    }
+
+
+def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
+    # Routes come by RDS, as in Istio: a route change reaches open connections at
+    # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {
         "@type": HCM,
         "stat_prefix": item.name,
-        "route_config": {
-            "name": item.name,
-            # Routes may name clusters that arrive later or never exist: answer 503, not reject.
-            "validate_clusters": False,
-            "virtual_hosts": [virtual_host(vh) for vh in item.virtual_hosts],
-        },
+        "rds": {"route_config_name": item.name, "config_source": config_source(config_dir, rds_file(item.name))},
         "http_filters": [
             {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},

@@ -1,0 +1,46 @@
+"""A real local mesh for tests: its own state directory, address block and ingress port."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+from meshy.console import Console
+from meshy.local.backend import LocalBackend, LocalConfig
+from meshy.local.topology import Layout
+from meshy.net import free_port
+from meshy.render import render
+from meshy.versions import select_pair
+
+NO_PROXY = {"http": "", "https": ""}
+
+
+class Mesh:
+    def __init__(self, state_dir: Path, base: int) -> None:
+        self.pair = select_pair()
+        layout = Layout("127.0.0.1", free_port(), base)
+        self.backend = LocalBackend(LocalConfig(state_dir, layout), Console(quiet=True))
+        self.session = requests.Session()
+        self.session.trust_env = False
+
+    def up(self) -> float:
+        return self.backend.up(self.pair)
+
+    def apply(self, text: str) -> list[str]:
+        return self.backend.apply(text, "test")
+
+    def delete(self, text: str) -> list[str]:
+        return self.backend.delete(text, "test")
+
+    def apply_template(self, name: str, **options) -> list[str]:
+        from meshy.render import RenderOptions
+
+        return self.apply(render(name, self.pair, RenderOptions(**options)))
+
+    def get(self, path: str = "/", host: str = "minimal.svc.kind.org", **kwargs) -> requests.Response:
+        return self.session.get(self.backend.ingress_url + path, headers={"Host": host, **kwargs.pop("headers", {})}, timeout=10, **kwargs)
+
+    def bounce(self, endpoint: str) -> requests.Response:
+        body = f'{{"rebound":"true","endpoint":"{endpoint}"}}'
+        return self.session.post(self.backend.ingress_url + "/bounce", data=body, headers={"Host": "minimal.svc.kind.org"}, timeout=30)
