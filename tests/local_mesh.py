@@ -39,8 +39,12 @@ class Mesh:
         return self.apply(render(name, self.pair, RenderOptions(**options)))
 
     def get(self, path: str = "/", host: str = "minimal.svc.kind.org", **kwargs) -> requests.Response:
-        return self.session.get(self.backend.ingress_url + path, headers={"Host": host, **kwargs.pop("headers", {})}, timeout=10, **kwargs)
+        return self.session.get(
+            self.backend.ingress_url + path, headers={"Host": host, **kwargs.pop("headers", {})}, timeout=10, **kwargs
+        )
 
     def bounce(self, endpoint: str) -> requests.Response:
         body = f'{{"rebound":"true","endpoint":"{endpoint}"}}'
-        return self.session.post(self.backend.ingress_url + "/bounce", data=body, headers={"Host": "minimal.svc.kind.org"}, timeout=30)
+        return self.session.post(
+            self.backend.ingress_url + "/bounce", data=body, headers={"Host": "minimal.svc.kind.org"}, timeout=30
+        )

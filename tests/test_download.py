@@ -20,7 +20,10 @@ from meshy.versions import select_pair
 def make_archive() -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        for name, text in {"istio-9.9.9/bin/istioctl": "#!/bin/sh\necho fake\n", "istio-9.9.9/samples/addons/a.yaml": "x: 1\n"}.items():
+        for name, text in {
+            "istio-9.9.9/bin/istioctl": "#!/bin/sh\necho fake\n",
+            "istio-9.9.9/samples/addons/a.yaml": "x: 1\n",
+        }.items():
             data = text.encode()
             info = tarfile.TarInfo(name)
             info.size = len(data)

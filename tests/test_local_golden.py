@@ -42,7 +42,11 @@ def translate(case: str) -> dict:
     for wanted in directives(text, "golden-proxies"):
         proxy = next(p for name, p in mesh.proxies.items() if name == wanted or name.startswith(wanted + "-"))
         config_dir = Path("/meshy/envoy") / proxy.name
-        result[wanted] = {"listeners": envoy.lds(proxy, config_dir), "routes": envoy.rds(proxy), "clusters": envoy.cds(proxy)}
+        result[wanted] = {
+            "listeners": envoy.lds(proxy, config_dir),
+            "routes": envoy.rds(proxy),
+            "clusters": envoy.cds(proxy),
+        }
     return result
 
 

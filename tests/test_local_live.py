@@ -31,7 +31,11 @@ def clean(mesh):
     baseline = ["services/minimal-service.yaml.j2", "istio/minimal-virtualservice.yaml.j2"]
     for name in baseline:
         mesh.apply_template(name)
-    for kind, name in [("VirtualService", "web-vs"), ("DestinationRule", "minimal-destinationrule"), ("VirtualService", "bounced-virtualservice-retries")]:
+    for kind, name in [
+        ("VirtualService", "web-vs"),
+        ("DestinationRule", "minimal-destinationrule"),
+        ("VirtualService", "bounced-virtualservice-retries"),
+    ]:
         api = "networking.istio.io/v1"
         mesh.delete(f"apiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: default}}\n")
 
@@ -88,14 +92,22 @@ def test_retries_turn_70_percent_failures_into_successes(clean):
 
 def test_fault_delay_is_visible_in_latency(clean):
     baseline = [timed(clean.get) for _ in range(10)]
-    clean.apply(vs("    - fault: {delay: {fixedDelay: 250ms, percentage: {value: 100}}}\n      route: [{destination: {host: minimal-service}}]"))
+    clean.apply(
+        vs(
+            "    - fault: {delay: {fixedDelay: 250ms, percentage: {value: 100}}}\n      route: [{destination: {host: minimal-service}}]"
+        )
+    )
     delayed = [timed(clean.get) for _ in range(10)]
     assert statistics.median(baseline) < 0.1
     assert min(delayed) >= 0.25
 
 
 def test_fault_abort_is_visible_in_codes(clean):
-    clean.apply(vs("    - fault: {abort: {httpStatus: 418, percentage: {value: 50}}}\n      route: [{destination: {host: minimal-service}}]"))
+    clean.apply(
+        vs(
+            "    - fault: {abort: {httpStatus: 418, percentage: {value: 50}}}\n      route: [{destination: {host: minimal-service}}]"
+        )
+    )
     n = stats.proportion_sample_size(0.5, 0.6, ALPHA, 0.999)
     codes = [clean.get().status_code for _ in range(n)]
     assert set(codes) == {200, 418}
@@ -106,9 +118,17 @@ def test_mirror_is_seen_on_the_mirror_target(clean):
     def bounced_requests() -> int:
         pod = next(p for p in clean.backend.pods() if p.deployment == "bounced-service")
         text = requests.get(f"http://{pod.app_ip}:9090/metrics", timeout=5, proxies={"http": ""}).text
-        return sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('minimal_service_requests_total{path="/mirrored"'))
+        return sum(
+            int(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('minimal_service_requests_total{path="/mirrored"')
+        )
 
-    clean.apply(vs("    - mirror: {host: bounced-service}\n      mirrorPercentage: {value: 100}\n      route: [{destination: {host: minimal-service}}]"))
+    clean.apply(
+        vs(
+            "    - mirror: {host: bounced-service}\n      mirrorPercentage: {value: 100}\n      route: [{destination: {host: minimal-service}}]"
+        )
+    )
     start = bounced_requests()
     for _ in range(20):
         assert clean.get("/mirrored").status_code == 200
@@ -226,7 +246,11 @@ def test_invalid_apply_is_refused_and_the_mesh_keeps_serving(clean):
 
 
 def test_config_change_keeps_in_flight_requests(clean):
-    clean.apply(vs("    - fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n      route: [{destination: {host: minimal-service}}]"))
+    clean.apply(
+        vs(
+            "    - fault: {delay: {fixedDelay: 1s, percentage: {value: 100}}}\n      route: [{destination: {host: minimal-service}}]"
+        )
+    )
     result = {}
     thread = threading.Thread(target=lambda: result.setdefault("response", clean.get()))
     thread.start()
@@ -237,7 +261,9 @@ def test_config_change_keeps_in_flight_requests(clean):
 
 
 def test_apply_is_idempotent_and_reports_changes(clean):
-    assert clean.apply_template("istio/minimal-virtualservice.yaml.j2") == ["VirtualService default/minimal-virtualservice unchanged"]
+    assert clean.apply_template("istio/minimal-virtualservice.yaml.j2") == [
+        "VirtualService default/minimal-virtualservice unchanged"
+    ]
 
 
 def test_crashed_app_is_restarted(clean):

@@ -53,7 +53,10 @@ def test_rendered_files_keep_the_walkthrough_names(tmp_path):
 
 @pytest.mark.parametrize(
     ("k8s", "istio", "istio_api", "ingress_api"),
-    [("1.19", "1.8", "networking.istio.io/v1alpha3", "networking.k8s.io/v1beta1"), ("1.36", "1.30", "networking.istio.io/v1", "networking.k8s.io/v1")],
+    [
+        ("1.19", "1.8", "networking.istio.io/v1alpha3", "networking.k8s.io/v1beta1"),
+        ("1.36", "1.30", "networking.istio.io/v1", "networking.k8s.io/v1"),
+    ],
 )
 def test_api_versions_follow_the_pair(k8s, istio, istio_api, ingress_api):
     pair = select_pair(k8s, istio)
@@ -63,11 +66,15 @@ def test_api_versions_follow_the_pair(k8s, istio, istio_api, ingress_api):
 
 def test_split_weights_and_external_address_are_options():
     pair = select_pair()
-    split = yaml.safe_load(render("istio/minimal-virtualservice-split.yaml.j2", pair, RenderOptions(split={"v1": 90, "v2": 10})))
+    split = yaml.safe_load(
+        render("istio/minimal-virtualservice-split.yaml.j2", pair, RenderOptions(split={"v1": 90, "v2": 10}))
+    )
     assert [r["weight"] for r in split["spec"]["http"][0]["route"]] == [90, 10]
     from meshy.render import External
 
-    entry = yaml.safe_load(render("istio/service-entry.yaml.j2", pair, RenderOptions(external=External(address="172.18.0.9"))))
+    entry = yaml.safe_load(
+        render("istio/service-entry.yaml.j2", pair, RenderOptions(external=External(address="172.18.0.9")))
+    )
     assert entry["spec"]["resolution"] == "STATIC" and entry["spec"]["endpoints"] == [{"address": "172.18.0.9"}]
     assert yaml.safe_load(render("istio/service-entry.yaml.j2", pair))["spec"]["resolution"] == "DNS"
 

@@ -196,6 +196,11 @@ class LocalBackend:
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
                 "with --ingress or MESHY_INGRESS."
             )
+        if port_in_use(layout.gateway_ip(0), ADMIN_PORT):
+            raise LocalError(
+                f"the addresses 127.{layout.base}-{layout.base + 3}.x.x are in use by another local mesh; "
+                "run inv local.down for it or choose another block with MESHY_ADDRESS_BASE."
+            )
 
     def down(self) -> list[int]:
         """Stop everything of this state directory and remove it; safe to run twice."""
