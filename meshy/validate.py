@@ -108,3 +108,34 @@ def validate_tree(pair: Pair, rendered: Path, crd_root: str | None = None) -> tu
                 messages = validate_kubernetes(document, pair.k8s)
             problems += [Problem(name, label, message) for message in messages]
     return checked, problems
+
+
+def main(argv: list[str]) -> int:
+    """python -m meshy.validate PAIR: render every template for PAIR and validate every object."""
+    from meshy.render import build_dir, render_all
+    from meshy.versions import load_matrix
+
+    pairs = {p.name: p for p in load_matrix()}
+    if len(argv) != 1 or argv[0] not in pairs:
+        print(f"usage: python -m meshy.validate PAIR  (one of: {', '.join(pairs)})")
+        return 2
+    pair = pairs[argv[0]]
+    out = build_dir(pair)
+    written = render_all(pair, out)
+    try:
+        checked, problems = validate_tree(pair, out)
+    except ValidationSetupError as error:
+        print(f"error: {error}")
+        return 2
+    for problem in problems:
+        print(f"✗ {problem}")
+    print(
+        f"{pair.name}: rendered {len(written)} files into {out}, validated {checked} objects, {len(problems)} problems"
+    )
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

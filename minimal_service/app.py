@@ -11,6 +11,7 @@ import random
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -27,6 +28,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_BODY = 1 << 20
+BOUNCE_WORKERS = 64
 # Content types a /bounce body may carry; curl -d sends form-urlencoded.
 BOUNCE_TYPES = {"", "application/json", "application/x-www-form-urlencoded", "text/plain"}
 PROPAGATED = (
@@ -97,6 +99,9 @@ class MinimalService:
         self.settings = settings
         self.rng = rng or random.Random()
         self.metrics = Metrics()
+        # Outgoing calls block in requests; this bounds how many run at once
+        # (asyncio's default pool would allow only cores + 4).
+        self.bounces = ThreadPoolExecutor(max_workers=BOUNCE_WORKERS, thread_name_prefix="bounce")
         self.tracer = None
         if settings.tracing:
             # Imported only here so that TRACING=0 loads nothing of OpenTelemetry.
@@ -151,7 +156,8 @@ class MinimalService:
         outgoing = {name: request.headers[name] for name in PROPAGATED if name in request.headers}
         span = self.tracer.start(request, outgoing) if self.tracer else None
         try:
-            code, upstream_headers = await asyncio.to_thread(fetch_status, endpoint, outgoing)
+            loop = asyncio.get_running_loop()
+            code, upstream_headers = await loop.run_in_executor(self.bounces, fetch_status, endpoint, outgoing)
         except BounceError as error:
             if span:
                 span.end_with(502)

@@ -46,7 +46,9 @@ def get_request(ingress: str, host: str, path: str = "/") -> Request:
     return Request("GET", f"{ingress}{path}", {"Host": host})
 
 
-def send(request: Request, n: int, progress: Callable[[int, int], None] | None = None) -> list[Result]:
+def send(
+    request: Request, n: int, progress: Callable[[int, int], None] | None = None, workers: int = WORKERS
+) -> list[Result]:
     """n copies of request, in order of completion; never raises for HTTP failures."""
     local = threading.local()
     done = 0
@@ -72,5 +74,5 @@ def send(request: Request, n: int, progress: Callable[[int, int], None] | None =
                 progress(done, n)
         return result
 
-    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(one, range(n)))
