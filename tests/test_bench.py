@@ -1,0 +1,34 @@
+import math
+
+from meshy.bench import parse_hey
+
+SAMPLE = """
+Summary:
+  Total:\t5.0021 secs
+  Slowest:\t0.0213 secs
+  Fastest:\t0.0001 secs
+  Average:\t0.0039 secs
+  Requests/sec:\t8123.4567
+
+Latency distribution:
+  10% in 0.0011 secs
+  50% in 0.0021 secs
+  90% in 0.0051 secs
+  99% in 0.0123 secs
+
+Status code distribution:
+  [200]\t40600 responses
+  [503]\t17 responses
+"""
+
+
+def test_parse_hey_summary():
+    load = parse_hey(SAMPLE)
+    assert math.isclose(load.rps, 8123.4567)
+    assert math.isclose(load.p50_ms, 2.1) and math.isclose(load.p90_ms, 5.1) and math.isclose(load.p99_ms, 12.3)
+    assert load.errors == 17
+
+
+def test_parse_hey_without_numbers():
+    load = parse_hey("nothing here")
+    assert load.rps == 0.0 and math.isnan(load.p99_ms)
