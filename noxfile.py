@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -27,6 +28,12 @@ nox.options.sessions = ["lint", "render", "tests"]
 
 def install(session: nox.Session, *extra: str) -> None:
     session.install("-r", "requirements.txt", *extra)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def crds_env() -> dict[str, str]:
@@ -64,8 +71,13 @@ def render(session: nox.Session, pair: str) -> None:
 def e2e_local(session: nox.Session) -> None:
     """The whole demo on the local backend (real Envoy, no cluster); fails if any verdict fails."""
     install(session)
+    # Its own state, address block and ingress port: a mesh the user keeps running is left alone.
     state = Path(session.create_tmp()) / "meshy-state"
-    env = {"MESHY_STATE": str(state), "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", "70")}
+    env = {
+        "MESHY_STATE": str(state),
+        "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", "70"),
+        "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
+    }
     session.run("inv", "demo", "--backend", "local", "--down", env=env)
 
 
