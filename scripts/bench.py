@@ -194,7 +194,7 @@ def bench_mesh(results: dict) -> None:
             "direct (app)": dict(url=f"http://{pod.app_ip}:9090/"),
             "bare Envoy hop (hand-written)": dict(url=f"http://127.0.0.1:{bare_port}/"),
             "one sidecar (inbound)": dict(url=f"http://{pod.ip}:9090/"),
-            "sidecar -> sidecar -> app": dict(url="http://minimal-service:9090/", proxy=f"{client.ip}:15001"),
+            "sidecar -> sidecar -> app": dict(url="http://minimal-service:9090/", proxy=f"http://{client.ip}:15001"),
             "ingress -> sidecar -> app": dict(url=backend.ingress_url + "/", host="minimal.svc.kind.org"),
         }
         for target in paths.values():
