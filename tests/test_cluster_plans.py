@@ -198,6 +198,8 @@ def test_pair_options_reach_pre_tasks():
 def test_istioctl_missing_is_one_clear_sentence(monkeypatch, tmp_path):
     monkeypatch.setattr(steps, "CACHE", tmp_path)
     plan = Plan(dry=False)
-    with pytest.raises(ClusterError, match=r"istioctl is missing from .*; run inv istio.download --k8s 1.36 --istio 1.30"):
+    with pytest.raises(
+        ClusterError, match=r"istioctl is missing from .*; run inv istio.download --k8s 1.36 --istio 1.30"
+    ):
         steps.istio_install(plan.env(select_pair()))
     assert not [c for c in plan.commands if "install" in c and "istioctl" in c]

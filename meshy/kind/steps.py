@@ -161,7 +161,9 @@ def istio_install(env: Env) -> None:
         return env.done(f"Istio {env.pair.istio_release} with both gateways is installed")
     operator = env.build / "kind/istio-operator.yaml"
     if not env.dry and not (istio_home(env) / "bin" / "istioctl").exists():
-        raise ClusterError(f"istioctl is missing from {istio_home(env)}; run inv istio.download --k8s {env.pair.k8s} --istio {env.pair.istio}.")
+        raise ClusterError(
+            f"istioctl is missing from {istio_home(env)}; run inv istio.download --k8s {env.pair.k8s} --istio {env.pair.istio}."
+        )
     with env.console.step(f"Installing Istio {env.pair.istio_release} (default profile + egress gateway)"):
         env.run(f"{istioctl(env)} install {env.context_flag} -f {operator} -y")
     wait_rollouts(env, "istio-system", ISTIO_DEPLOYMENTS)

@@ -47,30 +47,28 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
         print(f"  curl -H 'Host: minimal.svc.kind.org' {local.ingress_url}/")
 
 
-@task(help={"file": "YAML file (one or more documents) to apply", **STATE_HELP})
-def apply(c: Context, file, state=None, ingress=None):
-    """Create or update resources from a file, like kubectl apply -f; refused whole if any is invalid."""
+def change(c: Context, verb: str, file: str, state: str | None, ingress: str | None) -> None:
+    """Apply or delete the resources of a file and print one line per resource."""
     local = backend(state, ingress)
     with clear_errors():
         text = read_manifest(file)
         if is_dry(c):
-            print(f"would apply {file} to the local mesh in {local.dir}")
+            print(f"would {verb} the resources of {file} in the local mesh at {local.dir}")
             return
-        for line in local.apply(text, file):
+        for line in getattr(local, verb)(text, file):
             print(line)
+
+
+@task(help={"file": "YAML file (one or more documents) to apply", **STATE_HELP})
+def apply(c: Context, file, state=None, ingress=None):
+    """Create or update resources from a file, like kubectl apply -f; refused whole if any is invalid."""
+    change(c, "apply", file, state, ingress)
 
 
 @task(help={"file": "YAML file whose resources to delete", **STATE_HELP})
 def delete(c: Context, file, state=None, ingress=None):
     """Delete the resources named in a file, like kubectl delete -f."""
-    local = backend(state, ingress)
-    with clear_errors():
-        text = read_manifest(file)
-        if is_dry(c):
-            print(f"would delete the resources of {file} from the local mesh in {local.dir}")
-            return
-        for line in local.delete(text, file):
-            print(line)
+    change(c, "delete", file, state, ingress)
 
 
 @task(help=STATE_HELP)
