@@ -15,8 +15,12 @@ from meshy.tasks.common import PAIR_HELP, clear_errors, cluster_env, export_pair
 export_pair_options(sys.argv, os.environ)
 
 
+# Everything `up` needs, in the walkthrough's order.
+UP_CHAIN = [registry.up, cluster.up, istio.install, addons.install, mesh.enable, images.build, services.deploy]
+
+
 @task(
-    pre=[registry.up, cluster.up, istio.install, addons.install, mesh.enable, images.build, services.deploy],
+    pre=UP_CHAIN,
     help={**PAIR_HELP, "with_ingress": "also install the NGINX ingress controller"},
 )
 def up(c, k8s=None, istio=None, with_ingress=False):
@@ -52,7 +56,9 @@ def demo(c, backend="local", k8s=None, istio=None, state=None, down=False):
     from meshy.scenarios import runner
 
     if backend == "kind" and not c.config.run.dry:
-        up(c, k8s=k8s, istio=istio)
+        # Called directly, a task skips its pre-tasks: run the chain itself.
+        for step in [*UP_CHAIN, up]:
+            step(c, k8s=k8s, istio=istio)
     results = scenario.run_scenarios(c, list(runner.SCENARIOS), backend, k8s, istio, state)
     if results:
         print("\n" + runner.summary_table(results))

@@ -281,7 +281,11 @@ def main() -> int:
     results: dict = {"machine": machine()}
     for step in (bench_service, bench_cold_start, bench_mesh, bench_scenarios):
         print(f"• {step.__name__.removeprefix('bench_')} ...", flush=True)
-        step(results)
+        try:
+            step(results)
+        except RuntimeError as error:  # hey missing, and the like: one line, not a traceback
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
