@@ -126,6 +126,12 @@ def test_consistency_refusals(text, message):
         build(text)
 
 
+def test_two_mesh_virtual_services_for_one_host_are_refused():
+    second = vs("    - route: [{destination: {host: web}}]").replace("name: web-vs", "name: web-vs-2")
+    with pytest.raises(BuildError, match="VirtualService default/web-vs already routes web.default.svc.cluster.local"):
+        build(vs("    - route: [{destination: {host: web}}]") + "---\n" + second)
+
+
 def test_all_problems_of_a_file_are_reported_together():
     text = (
         vs("    - route: [{destination: {host: web}}]\n      bogus: 1")

@@ -455,8 +455,16 @@ def build_mesh(inputs: Inputs) -> Mesh:
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
     services = inputs.resources.of_kind("VirtualService")
+    mesh_hosts: dict[str, Resource] = {}
     for vs in services:
         check_virtual_service(vs, inputs.resources, registry, rules)
+        if MESH not in vs_gateways(vs):
+            continue
+        for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
+            # Istio would apply only the oldest of the two to sidecars; refuse rather than ignore one.
+            if host in mesh_hosts:
+                raise BuildError(f"{vs.key}: {mesh_hosts[host].key} already routes {host} in the mesh; merge them into one")
+            mesh_hosts[host] = vs
     clusters = outbound_clusters(registry, rules)
     proxies = {}
     for pod in inputs.pods:

@@ -1,0 +1,93 @@
+"""Verdict arithmetic: working numbers pass, numbers of a broken feature fail."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshy import stats
+from meshy.scenarios.backends import route_targets
+from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
+from meshy.scenarios.traffic_shift import sample_size
+from meshy.scenarios.verdict import Check, Report
+
+AFTER = 1 - 0.7**21
+
+
+def test_retry_share_passes_when_working_and_fails_when_retries_are_missing():
+    assert share_check("after", 231, 231, AFTER, "").passed
+    assert not share_check("after", 70, 231, AFTER, "no retries at all").passed
+    # Istio's default policy (2 retries) does not retry 500s; even if it did, 1 - 0.7^3 is far off.
+    assert not share_check("after", round(231 * (1 - 0.7**3)), 231, AFTER, "3 tries").passed
+
+
+def test_before_share_catches_retries_already_on():
+    n = stats.proportion_sample_size(0.3, 0.4, 0.001, 0.999)
+    assert share_check("before", round(0.3 * n), n, 0.3, "").passed
+    assert not share_check("before", round(0.4 * n), n, 0.3, "").passed
+
+
+def test_mean_attempts_band():
+    mean, variance = stats.truncated_geometric(0.7, 21)
+    assert mean_check("attempts", round(mean * 231), 231, mean, variance, "").passed
+    assert not mean_check("attempts", 231, 231, mean, variance, "one try each").passed
+
+
+def test_split_checks():
+    assert split_check("50/50", {"v1": 510, "v2": 489}, {"v1": 50, "v2": 50}).passed
+    assert not split_check("50/50", {"v1": 600, "v2": 399}, {"v1": 50, "v2": 50}).passed
+    assert not split_check("0/100", {"v1": 1, "v2": 687}, {"v1": 0, "v2": 100}).passed
+    assert split_check("0/100", {"v1": 0, "v2": 688}, {"v1": 0, "v2": 100}).passed
+    failed = split_check("50/50", {"v1": 500, "v2": 490, "failed": 9}, {"v1": 50, "v2": 50})
+    assert not failed.passed and "9 requests failed" in failed.detail
+
+
+def test_sample_sizes_follow_the_effect():
+    assert sample_size(50) > sample_size(90) > 0
+    assert sample_size(0) == sample_size(100) == stats.zero_events_sample_size(0.01, 0.001)
+
+
+def test_all_and_exact():
+    assert all_check("x", 5, 5, "ok", 0.01).passed and not all_check("x", 4, 5, "ok", 0.01).passed
+    assert exact_check("x", 3, 3, "").passed and not exact_check("x", 4, 3, "").passed
+
+
+def test_report_needs_checks_to_pass():
+    report = Report("s", "local", "p", "summary")
+    assert not report.passed
+    report.add(Check("a", "1", "1", "", True))
+    assert report.passed and report.to_dict()["passed"] is True
+    report.add(Check("b", "1", "2", "", False))
+    assert not report.passed
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ({"cluster": "outbound|9090||a"}, {"outbound|9090||a": 100}),
+        (
+            {"weighted_clusters": {"clusters": [{"name": "x", "weight": 90}, {"name": "y", "weight": 10}]}},
+            {"x": 90, "y": 10},
+        ),
+    ],
+)
+def test_route_targets_read_inline_and_rds_dumps(route, expected):
+    dump = {
+        "configs": [
+            {
+                "dynamic_route_configs": [
+                    {
+                        "route_config": {
+                            "virtual_hosts": [
+                                {
+                                    "domains": ["minimal.svc.kind.org", "minimal.svc.kind.org:*"],
+                                    "routes": [{"route": route}],
+                                }
+                            ]
+                        }
+                    }
+                ]
+            }
+        ]
+    }
+    assert route_targets(dump, "minimal.svc.kind.org") == expected
+    assert route_targets(dump, "other.example") == {}
