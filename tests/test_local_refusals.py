@@ -152,3 +152,12 @@ def test_every_istio_api_version_of_the_matrix_is_accepted(version):
     outbound = next(listener for listener in proxy.listeners if listener.name == "outbound")
     routes = {route.name for vh in outbound.virtual_hosts for route in vh.routes}
     assert "web-vs.0.0" in routes
+
+
+def test_fields_without_local_effect_are_named():
+    from meshy.local.shapes import without_effect
+
+    resource = parse_documents(vs("    - route: [{destination: {host: web}}]", "  exportTo: ['.']"), "x")[0]
+    assert without_effect(resource.spec) == ["spec.exportTo has no local effect (every workload sees every resource)"]
+    deployment = parse_documents(SERVICE, "x")[0]
+    assert without_effect(deployment.spec) == []

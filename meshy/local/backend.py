@@ -28,6 +28,7 @@ from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
+from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
@@ -220,7 +221,8 @@ class LocalBackend:
             changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
             state.resources = state.resources.applied(resources)
             self.reconcile(state)
-        return changes
+        notes = [f"  note: {r.key}: {note}" for r in resources for note in without_effect(r.spec)]
+        return changes + notes
 
     def delete(self, text: str, source: str) -> list[str]:
         resources = parse_documents(text, source)

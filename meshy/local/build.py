@@ -463,7 +463,9 @@ def build_mesh(inputs: Inputs) -> Mesh:
         for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
             # Istio would apply only the oldest of the two to sidecars; refuse rather than ignore one.
             if host in mesh_hosts:
-                raise BuildError(f"{vs.key}: {mesh_hosts[host].key} already routes {host} in the mesh; merge them into one")
+                raise BuildError(
+                    f"{vs.key}: {mesh_hosts[host].key} already routes {host} in the mesh; merge them into one"
+                )
             mesh_hosts[host] = vs
     clusters = outbound_clusters(registry, rules)
     proxies = {}

@@ -217,3 +217,27 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "DestinationRule": (ISTIO_VERSIONS, DESTINATION_RULE),
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
 }
+
+
+# Fields the local backend accepts but cannot honour; `local.apply` names each one it meets.
+NO_LOCAL_EFFECT = {
+    "exportTo": "every workload sees every resource",
+    "resources": "processes are not resource-limited",
+    "imagePullPolicy": "nothing is pulled",
+    "livenessProbe": "restarts follow process exits instead",
+}
+
+
+def without_effect(value: Any, path: str = "spec") -> list[str]:
+    """Paths of NO_LOCAL_EFFECT fields present in value."""
+    found = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in NO_LOCAL_EFFECT:
+                found.append(f"{path}.{key} has no local effect ({NO_LOCAL_EFFECT[key]})")
+            else:
+                found += without_effect(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += without_effect(item, f"{path}[{index}]")
+    return found
