@@ -106,3 +106,21 @@ def test_commands_need_a_running_mesh(tmp_path):
     mesh = Mesh(tmp_path / "state", base=50)
     with pytest.raises(LocalError, match="the local mesh is not running .*; start it with inv local.up"):
         mesh.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
+
+
+@pytest.mark.parametrize(
+    ("ingress", "base", "message"),
+    [
+        ("0.0.0.0:8080", "10", "is not a loopback HOST:PORT"),
+        ("localhost", "10", "is not a loopback HOST:PORT"),
+        ("127.0.0.1:99999", "10", "is not a loopback HOST:PORT"),
+        ("127.0.0.1:8080", "ten", "address base 'ten' is not a number from 1 to 250"),
+        ("127.0.0.1:8080", "251", "address base '251'"),
+    ],
+)
+def test_bad_settings_are_refused(tmp_path, monkeypatch, ingress, base, message):
+    from meshy.local.backend import LocalConfig
+
+    monkeypatch.setenv("MESHY_ADDRESS_BASE", base)
+    with pytest.raises(LocalError, match=message):
+        LocalConfig.from_env(str(tmp_path), ingress)

@@ -63,14 +63,12 @@ class LocalConfig:
         directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
         text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
         host, _, port = text.rpartition(":")
-        if not host or not port.isdigit():
-            raise LocalError(f"ingress address {text!r} is not HOST:PORT; use for example 127.0.0.1:8080.")
-        if not host.startswith("127.") and host != "localhost":
-            raise LocalError(f"ingress address {text!r} is not on loopback; use a 127.x.y.z address.")
-        base = base if base is not None else int(os.environ.get("MESHY_ADDRESS_BASE", "10"))
-        if not 1 <= base <= 250:
-            raise LocalError(f"address base {base} is outside 1-250; set MESHY_ADDRESS_BASE to a number in that range.")
-        return cls(directory, topology.Layout(host, int(port), base))
+        if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise LocalError(f"ingress address {text!r} is not a loopback HOST:PORT; use for example 127.0.0.1:8080.")
+        raw_base = str(base) if base is not None else os.environ.get("MESHY_ADDRESS_BASE", "10")
+        if not raw_base.isdigit() or not 1 <= int(raw_base) <= 250:
+            raise LocalError(f"address base {raw_base!r} is not a number from 1 to 250; set MESHY_ADDRESS_BASE to one.")
+        return cls(directory, topology.Layout(host, int(port), int(raw_base)))
 
 
 @dataclass
