@@ -266,13 +266,15 @@ def test_apply_is_idempotent_and_reports_changes(clean):
     ]
 
 
-def test_crashed_app_is_restarted(clean):
-    pod = next(p for p in clean.backend.pods() if p.deployment == "minimal-service")
-    info = clean.backend.supervisor.rpc().supervisor.getProcessInfo(f"app_{pod.name}")
+@pytest.mark.parametrize("program", ["app", "proxy"])
+def test_crashed_process_is_restarted(clean, program):
     import os
     import signal
 
-    os.kill(info["pid"], signal.SIGKILL)
+    pod = next(p for p in clean.backend.pods() if p.deployment == "minimal-service")
+    rpc = clean.backend.supervisor.rpc().supervisor
+    before = rpc.getProcessInfo(f"{program}_{pod.name}")["pid"]
+    os.kill(before, signal.SIGKILL)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
@@ -281,8 +283,7 @@ def test_crashed_app_is_restarted(clean):
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    new = clean.backend.supervisor.rpc().supervisor.getProcessInfo(f"app_{pod.name}")
-    assert new["pid"] != info["pid"]
+    assert rpc.getProcessInfo(f"{program}_{pod.name}")["pid"] != before
     assert clean.get().status_code == 200
 
 

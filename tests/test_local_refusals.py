@@ -161,3 +161,19 @@ def test_fields_without_local_effect_are_named():
     assert without_effect(resource.spec) == ["spec.exportTo has no local effect (every workload sees every resource)"]
     deployment = parse_documents(SERVICE, "x")[0]
     assert without_effect(deployment.spec) == []
+
+
+def test_gateway_merges_virtual_services_for_one_host():
+    gateway = (
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*.example.org']}]\n"
+    )
+    first = vs(
+        "    - match: [{uri: {prefix: /a}}]\n      route: [{destination: {host: web}}]", "  gateways: [gw]"
+    ).replace("hosts: [web]", "hosts: [site.example.org]")
+    second = first.replace("name: web-vs", "name: web-vs-b").replace("/a", "/b")
+    mesh = build(gateway + "---\n" + first + "---\n" + second)
+    listener = mesh.proxies["istio-ingressgateway"].listeners[0]
+    (host,) = listener.virtual_hosts
+    assert host.domains == ("site.example.org",)
+    assert [route.match.uri.value for route in host.routes] == ["/a", "/b"]

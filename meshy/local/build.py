@@ -538,14 +538,17 @@ def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registr
                 servers.setdefault(server["port"]["number"], []).append((f"{resource.namespace}/{resource.name}", host))
     listeners = []
     for port in sorted(servers):
+        # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, list[Route]] = {}
+        merged: set[tuple[Key, str]] = set()
         for vs in services:
             for gateway_key, server_host in servers[port]:
                 if gateway_key not in vs_gateways(vs):
                     continue
                 for host in vs.spec["hosts"]:
-                    if host_matches(host, vs.namespace, server_host) and host not in hosts:
-                        hosts[host] = http_routes(vs, Context(gateway_key, port), registry, rules)
+                    if host_matches(host, vs.namespace, server_host) and (vs.key, host) not in merged:
+                        merged.add((vs.key, host))
+                        hosts.setdefault(host, []).extend(http_routes(vs, Context(gateway_key, port), registry, rules))
         virtual_hosts = tuple(
             VirtualHost(f"{host}:{port}", (host,), tuple(routes)) for host, routes in hosts.items() if routes
         )
