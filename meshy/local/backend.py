@@ -285,6 +285,10 @@ class LocalBackend:
                 pending += [(name, f) for f in self.write_changed(name, files[name], names)]
             self.wait_versions(mesh, files, pending, deadline)
         self.wait_apps(pods, deadline)
+        if state.external:
+            url = f"http://{layout.external_ip}:9090/health"
+            if not wait_until(lambda: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())):
+                raise LocalError(f"the external service is not healthy at {url}; see inv local.logs {EXTERNAL_NAME}")
         self.remove_stale_configs(mesh)
         self.save(state)
         return mesh

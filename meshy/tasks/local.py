@@ -7,6 +7,7 @@ from pathlib import Path
 from invoke import Context, task
 
 from meshy.local.backend import LocalBackend, LocalConfig
+from meshy.render import build_dir, render_all
 from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
 
 STATE_HELP = {
@@ -41,7 +42,9 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
         return
     with clear_errors():
         seconds = local.up(pair)
+    written = render_all(pair, build_dir(pair))
     print_status(local)
+    print(f"\nmanifests for applying by hand ({len(written)} files): {build_dir(pair)}/")
     if seconds:
         print(f"\nfirst 200 through {local.ingress_url} after {seconds:.2f}s; try:")
         print(f"  curl -H 'Host: minimal.svc.kind.org' {local.ingress_url}/")
