@@ -401,7 +401,7 @@ class LocalBackend:
                     "external",
                     EXTERNAL_NAME,
                     f"{self.layout.external_ip}:9090",
-                    external == "RUNNING",
+                    get_text(f"http://{self.layout.external_ip}:9090/health") is not None,
                     f"app {external} (outside the mesh)",
                 )
             )
