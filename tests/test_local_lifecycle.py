@@ -45,6 +45,16 @@ def test_mesh_serves_between_up_and_down(tmp_path):
         mesh.up()
         assert mesh.get().status_code == 200
         assert any(port_in_use(*a) for a in bound_addresses(mesh))
+        rows = mesh.backend.status()
+        assert [r.workload for r in rows] == [
+            "minimal-service",
+            "minimal-service-v2",
+            "bounced-service",
+            "istio-ingressgateway",
+            "istio-egressgateway",
+            "external",
+        ]
+        assert all(r.ready for r in rows), rows
     finally:
         mesh.backend.down()
 
