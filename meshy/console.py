@@ -10,9 +10,11 @@ from typing import TextIO
 
 
 class Console:
-    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False, planning: bool = False) -> None:
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        # Under `inv --dry` nothing runs: a step is a heading for the commands it would run.
+        self.planning = planning
         self.tty = self.stream.isatty()
 
     def info(self, message: str) -> None:
@@ -21,6 +23,10 @@ class Console:
 
     @contextmanager
     def step(self, message: str) -> Iterator[None]:
+        if self.planning:
+            self.info(f"# {message}")
+            yield
+            return
         started = time.monotonic()
         if self.tty and not self.quiet:
             print(f" • {message} ...", end="\r", file=self.stream, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -70,4 +71,4 @@ def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
     pair = pair_of(k8s, istio)
     context = f"kind-{pair.cluster_name}"
     kube = PlanKube(context, print) if is_dry(c) else Kube(context)
-    return Env(c, pair, Console(), kube)
+    return Env(c, pair, Console(stream=sys.stdout if is_dry(c) else None, planning=is_dry(c)), kube)
