@@ -46,7 +46,7 @@ def istio_artifact(pair: Pair, system: str | None = None, machine: str | None = 
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
     name = f"istio-{pair.istio_release}-{os_name}-{arch}.tar.gz"
     url = f"{RELEASES}/{pair.istio_release}/{name}"
-    return Artifact(url, pair.istio_sha256, url + ".sha256", name)
+    return Artifact(url, pair.istio_sha256.get(f"{os_name}-{arch}"), url + ".sha256", name)
 
 
 def sha256_of(path: Path) -> str:

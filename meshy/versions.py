@@ -29,7 +29,7 @@ class Pair:
     kind: str
     node_image: str
     istio_release: str
-    istio_sha256: str | None
+    istio_sha256: dict[str, str]  # platform (os-arch) -> sha256 of the release archive
     istio_k8s_range: tuple[str, str]
     istio_api: str
     ingress_api: str
@@ -62,7 +62,7 @@ def load_matrix(path: Path = MATRIX) -> list[Pair]:
             kind=entry["kind"],
             node_image=entry["node_image"],
             istio_release=str(entry["istio_release"]),
-            istio_sha256=entry.get("istio_sha256"),
+            istio_sha256=dict(entry.get("istio_sha256") or {}),
             istio_k8s_range=tuple(str(v) for v in entry["istio_k8s_range"]),
             istio_api=entry["apis"]["istio"],
             ingress_api=entry["apis"]["ingress"],

@@ -132,6 +132,10 @@ def test_artifact_names_follow_istio_releases():
     linux = istio_artifact(pair, "Linux", "x86_64")
     assert linux.url.endswith("/1.8.6/istio-1.8.6-linux-amd64.tar.gz")
     assert istio_artifact(pair, "Darwin", "arm64").name == "istio-1.8.6-osx-arm64.tar.gz"
+    assert linux.sha256 is None  # not pinned: verified against the published .sha256
+    newest = select_pair("1.36", "1.30")
+    assert istio_artifact(newest, "Linux", "x86_64").sha256 == newest.istio_sha256["linux-amd64"]
+    assert istio_artifact(newest, "Darwin", "arm64").sha256 is None
     with pytest.raises(DownloadError, match="no archive for windows"):
         istio_artifact(pair, "Windows", "x86_64")
 
