@@ -124,18 +124,6 @@ def _upper_gamma_regularised(a: float, x: float) -> float:
     return math.exp(-x + a * math.log(x) - math.lgamma(a)) * h
 
 
-def geometric_mean_attempts(failure: float, max_tries: int) -> float:
-    """Expected tries per request when each try fails with probability `failure`, up to max_tries."""
-    return sum(failure**k for k in range(max_tries))
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile of a non-empty list."""
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))
-    return ordered[index]
-
-
 def truncated_geometric(failure: float, max_tries: int) -> tuple[float, float]:
     """Mean and variance of the tries per request, each failing with `failure`, at most max_tries."""
     probabilities = [failure ** (k - 1) * (1 - failure) for k in range(1, max_tries)]

@@ -51,15 +51,8 @@ def test_sample_sizes():
         stats.proportion_sample_size(0.5, 0.5, 0.01, 0.9)
 
 
-def test_geometric_attempts_and_quantile():
-    assert stats.geometric_mean_attempts(0.7, 21) == pytest.approx((1 - 0.7**21) / 0.3)
-    assert stats.geometric_mean_attempts(0.0, 5) == 1.0
-    assert stats.quantile([5, 1, 3, 2, 4], 0.5) == 3
-    assert stats.quantile([1, 2, 3, 4, 100], 0.99) == 100
-
-
 def test_truncated_geometric_matches_closed_form_mean():
     mean, variance = stats.truncated_geometric(0.7, 21)
-    assert mean == pytest.approx(stats.geometric_mean_attempts(0.7, 21))
+    assert mean == pytest.approx((1 - 0.7**21) / 0.3)
     assert 0 < variance < 0.7 / 0.3**2
     assert stats.truncated_geometric(0.5, 1) == (1.0, 0.0)

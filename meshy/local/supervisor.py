@@ -178,11 +178,6 @@ class Supervisor:
     def processes(self) -> list[dict]:
         return self.rpc().supervisor.getAllProcessInfo()
 
-    def restart(self, name: str) -> None:
-        server = self.rpc().supervisor
-        server.stopProcess(name)
-        server.startProcess(name)
-
 
 def leftover_pids(state_dir: Path) -> list[int]:
     """Processes started for this state directory (found by their environment marker)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,8 +21,6 @@ class Result:
     seconds: float
 
     def json(self) -> dict:
-        import json
-
         try:
             value = json.loads(self.body)
         except ValueError:
