@@ -91,3 +91,23 @@ def test_route_targets_read_inline_and_rds_dumps(route, expected):
     }
     assert route_targets(dump, "minimal.svc.kind.org") == expected
     assert route_targets(dump, "other.example") == {}
+
+
+def test_reports_are_written_as_json_markdown_and_png(tmp_path):
+    import json
+
+    from meshy.scenarios import report as writer
+    from meshy.scenarios.verdict import Phase
+
+    result = Report("traffic-shift", "local", "1.36-istio-1.30", "what it shows")
+    result.add(Check("split 90/10", "v1 451 / v2 44", "v1 90% / v2 10%", "chi-square ...", True))
+    result.add(Check("split 0/100", "v1 1 / v2 687", "v1 0% / v2 100%", "any request on a 0% subset fails", False))
+    result.phases.append(Phase("weights 90/10", {"v1": 451, "v2": 44}, {"v1": 0.9, "v2": 0.1}))
+    result.design.append("sizes from the effect")
+    json_path, md_path, png_path = writer.write(result, tmp_path)
+    assert json.loads(json_path.read_text())["passed"] is False
+    text = md_path.read_text()
+    assert text.startswith("# traffic-shift: FAILED")
+    assert "| split 0/100 | v1 1 / v2 687 | v1 0% / v2 100% | any request on a 0% subset fails | **FAIL** |" in text
+    assert "- sizes from the effect" in text
+    assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -55,8 +55,11 @@ def picture(report: Report, path: Path) -> None:
         bars = axis.bar(labels, shares, color=["#4c72b0", "#dd8452", "#c44e52", "#55a868"][: len(labels)])
         axis.set_ylim(0, 1.1)
         axis.set_title(phase.name, fontsize=9)
-        axis.set_ylabel("share of requests")
+        axis.set_ylabel("share of requests (dashed: expected)" if phase.expected else "share of requests")
         for bar, label in zip(bars, labels, strict=True):
+            if label in phase.expected:
+                left, width = bar.get_x(), bar.get_width()
+                axis.hlines(phase.expected[label], left, left + width, colors="black", linestyles="dashed", linewidth=1)
             axis.annotate(
                 str(phase.counts[label]),
                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),

@@ -49,7 +49,11 @@ def run(backend: Backend, console: Console) -> Report:
             "before: upstream requests (one per call)", before[1], n_before, "Istio's default retries skip 500s"
         )
     )
-    report.phases.append(Phase("before retries", {"200 OK": before[0], "500": n_before - before[0]}))
+    report.phases.append(
+        Phase(
+            "before retries", {"200 OK": before[0], "500": n_before - before[0]}, {"200 OK": ok_before, "500": FAILURE}
+        )
+    )
 
     with console.step("apply bounced-virtualservice-retries and wait until the caller's sidecar has it"):
         backend.apply(RETRIES_FILE)
@@ -64,7 +68,11 @@ def run(backend: Backend, console: Console) -> Report:
     report.add(
         mean_check("after: upstream requests per call", after[1], n_after, mean, variance, "truncated geometric")
     )
-    report.phases.append(Phase("after retries", {"200 OK": after[0], "500": n_after - after[0]}))
+    report.phases.append(
+        Phase(
+            "after retries", {"200 OK": after[0], "500": n_after - after[0]}, {"200 OK": ok_after, "500": 1 - ok_after}
+        )
+    )
 
     with console.step("remove bounced-virtualservice-retries (back to the baseline)"):
         backend.delete(RETRIES_FILE)

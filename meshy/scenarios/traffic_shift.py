@@ -47,7 +47,7 @@ def run(backend: Backend, console: Console) -> Report:
         label = f"{v1}/{v2}" + (" (canary step)" if index else "")
         counts = split_step(backend, console, v1, v2, label)
         report.add(split_check(f"split {label}", counts, {"v1": v1, "v2": v2}))
-        report.phases.append(Phase(f"weights {v1}/{v2}", counts))
+        report.phases.append(Phase(f"weights {v1}/{v2}", counts, {"v1": v1 / 100, "v2": v2 / 100}))
         report.requests += sum(counts.values())
     with console.step("restore the baseline: minimal-virtualservice, Service selecting v1, no DestinationRule"):
         backend.apply("istio/minimal-virtualservice.yaml.j2")

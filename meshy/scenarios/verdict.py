@@ -26,6 +26,7 @@ class Phase:
 
     name: str
     counts: dict[str, int]
+    expected: dict[str, float] = field(default_factory=dict)  # share each label should get
 
 
 @dataclass
