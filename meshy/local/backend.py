@@ -119,7 +119,7 @@ class LocalBackend:
             "resources": state.resources.to_list(),
             "allocation": state.allocation,
             "hosts": state.hosts,
-            "layout": dataclasses.asdict(state.layout or self.config.layout),
+            "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
         }
         write_atomic(self.state_file, json.dumps(data, indent=1))
@@ -135,12 +135,13 @@ class LocalBackend:
     def is_up(self) -> bool:
         return self.state_file.exists() and self.supervisor.running()
 
+    def layout_of(self, state: State) -> topology.Layout:
+        """The layout the mesh was started with (options apply to a new mesh only)."""
+        return state.layout or self.config.layout
+
     @property
     def layout(self) -> topology.Layout:
-        """The layout the running mesh was started with (options apply to a new mesh only)."""
-        if self.state_file.exists():
-            return topology.Layout(**json.loads(self.state_file.read_text())["layout"])
-        return self.config.layout
+        return self.layout_of(self.load())
 
     @property
     def ingress_url(self) -> str:
@@ -157,7 +158,7 @@ class LocalBackend:
             if self.is_up() and state.external:
                 self.console.info(f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)")
                 return 0.0
-            layout = state.layout or self.config.layout
+            layout = self.layout_of(state)
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
@@ -263,7 +264,7 @@ class LocalBackend:
 
     def reconcile(self, state: State) -> Mesh:
         """Make processes and proxy configuration match state; refuse before changing anything."""
-        layout = state.layout or self.config.layout
+        layout = self.layout_of(state)
         pods, allocation = topology.pods(state.resources, state.allocation, layout)
         gateways = topology.gateways(layout)
         mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
@@ -359,7 +360,7 @@ class LocalBackend:
             command = [envoy_bin, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
         if state.external:
-            external_ip = (state.layout or self.config.layout).external_ip
+            external_ip = self.layout_of(state).external_ip
             env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
         return programs
@@ -371,7 +372,8 @@ class LocalBackend:
         processes = (
             {p["name"]: p["statename"] for p in self.supervisor.processes()} if self.supervisor.running() else {}
         )
-        pods, _ = topology.pods(state.resources, state.allocation, self.layout)
+        layout = self.layout_of(state)
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
         rows = []
         for pod in pods:
             app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
@@ -389,7 +391,7 @@ class LocalBackend:
                     f"app {app}, sidecar {proxy}",
                 )
             )
-        for gateway in topology.gateways(self.layout):
+        for gateway in topology.gateways(layout):
             proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
             ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
@@ -400,8 +402,8 @@ class LocalBackend:
                 StatusRow(
                     "external",
                     EXTERNAL_NAME,
-                    f"{self.layout.external_ip}:9090",
-                    get_text(f"http://{self.layout.external_ip}:9090/health") is not None,
+                    f"{layout.external_ip}:9090",
+                    get_text(f"http://{layout.external_ip}:9090/health") is not None,
                     f"app {external} (outside the mesh)",
                 )
             )
@@ -430,18 +432,19 @@ class LocalBackend:
 
     def admin_address(self, proxy: str) -> str:
         state = self.load()
-        pods, _ = topology.pods(state.resources, state.allocation, self.layout)
+        layout = self.layout_of(state)
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
         for pod in pods:
             if pod.name == proxy or pod.deployment == proxy:
                 return f"{pod.ip}:{ADMIN_PORT}"
-        for gateway in topology.gateways(self.layout):
+        for gateway in topology.gateways(layout):
             if gateway.name == proxy:
                 return f"{gateway.ip}:{ADMIN_PORT}"
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
 
     def pods(self) -> list[Pod]:
         state = self.load()
-        return topology.pods(state.resources, state.allocation, self.layout)[0]
+        return topology.pods(state.resources, state.allocation, self.layout_of(state))[0]
 
 
 def proxy_files(proxy, directory: Path) -> dict[str, dict]:
