@@ -10,12 +10,16 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
 import yaml
 
 ROOT = Path(__file__).parent
+sys.path.insert(0, str(ROOT))  # the project's own helpers
+from meshy.net import claim_address_base  # noqa: E402
+
 PAIRS = [
     f"{p['k8s']}-istio-{p['istio']}" for p in yaml.safe_load((ROOT / "manifests/matrix.yaml").read_text())["pairs"]
 ]
@@ -73,9 +77,10 @@ def e2e_local(session: nox.Session) -> None:
     install(session)
     # Its own state, address block and ingress port: a mesh the user keeps running is left alone.
     state = Path(session.create_tmp()) / "meshy-state"
+    base, _claim = claim_address_base()  # held until the session ends
     env = {
         "MESHY_STATE": str(state),
-        "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", "70"),
+        "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
     }
     session.run("inv", "demo", "--backend", "local", "--down", env=env)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import random
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -41,3 +45,25 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.02
 
 def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
     return requests.get(url, headers=headers, timeout=1, proxies={"http": "", "https": ""}).status_code == 200
+
+
+def claim_address_base(low: int = 20, high: int = 240, span: int = 4) -> tuple[int, object]:
+    """A loopback block 127.b..127.(b+span-1) that no other mesh on this machine uses.
+
+    The claim is an exclusive lock on a file in the temp directory, held as long as
+    the returned handle stays open, so concurrent test runs never pick the same block.
+    """
+    candidates = list(range(low, high - span + 1, span))
+    random.shuffle(candidates)
+    for base in candidates:
+        handle = open(os.path.join(tempfile.gettempdir(), f"meshy-block-{base}.lock"), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        # 15000 is every proxy's admin port: a bound one means a mesh without our lock lives here.
+        if not any(port_in_use(f"127.{base + i}.0.1", 15000) for i in range(span)):
+            return base, handle
+        handle.close()
+    raise RuntimeError(f"no free loopback block between 127.{low} and 127.{high}")

@@ -26,7 +26,7 @@ from meshy.bench import Load, hey  # noqa: E402
 from meshy.console import Console  # noqa: E402
 from meshy.local.backend import LocalBackend, LocalConfig, envoy_binary  # noqa: E402
 from meshy.local.topology import Layout  # noqa: E402
-from meshy.net import free_port, http_ok, wait_until  # noqa: E402
+from meshy.net import claim_address_base, free_port, http_ok, wait_until  # noqa: E402
 from meshy.versions import select_pair  # noqa: E402
 
 NO_PROXY = {"http": "", "https": ""}
@@ -260,10 +260,11 @@ spec:
 
 def bench_scenarios(results: dict) -> None:
     state = Path(tempfile.mkdtemp()) / "state"
+    base, _claim = claim_address_base()
     env = {
         **os.environ,
         "MESHY_STATE": str(state),
-        "MESHY_ADDRESS_BASE": "90",
+        "MESHY_ADDRESS_BASE": str(base),
         "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
     }
     started = time.perf_counter()

@@ -9,7 +9,7 @@ import requests
 from meshy.console import Console
 from meshy.local.backend import LocalBackend, LocalConfig
 from meshy.local.topology import Layout
-from meshy.net import free_port
+from meshy.net import claim_address_base, free_port
 from meshy.render import render
 from meshy.versions import select_pair
 
@@ -17,8 +17,10 @@ NO_PROXY = {"http": "", "https": ""}
 
 
 class Mesh:
-    def __init__(self, state_dir: Path, base: int) -> None:
+    def __init__(self, state_dir: Path) -> None:
         self.pair = select_pair()
+        # The claim is held as long as this object lives: no other test run takes the block.
+        base, self.claim = claim_address_base()
         layout = Layout("127.0.0.1", free_port(), base)
         self.backend = LocalBackend(LocalConfig(state_dir, layout), Console(quiet=True))
         self.session = requests.Session()

@@ -25,7 +25,7 @@ def bound_addresses(mesh: Mesh) -> list[tuple[str, int]]:
 
 
 def test_down_leaves_no_process_and_no_port(tmp_path):
-    mesh = Mesh(tmp_path / "state", base=50)
+    mesh = Mesh(tmp_path / "state")
     try:
         mesh.up()
     finally:
@@ -40,7 +40,7 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
 
 
 def test_mesh_serves_between_up_and_down(tmp_path):
-    mesh = Mesh(tmp_path / "state", base=50)
+    mesh = Mesh(tmp_path / "state")
     try:
         mesh.up()
         assert mesh.get().status_code == 200
@@ -61,8 +61,8 @@ def test_mesh_serves_between_up_and_down(tmp_path):
 
 def test_down_after_supervisor_and_controller_were_killed(tmp_path):
     state = tmp_path / "state"
-    mesh = Mesh(state, base=50)
-    env = {**os.environ, "MESHY_STATE": str(state), "MESHY_ADDRESS_BASE": "50"}
+    mesh = Mesh(state)
+    env = {**os.environ, "MESHY_STATE": str(state), "MESHY_ADDRESS_BASE": str(mesh.backend.config.layout.base)}
     env["MESHY_INGRESS"] = f"127.0.0.1:{mesh.backend.config.layout.ingress_port}"
     controller = subprocess.Popen(
         [sys.executable, "-m", "invoke", "local.up"],
@@ -90,7 +90,7 @@ def test_down_after_supervisor_and_controller_were_killed(tmp_path):
 
 
 def test_ingress_port_taken_refuses_before_creating_anything(tmp_path):
-    mesh = Mesh(tmp_path / "state", base=50)
+    mesh = Mesh(tmp_path / "state")
     layout = mesh.backend.config.layout
     with socket.socket() as sock:
         sock.bind((layout.ingress_host, layout.ingress_port))
@@ -102,7 +102,7 @@ def test_ingress_port_taken_refuses_before_creating_anything(tmp_path):
 
 
 def test_up_twice_does_nothing_the_second_time(tmp_path):
-    mesh = Mesh(tmp_path / "state", base=50)
+    mesh = Mesh(tmp_path / "state")
     try:
         assert mesh.up() > 0
         pids = sorted(leftover_pids(mesh.backend.dir))
@@ -113,7 +113,7 @@ def test_up_twice_does_nothing_the_second_time(tmp_path):
 
 
 def test_commands_need_a_running_mesh(tmp_path):
-    mesh = Mesh(tmp_path / "state", base=50)
+    mesh = Mesh(tmp_path / "state")
     with pytest.raises(LocalError, match="the local mesh is not running .*; start it with inv local.up"):
         mesh.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
 

@@ -18,7 +18,7 @@ ALPHA = 0.001
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    m = Mesh(tmp_path_factory.mktemp("mesh") / "state", base=40)
+    m = Mesh(tmp_path_factory.mktemp("mesh") / "state")
     m.up()
     yield m
     m.backend.down()
