@@ -7,10 +7,11 @@ the meshy package and is tested without invoke.
 import os
 import sys
 
-from invoke import Collection, task
+from invoke import Collection
 
 from meshy.tasks import addons, cluster, images, ingress, istio, local, mesh, registry, scenario, services
-from meshy.tasks.common import PAIR_HELP, clear_errors, cluster_env, export_pair_options
+from meshy.tasks.common import PAIR_HELP, cluster_env, export_pair_options
+from meshy.tasks.runner import task
 
 export_pair_options(sys.argv, os.environ)
 
@@ -27,11 +28,10 @@ def up(c, k8s=None, istio=None, with_ingress=False):
     """Everything of the walkthrough on kind, in order: registry, cluster, Istio, add-ons, injection, image, services."""
     from meshy.kind import steps
 
-    with clear_errors():
-        env = cluster_env(c, k8s, istio)
-        if with_ingress:
-            steps.ingress_install(env)
-        steps.baseline(env)
+    env = cluster_env(c, k8s, istio)
+    if with_ingress:
+        steps.ingress_install(env)
+    steps.baseline(env)
     if not env.dry:
         print(
             "kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:8080/  (Kiali :8081, Grafana :3000)"
@@ -43,11 +43,10 @@ def down_(c, k8s=None, istio=None):
     """Remove the cluster, the registry and the external service container; safe to run twice."""
     from meshy.kind import steps
 
-    with clear_errors():
-        env = cluster_env(c, k8s, istio)
-        steps.external_down(env)
-        steps.cluster_down(env)
-        steps.registry_down(env)
+    env = cluster_env(c, k8s, istio)
+    steps.external_down(env)
+    steps.cluster_down(env)
+    steps.registry_down(env)
 
 
 @task(help={**scenario.HELP, "down": "tear the backend down afterwards (default: leave it running)"})

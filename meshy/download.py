@@ -18,6 +18,7 @@ import requests
 
 from meshy import ROOT
 from meshy.console import Console
+from meshy.errors import MeshyError
 from meshy.versions import Pair
 
 CACHE = ROOT / ".cache"
@@ -25,7 +26,7 @@ RELEASES = "https://github.com/istio/istio/releases/download"
 CHUNK = 1 << 16
 
 
-class DownloadError(RuntimeError):
+class DownloadError(MeshyError, RuntimeError):
     """A download failed; nothing was left in the cache."""
 
 

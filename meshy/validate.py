@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from meshy.errors import MeshyError
 from meshy.versions import Pair
 
 CRDS_ENV = "MESHY_ISTIO_CRDS"
@@ -22,7 +23,7 @@ CRDS_ENV = "MESHY_ISTIO_CRDS"
 NOT_API_OBJECTS = ("kind/",)
 
 
-class ValidationSetupError(RuntimeError):
+class ValidationSetupError(MeshyError, RuntimeError):
     """Validation cannot run (schemas missing); the message says how to provide them."""
 
 

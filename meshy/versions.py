@@ -9,11 +9,12 @@ from pathlib import Path
 import yaml
 
 from meshy import ROOT
+from meshy.errors import MeshyError
 
 MATRIX = ROOT / "manifests" / "matrix.yaml"
 
 
-class VersionError(ValueError):
+class VersionError(MeshyError, ValueError):
     """A version pair the project cannot build."""
 
 
@@ -91,4 +92,5 @@ def select_pair(k8s: str | None = None, istio: str | None = None, matrix: list[P
                 f"Istio {istio} supports Kubernetes {low} to {high}, not {k8s}: "
                 f"choose one of the matrix pairs ({known})."
             )
-    raise VersionError(f"No version pair matches k8s={k8s} istio={istio}: choose one of the matrix pairs ({known}).")
+    asked = " with ".join(f"{what} {value}" for what, value in (("Kubernetes", k8s), ("Istio", istio)) if value)
+    raise VersionError(f"No version pair has {asked}: choose one of the matrix pairs ({known}).")

@@ -10,12 +10,13 @@ from dataclasses import dataclass, field
 from invoke import Context
 
 from meshy.console import Console
+from meshy.errors import MeshyError
 from meshy.net import port_in_use
 from meshy.render import Ports, RenderOptions, build_dir
 from meshy.versions import Pair
 
 
-class ClusterError(RuntimeError):
+class ClusterError(MeshyError, RuntimeError):
     """The cluster path cannot go on; the message names the cause and the fix."""
 
 

@@ -24,6 +24,7 @@ import requests
 
 from meshy import ROOT
 from meshy.console import Console
+from meshy.errors import MeshyError
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod
@@ -49,7 +50,7 @@ BASELINE = (
 READY_TIMEOUT = 30.0
 
 
-class LocalError(RuntimeError):
+class LocalError(MeshyError, RuntimeError):
     """The local backend cannot do what was asked; the message says why and what to do."""
 
 
@@ -78,6 +79,26 @@ class State:
     hosts: dict[str, str] = field(default_factory=dict)
     layout: topology.Layout | None = None
     external: bool = False
+    pair: str | None = None  # the version pair local.up started, e.g. 1.36-istio-1.30
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """What local.down found and did."""
+
+    state_existed: bool
+    programs: list[str]  # programs supervisord was running
+    leftovers: list[int]  # processes of the state directory found without a supervisor
+
+    def summary(self, directory: Path) -> str:
+        if not (self.state_existed or self.programs or self.leftovers):
+            return f"no local mesh in {directory}: nothing was running, nothing removed"
+        done = [f"stopped supervisord and its {len(self.programs)} programs"] if self.programs else []
+        if self.leftovers:
+            done.append(f"ended {len(self.leftovers)} processes left behind by a killed supervisord")
+        if not done:
+            done.append("nothing was running")
+        return f"local mesh in {directory}: {'; '.join(done)}; state removed"
 
 
 @dataclass(frozen=True)
@@ -112,6 +133,7 @@ class LocalBackend:
             data["hosts"],
             topology.Layout(**data["layout"]),
             data.get("external", False),
+            data.get("pair"),
         )
 
     def save(self, state: State) -> None:
@@ -121,6 +143,7 @@ class LocalBackend:
             "hosts": state.hosts,
             "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
+            "pair": state.pair,
         }
         write_atomic(self.state_file, json.dumps(data, indent=1))
 
@@ -170,6 +193,7 @@ class LocalBackend:
                 hosts={**state.hosts, EXTERNAL_HOST: layout.external_ip},
                 layout=layout,
                 external=True,
+                pair=pair.name,
             )
             with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
                 self.reconcile(state)
@@ -210,6 +234,26 @@ class LocalBackend:
             self.supervisor.socket.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return leftovers
+
+    def stop(self) -> Stopped:
+        """down(), reporting what was there."""
+        existed = self.state_file.exists()
+        programs = [p["name"] for p in self.supervisor.processes()] if self.supervisor.running() else []
+        return Stopped(existed, programs, self.down())
+
+    def refuse_other_mesh(self, pair: Pair, ingress_asked: bool) -> None:
+        """A running mesh is kept as it is: asking for another pair or ingress is an error, not a no-op."""
+        if not self.is_up():
+            return
+        state = self.load()
+        running, layout = state.pair, self.layout_of(state)
+        other_pair = running is not None and running != pair.name
+        other_ingress = ingress_asked and layout.ingress_url != self.config.layout.ingress_url
+        if other_pair or other_ingress:
+            raise LocalError(
+                f"a local mesh for {running or 'another pair'} is already running in {self.dir} with its ingress at "
+                f"{layout.ingress_url}; to replace it run inv local.down first, or keep it and pass another --state."
+            )
 
     # --- apply / delete ------------------------------------------------------------------
 
@@ -408,6 +452,38 @@ class LocalBackend:
                 )
             )
         return rows
+
+    def status_document(self) -> dict:
+        """status() for machines: whether it runs, its pair and ingress, one entry per workload."""
+        state = self.load()
+        running = self.is_up()
+        return {
+            "running": running,
+            "stateDir": str(self.dir),
+            "pair": state.pair,
+            "ingress": self.layout_of(state).ingress_url if running else None,
+            "workloads": [dataclasses.asdict(row) for row in self.status()] if running else [],
+        }
+
+    def log_files(self, name: str) -> list[Path]:
+        """The app logs of a workload's pods (like kubectl logs deploy/NAME), else the one log of that name."""
+        pods = [pod.name for pod in self.pods() if pod.deployment == name]
+        return [self.log_file(f"app_{pod}") for pod in pods] if pods else [self.log_file(name)]
+
+    def resources(self) -> ResourceSet:
+        return self.load().resources
+
+    def restore(self, resources: ResourceSet) -> list[str]:
+        """Put back exactly these resources; one line per resource that had changed."""
+        with self.locked():
+            state = self.require_up()
+            current = state.resources
+            lines = [f"{key} restored" for key, r in resources.items.items() if current.items.get(key) != r]
+            lines += [f"{key} deleted" for key in current.items if key not in resources.items]
+            if lines:
+                state.resources = resources
+                self.reconcile(state)
+        return lines
 
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]

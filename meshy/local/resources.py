@@ -8,10 +8,11 @@ from typing import Any
 
 import yaml
 
+from meshy.errors import MeshyError
 from meshy.local.shapes import KINDS, METADATA, check
 
 
-class ResourceError(ValueError):
+class ResourceError(MeshyError, ValueError):
     """A manifest the local backend refuses; nothing was changed."""
 
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 from supervisor.xmlrpc import SupervisorTransport
 
+from meshy.errors import MeshyError
 from meshy.net import wait_until
 
 
-class SupervisorError(RuntimeError):
+class SupervisorError(MeshyError, RuntimeError):
     pass
 
 

@@ -12,13 +12,14 @@ import re
 import time
 from typing import Protocol
 
+from meshy.errors import MeshyError
 from meshy.local.backend import LocalBackend
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
 
 
-class ScenarioError(RuntimeError):
+class ScenarioError(MeshyError, RuntimeError):
     """A scenario could not run (not a failed verdict): the message says why."""
 
 

@@ -1,15 +1,21 @@
-"""What every task module shares: version-pair options and turning errors into one clear line."""
+"""What every task module shares: version-pair options, the pair, the cluster path's environment.
+
+Imports stay light here and in every task module: `inv --list` loads them all,
+so the heavy modules (the backends, Jinja, the Kubernetes client) are imported
+inside the task that needs them.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from invoke import Context
-from invoke.exceptions import Exit
 
-from meshy.versions import Pair, VersionError, select_pair
+from meshy.errors import MeshyError
+
+if TYPE_CHECKING:
+    from meshy.versions import Pair
 
 PAIR_HELP = {
     "k8s": "Kubernetes minor version of the pair, e.g. 1.19 (default: newest pair; env MESHY_K8S)",
@@ -17,32 +23,18 @@ PAIR_HELP = {
 }
 
 
-class TaskError(RuntimeError):
+class TaskError(MeshyError):
     """A task cannot go on; the message names the cause and the fix."""
 
 
-@contextmanager
-def clear_errors() -> Iterator[None]:
-    """Known failures end the task with their one-sentence message and exit code 1."""
-    from meshy.download import DownloadError
-    from meshy.kind.context import ClusterError
-    from meshy.local.backend import LocalError
-    from meshy.local.resources import ResourceError
-    from meshy.scenarios.backends import ScenarioError
-
-    try:
-        yield
-    except (TaskError, VersionError, LocalError, ResourceError, ClusterError, DownloadError, ScenarioError) as error:
-        raise Exit(f"error: {error}", code=1) from None
-
-
 def pair_of(k8s: str | None, istio: str | None) -> Pair:
-    with clear_errors():
-        pair = select_pair(k8s, istio)
-        if not pair.supported():
-            low, high = pair.istio_k8s_range
-            raise VersionError(f"Istio {pair.istio} supports Kubernetes {low}-{high}, not {pair.k8s}.")
-        return pair
+    from meshy.versions import VersionError, select_pair
+
+    pair = select_pair(k8s, istio)
+    if not pair.supported():
+        low, high = pair.istio_k8s_range
+        raise VersionError(f"Istio {pair.istio} supports Kubernetes {low}-{high}, not {pair.k8s}.")
+    return pair
 
 
 def is_dry(c: Context) -> bool:
@@ -72,3 +64,10 @@ def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
     context = f"kind-{pair.cluster_name}"
     kube = PlanKube(context, print) if is_dry(c) else Kube(context)
     return Env(c, pair, Console(stream=sys.stdout if is_dry(c) else None, planning=is_dry(c)), kube)
+
+
+def cluster_step(c: Context, step: str, k8s: str | None, istio: str | None, *args: object) -> None:
+    """Run one step of meshy.kind.steps for the pair (imported here: only cluster tasks pay for it)."""
+    from meshy.kind import steps
+
+    getattr(steps, step)(cluster_env(c, k8s, istio), *args)

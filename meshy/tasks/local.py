@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+import sys
+from typing import TYPE_CHECKING
 
-from invoke import Context, task
+from invoke import Context
 
-from meshy.local.backend import LocalBackend, LocalConfig
-from meshy.render import build_dir, render_all
-from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
+from meshy.tasks.common import PAIR_HELP, TaskError, is_dry, pair_of
+from meshy.tasks.runner import task
+
+if TYPE_CHECKING:
+    from meshy.local.backend import LocalBackend
 
 STATE_HELP = {
     "state": "state directory of the local mesh (default .meshy/; env MESHY_STATE)",
     "ingress": "address of the ingress gateway, HOST:PORT on loopback (default 127.0.0.1:8080; env MESHY_INGRESS)",
 }
+FILE_HELP = "a YAML file, a directory of YAML files, or - for standard input; repeat -f for several"
+OUTPUTS = ("table", "json")
+
+
+class NotRunning(TaskError):
+    """Nothing to show: like kubectl get of a missing object, a non-zero exit."""
 
 
 def backend(state: str | None = None, ingress: str | None = None) -> LocalBackend:
-    with clear_errors():
-        return LocalBackend(LocalConfig.from_env(state, ingress))
+    from meshy.local.backend import LocalBackend, LocalConfig
 
-
-def read_manifest(path: str) -> str:
-    try:
-        return Path(path).read_text()
-    except OSError as error:
-        raise TaskError(f"cannot read {path} ({error.strerror}); pass an existing YAML file with -f.") from None
+    return LocalBackend(LocalConfig.from_env(state, ingress))
 
 
 @task(help={**PAIR_HELP, **STATE_HELP})
@@ -33,83 +37,94 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
     """Start minimal-service v1/v2, bounced-service, the external service and both gateways locally.
 
     Returns once a request through the ingress gateway succeeds, then prints
-    where everything listens. Running it again against a running mesh does nothing.
+    where everything listens. Against a running mesh of the same pair it does
+    nothing; another pair or ingress address is refused.
     """
+    from meshy.render import build_dir, render_all
+
     pair = pair_of(k8s, istio)
     local = backend(state, ingress)
+    local.refuse_other_mesh(pair, ingress_asked=bool(ingress or os.environ.get("MESHY_INGRESS")))
     if is_dry(c):
         print(f"would start the local mesh for {pair.name} in {local.dir} (ingress {local.ingress_url})")
         return
-    with clear_errors():
-        seconds = local.up(pair)
+    seconds = local.up(pair)
     written = render_all(pair, build_dir(pair))
-    print_status(local)
+    print_table(local)
     print(f"\nmanifests for applying by hand ({len(written)} files): {build_dir(pair)}/")
     if seconds:
         print(f"\nfirst 200 through {local.ingress_url} after {seconds:.2f}s; try:")
         print(f"  curl -H 'Host: minimal.svc.kind.org' {local.ingress_url}/")
 
 
-def change(c: Context, verb: str, file: str, state: str | None, ingress: str | None) -> None:
-    """Apply or delete the resources of a file and print one line per resource."""
+def change(c: Context, verb: str, files: list[str], state: str | None, ingress: str | None) -> None:
+    """Apply or delete the resources of the manifests and print one line per resource."""
+    from meshy.manifest_input import combined, read_manifests
+
     local = backend(state, ingress)
-    with clear_errors():
-        text = read_manifest(file)
-        if is_dry(c):
-            print(f"would {verb} the resources of {file} in the local mesh at {local.dir}")
-            return
-        for line in getattr(local, verb)(text, file):
-            print(line)
+    manifest = combined(read_manifests(files, sys.stdin), verb)
+    if is_dry(c):
+        print(f"would {verb} the resources of {manifest.source} in the local mesh at {local.dir}")
+        return
+    for line in getattr(local, verb)(manifest.text, manifest.source):
+        print(line)
 
 
-@task(help={"file": "YAML file (one or more documents) to apply", **STATE_HELP})
-def apply(c: Context, file, state=None, ingress=None):
-    """Create or update resources from a file, like kubectl apply -f; refused whole if any is invalid."""
+@task(iterable=["file"], help={"file": FILE_HELP, **STATE_HELP})
+def apply(c: Context, file=None, state=None, ingress=None):
+    """Create or update resources, like kubectl apply -f; refused whole if any is invalid."""
     change(c, "apply", file, state, ingress)
 
 
-@task(help={"file": "YAML file whose resources to delete", **STATE_HELP})
-def delete(c: Context, file, state=None, ingress=None):
-    """Delete the resources named in a file, like kubectl delete -f."""
+@task(iterable=["file"], help={"file": FILE_HELP, **STATE_HELP})
+def delete(c: Context, file=None, state=None, ingress=None):
+    """Delete the resources the manifests name, like kubectl delete -f."""
     change(c, "delete", file, state, ingress)
 
 
-@task(help=STATE_HELP)
-def status(c: Context, state=None, ingress=None):
-    """A table of workloads, pods, addresses, readiness and processes."""
+@task(help={"output": "table (default) or json", **STATE_HELP})
+def status(c: Context, output="table", state=None, ingress=None):
+    """Workloads, pods, addresses, readiness and processes; exits 1 when the mesh is not running."""
+    import json
+
+    if output not in OUTPUTS:
+        raise TaskError(f"-o {output} is not known; use -o table or -o json.")
     local = backend(state, ingress)
-    if not local.is_up():
-        print(f"the local mesh is not running (state directory {local.dir})")
-        return
-    print_status(local)
+    running = local.is_up()
+    if output == "json":
+        print(json.dumps(local.status_document(), indent=1))
+    if not running:
+        raise NotRunning(f"the local mesh is not running (state directory {local.dir}); start it with inv local.up.")
+    if output == "table":
+        print_table(local)
 
 
 @task(
-    help={"name": "pod, gateway or program name (see inv local.status)", "lines": "how many last lines", **STATE_HELP}
+    help={
+        "name": "workload (its pods' app logs), pod, gateway or program name (see inv local.status)",
+        "tail": "how many last lines of each log",
+        **STATE_HELP,
+    }
 )
-def logs(c: Context, name, lines=40, state=None, ingress=None):
-    """The last lines of a workload's log (app_<pod>, proxy_<pod>, istio-ingressgateway, minimal-external)."""
+def logs(c: Context, name, tail=40, state=None, ingress=None):
+    """The last lines of a workload's logs: minimal-service, a pod, proxy_<pod>, istio-ingressgateway, minimal-external."""
     local = backend(state, ingress)
-    with clear_errors():
-        path = local.log_file(name)
-    print(f"==> {path} <==")
-    print("\n".join(path.read_text(errors="replace").splitlines()[-int(lines) :]))
+    for path in local.log_files(name):
+        print(f"==> {path} <==")
+        print("\n".join(path.read_text(errors="replace").splitlines()[-int(tail) :]))
 
 
 @task(help=STATE_HELP)
 def down(c: Context, state=None, ingress=None):
-    """Stop every process of the local mesh and remove its state; safe to run twice."""
+    """Stop every process of the local mesh and remove its state; says what was there. Safe to run twice."""
     local = backend(state, ingress)
     if is_dry(c):
         print(f"would stop the local mesh and remove {local.dir}")
         return
-    with clear_errors():
-        leftovers = local.down()
-    extra = f" (also ended {len(leftovers)} orphaned processes)" if leftovers else ""
-    print(f"local mesh stopped; {local.dir} removed{extra}")
+    print(local.stop().summary(local.dir))
 
 
-def print_status(local: LocalBackend) -> None:
+def print_table(local: LocalBackend) -> None:
     rows = local.status()
     header = ("WORKLOAD", "POD", "ADDRESS", "READY", "PROCESSES")
     table = [header] + [(r.workload, r.pod, r.address, "yes" if r.ready else "no", r.processes) for r in rows]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from invoke import Context, task
+from typing import TYPE_CHECKING
+
+from invoke import Context
 from invoke.exceptions import Exit
 
-from meshy.console import Console
-from meshy.scenarios import runner
-from meshy.scenarios.verdict import Report
-from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, cluster_env, is_dry, pair_of
+from meshy.tasks.common import PAIR_HELP, TaskError, cluster_env, is_dry, pair_of
+from meshy.tasks.runner import task
+
+if TYPE_CHECKING:
+    from meshy.scenarios.verdict import Report
 
 HELP = {
     **PAIR_HELP,
@@ -25,20 +28,42 @@ def make_backend(c: Context, backend: str, k8s: str | None, istio: str | None, s
     if backend == "local":
         pair = pair_of(k8s, istio)
         local = LocalBackend(LocalConfig.from_env(state))
+        local.refuse_other_mesh(pair, ingress_asked=False)
         local.up(pair)
         return LocalScenarioBackend(local, pair)
     if backend == "kind":
-        return KindScenarioBackend(cluster_env(c, k8s, istio))
+        from meshy.kind.context import require_tools
+
+        env = cluster_env(c, k8s, istio)
+        require_tools(env, "docker", "kubectl")
+        return KindScenarioBackend(env)
     raise TaskError(f"--backend {backend!r} is not known; use local or kind.")
 
 
 def run_scenarios(c: Context, names: list[str], backend: str, k8s, istio, state=None) -> list[Report]:
+    """Run the scenarios; on the local backend the mesh's resources are put back afterwards, also on Ctrl-C."""
+    from meshy.console import Console
+    from meshy.render import build_dir
+    from meshy.scenarios import runner
+    from meshy.scenarios.changes import RecordingBackend
+
     if is_dry(c):
         print(f"would run scenario(s) {', '.join(names)} on the {backend} backend and write reports/{backend}/")
         return []
-    with clear_errors():
-        target = make_backend(c, backend, k8s, istio, state)
-        return [runner.run(name, target, Console()) for name in names]
+    target = make_backend(c, backend, k8s, istio, state)
+    console = Console()
+    local = getattr(target, "local", None)
+    if local is None:
+        target = RecordingBackend(target)
+    before = local.resources() if local else None
+    try:
+        return [runner.run(name, target, console) for name in names]
+    finally:
+        if local:
+            for line in local.restore(before):
+                console.info(f"put back as before the scenario: {line}")
+        elif target.changes:
+            console.info(target.summary(str(build_dir(target.pair))))
 
 
 def judge(results: list[Report]) -> None:
