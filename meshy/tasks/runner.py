@@ -15,6 +15,7 @@ from typing import Any
 import invoke
 from invoke.exceptions import Exit
 
+from meshy.console import colour_allowed
 from meshy.errors import MeshyError
 
 # kubectl's letters where kubectl has them (-f file, -o output); no other
@@ -43,6 +44,9 @@ class Executor(invoke.Executor):
     """Runs the tasks; a MeshyError becomes `error: <sentence>` and its exit code, a closed pipe a quiet end."""
 
     def execute(self, *tasks: Any) -> dict:
+        if not colour_allowed(sys.stdout, os.environ):
+            # invoke echoes commands (--echo, --dry) in bold white escapes wherever stdout goes.
+            self.config.run.echo_format = "{command}"
         try:
             results = super().execute(*tasks)
             # A pipe is block-buffered: a reader that left shows up here, not at print time.
