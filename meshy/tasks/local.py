@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import Context, task
+from invoke import Context, Exit, task
 
-from meshy.local.backend import LocalBackend, LocalConfig
+from meshy.local.backend import Interrupted, LocalBackend, LocalConfig
 from meshy.render import build_dir, render_all
 from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
 
@@ -41,7 +41,10 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
         print(f"would start the local mesh for {pair.name} in {local.dir} (ingress {local.ingress_url})")
         return
     with clear_errors():
-        seconds = local.up(pair)
+        try:
+            seconds = local.up(pair)
+        except Interrupted as interrupted:
+            raise Exit(str(interrupted), code=130) from None
     written = render_all(pair, build_dir(pair))
     print_status(local)
     print(f"\nmanifests for applying by hand ({len(written)} files): {build_dir(pair)}/")
@@ -78,10 +81,14 @@ def delete(c: Context, file, state=None, ingress=None):
 def status(c: Context, state=None, ingress=None):
     """A table of workloads, pods, addresses, readiness and processes."""
     local = backend(state, ingress)
-    if not local.is_up():
+    unsupervised = local.unsupervised()
+    if not local.is_up() and not unsupervised:
         print(f"the local mesh is not running (state directory {local.dir})")
         return
-    print_status(local)
+    with clear_errors():
+        print_status(local)
+    if unsupervised:
+        print(f"\nsupervisord is gone: {unsupervised} processes run unsupervised; inv local.up restarts them.")
 
 
 @task(
@@ -104,9 +111,9 @@ def down(c: Context, state=None, ingress=None):
         print(f"would stop the local mesh and remove {local.dir}")
         return
     with clear_errors():
-        leftovers = local.down()
-    extra = f" (also ended {len(leftovers)} orphaned processes)" if leftovers else ""
-    print(f"local mesh stopped; {local.dir} removed{extra}")
+        ended = local.down()
+    what = f"ended {len(ended)} processes" if ended else "nothing was running"
+    print(f"local mesh stopped ({what}); {local.dir} removed")
 
 
 def print_status(local: LocalBackend) -> None:
