@@ -43,8 +43,15 @@ def check_config_path(path: Path) -> Path:
 
 def private_dir(path: Path) -> Path:
     """Create a directory only its owner can read (0700), also when it already exists."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    if path.is_dir():
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o700)
+        return path
+    # mkdir(parents=True) would give the missing parents the umask's mode, not 0700.
+    missing = [path, *(p for p in path.parents if not p.exists())]
+    for directory in reversed(missing):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
     return path
 
 
