@@ -12,3 +12,5 @@ class MeshyError(Exception):
     """A failure the user can act on; str(error) says what happened and what to do."""
 
     exit_code = 1
+    # What precedes the sentence on stderr; an interruption is not an error of the user's.
+    label = "error: "

@@ -252,6 +252,10 @@ def utc(timestamp: float) -> str:
 
 
 def log(line: str) -> None:
+    """One log line on stdout; a lost log (closed pipe, full disk) never fails the request it describes."""
     stamp = datetime.now().strftime("%Y/%m/%d %H:%M:%S")
-    sys.stdout.write(f"Logger: {stamp}  {line}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write(f"Logger: {stamp}  {line}\n")
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +25,31 @@ def bound_addresses(mesh: Mesh) -> list[tuple[str, int]]:
     return addresses + [(layout.pod_ip(i), port) for i in range(3) for port in (9090, 15000, 15001)]
 
 
+def cli_env(mesh: Mesh) -> dict[str, str]:
+    """The environment that points inv at this mesh's state directory, address block and ingress port."""
+    layout = mesh.backend.config.layout
+    env = {**os.environ, "MESHY_STATE": str(mesh.backend.dir), "MESHY_ADDRESS_BASE": str(layout.base)}
+    return {**env, "MESHY_INGRESS": f"{layout.ingress_host}:{layout.ingress_port}"}
+
+
+def cli(mesh: Mesh, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args], cwd=ROOT, env=cli_env(mesh), capture_output=True, text=True, timeout=90
+    )
+
+
+def start_up(mesh: Mesh) -> subprocess.Popen:
+    """inv local.up in the background, as a user starts it in a terminal."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "invoke", "local.up"],
+        cwd=ROOT,
+        env=cli_env(mesh),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_down_leaves_no_process_and_no_port(tmp_path):
     mesh = Mesh(tmp_path / "state")
     try:
@@ -32,7 +58,7 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
         addresses = bound_addresses(mesh)
         pids = leftover_pids(mesh.backend.dir)
         mesh.backend.down()
-    assert len(pids) == 9  # 4 apps (one outside the mesh) and 5 proxies, all under supervisord
+    assert len(pids) == 10  # supervisord, 4 apps (one outside the mesh) and 5 proxies
     assert leftover_pids(mesh.backend.dir) == []
     assert [a for a in addresses if port_in_use(*a)] == []
     assert not mesh.backend.dir.exists()
@@ -62,15 +88,7 @@ def test_mesh_serves_between_up_and_down(tmp_path):
 def test_down_after_supervisor_and_controller_were_killed(tmp_path):
     state = tmp_path / "state"
     mesh = Mesh(state)
-    env = {**os.environ, "MESHY_STATE": str(state), "MESHY_ADDRESS_BASE": str(mesh.backend.config.layout.base)}
-    env["MESHY_INGRESS"] = f"127.0.0.1:{mesh.backend.config.layout.ingress_port}"
-    controller = subprocess.Popen(
-        [sys.executable, "-m", "invoke", "local.up"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    controller = start_up(mesh)
     assert wait_until(lambda: len(leftover_pids(state)) >= 6, timeout=30)
     controller.kill()  # the controlling inv process dies mid-way
     controller.wait()
@@ -79,9 +97,7 @@ def test_down_after_supervisor_and_controller_were_killed(tmp_path):
     os.kill(supervisord, signal.SIGKILL)  # and the supervisor too: its children are orphans now
     time.sleep(0.2)
     assert leftover_pids(state)
-    result = subprocess.run(
-        [sys.executable, "-m", "invoke", "local.down"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
+    result = cli(mesh, "local.down")
     if result.returncode:
         mesh.backend.down()
     assert result.returncode == 0, result.stderr
@@ -134,3 +150,130 @@ def test_bad_settings_are_refused(tmp_path, monkeypatch, ingress, base, message)
     monkeypatch.setenv("MESHY_ADDRESS_BASE", base)
     with pytest.raises(LocalError, match=message):
         LocalConfig.from_env(str(tmp_path), ingress)
+
+
+def assert_nothing_left(mesh: Mesh, addresses: list[tuple[str, int]]) -> None:
+    assert leftover_pids(mesh.backend.dir) == []
+    assert [a for a in addresses if port_in_use(*a)] == []
+
+
+@pytest.fixture
+def running(tmp_path):
+    mesh = Mesh(tmp_path / "state")
+    mesh.up()
+    addresses = bound_addresses(mesh)
+    yield mesh
+    mesh.backend.down()
+    assert_nothing_left(mesh, addresses)
+
+
+@pytest.mark.parametrize("damage", ["garbage pid file", "no pid file", "state directory deleted"])
+def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage):
+    addresses = bound_addresses(running)
+    supervisord = running.backend.supervisor.pid()
+    assert supervisord
+    if damage == "garbage pid file":
+        running.backend.supervisor.pidfile.write_text("not a pid\n")
+    elif damage == "no pid file":
+        running.backend.supervisor.pidfile.unlink()
+    else:
+        shutil.rmtree(running.backend.dir)
+    result = cli(running, "local.down")
+    assert result.returncode == 0, result.stderr
+    assert "ended 10 processes" in result.stdout
+    assert_nothing_left(running, addresses)
+    assert not running.backend.dir.exists()
+    # A second down finds nothing and says so.
+    assert "nothing was running" in cli(running, "local.down").stdout
+
+
+def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
+    mesh = Mesh(tmp_path / "state")
+    controller = start_up(mesh)
+    try:
+        # Interrupt once processes run, before the mesh is complete.
+        assert wait_until(lambda: len(leftover_pids(mesh.backend.dir)) >= 4, timeout=30, interval=0.01)
+        controller.send_signal(signal.SIGINT)
+        _, stderr = controller.communicate(timeout=30)
+    finally:
+        if controller.poll() is None:
+            controller.kill()
+    addresses = bound_addresses(mesh)
+    leftovers = leftover_pids(mesh.backend.dir)
+    if leftovers:
+        mesh.backend.down()
+    assert controller.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "stopped the" in lines[0], stderr
+    assert leftovers == []
+    assert [a for a in addresses if port_in_use(*a)] == []
+    # Nothing blocks the next up.
+    try:
+        assert mesh.up() > 0
+    finally:
+        mesh.backend.down()
+
+
+def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
+    os.kill(running.backend.supervisor.pid(), signal.SIGKILL)
+    assert wait_until(lambda: not running.backend.supervisor.running(), timeout=5)
+    # The apps' log is a file their launcher opened: no broken pipe, no failed request.
+    statuses = [running.get().status_code for _ in range(100)]
+    assert statuses == [200] * 100
+    result = cli(running, "local.status")
+    assert result.returncode == 0, result.stderr
+    assert "RUNNING (no supervisor)" in result.stdout
+    assert "supervisord is gone: 9 processes run unsupervised" in result.stdout
+    # up recovers: a new supervisord runs the mesh, and every program is under it.
+    assert running.up() > 0
+    assert running.backend.supervisor.running()
+    # RUNNING once a program stayed up for startsecs (1 s).
+    assert wait_until(lambda: all(p.state == "RUNNING" for p in running.backend.supervisor.processes()), timeout=10)
+    assert len(leftover_pids(running.backend.dir)) == 10
+    assert running.get().status_code == 200
+
+
+def test_up_and_apply_bring_back_stopped_programs_and_status_counts_restarts(running):
+    rpc = running.backend.supervisor.rpc().supervisor
+    pod = next(p for p in running.backend.pods() if p.deployment == "minimal-service")
+    # supervisord gave up on it (a stopped program is not restarted by supervisord either).
+    rpc.stopProcess(f"app_{pod.name}")
+    assert running.get().status_code == 503
+    assert running.up() > 0
+    assert rpc.getProcessInfo(f"app_{pod.name}")["statename"] in ("STARTING", "RUNNING")
+    assert running.get().status_code == 200
+    rpc.stopProcess(f"proxy_{pod.name}")
+    running.apply_template("istio/minimal-virtualservice.yaml.j2")
+    assert rpc.getProcessInfo(f"proxy_{pod.name}")["statename"] in ("STARTING", "RUNNING")
+
+    def row() -> str:
+        return next(r for r in running.backend.status() if r.pod == pod.name).processes
+
+    assert wait_until(lambda: row() == "app RUNNING (1 restarts), sidecar RUNNING (1 restarts)", timeout=10), row()
+    assert wait_until(lambda: running.get().status_code == 200, timeout=10)
+
+
+@pytest.mark.parametrize("content", ["", '{"resources": [', "[]", '{"resources": []}'])
+def test_a_damaged_state_file_is_named_with_the_fix(running, content):
+    running.backend.state_file.write_text(content)
+    message = f"the state file {running.backend.state_file} is damaged .*; run inv local.down"
+    for call in (running.backend.status, running.up, lambda: running.apply_template("istio/services-gateway.yaml.j2")):
+        with pytest.raises(LocalError, match=message):
+            call()
+    result = cli(running, "local.status")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the state file {running.backend.state_file} is damaged "
+        + result.stderr.split("is damaged ", 1)[1].strip()
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_state_is_owner_only(running):
+    import stat
+
+    state = running.backend.dir
+    for path in [state, state / "logs", state / "envoy", state / "programs"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in [running.backend.state_file, *(state / "logs").glob("*.log"), *(state / "envoy").rglob("*.json")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

@@ -13,7 +13,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,9 +30,10 @@ from meshy.errors import MeshyError
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod
+from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
-from meshy.local.supervisor import Program, Supervisor, kill_leftovers
+from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -54,6 +57,13 @@ class LocalError(MeshyError, RuntimeError):
     """The local backend cannot do what was asked; the message says why and what to do."""
 
 
+class Interrupted(LocalError):
+    """Ctrl-C ended a command; what it started was stopped again."""
+
+    exit_code = 130  # a shell's code for SIGINT
+    label = ""
+
+
 @dataclass(frozen=True)
 class LocalConfig:
     state_dir: Path
@@ -62,6 +72,10 @@ class LocalConfig:
     @classmethod
     def from_env(cls, state_dir: str | None = None, ingress: str | None = None, base: int | None = None) -> LocalConfig:
         directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
+        try:
+            check_config_path(directory)
+        except PathError as error:
+            raise LocalError(str(error)) from None
         text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
         host, _, port = text.rpartition(":")
         if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
@@ -88,17 +102,18 @@ class Stopped:
 
     state_existed: bool
     programs: list[str]  # programs supervisord was running
-    leftovers: list[int]  # processes of the state directory found without a supervisor
+    ended: list[Ended]  # every process ended, supervisord included
 
     def summary(self, directory: Path) -> str:
-        if not (self.state_existed or self.programs or self.leftovers):
+        if not (self.state_existed or self.programs or self.ended):
             return f"no local mesh in {directory}: nothing was running, nothing removed"
-        done = [f"stopped supervisord and its {len(self.programs)} programs"] if self.programs else []
-        if self.leftovers:
-            done.append(f"ended {len(self.leftovers)} processes left behind by a killed supervisord")
-        if not done:
-            done.append("nothing was running")
-        return f"local mesh in {directory}: {'; '.join(done)}; state removed"
+        if self.programs:
+            done = f"stopped supervisord and its {len(self.programs)} programs; ended {len(self.ended)} processes"
+        elif self.ended:
+            done = f"ended {len(self.ended)} processes left without a supervisor"
+        else:
+            done = "nothing was running"
+        return f"local mesh in {directory}: {done}; state removed"
 
 
 @dataclass(frozen=True)
@@ -115,7 +130,7 @@ class LocalBackend:
         self.config = config
         self.console = console or Console()
         self.dir = config.state_dir
-        self.supervisor = Supervisor(self.dir)
+        self.supervisor = Supervisor(self.dir, python_binary())
 
     # --- state ------------------------------------------------------------------
 
@@ -126,15 +141,21 @@ class LocalBackend:
     def load(self) -> State:
         if not self.state_file.exists():
             return State()
-        data = json.loads(self.state_file.read_text())
-        return State(
-            ResourceSet.from_list(data["resources"]),
-            data["allocation"],
-            data["hosts"],
-            topology.Layout(**data["layout"]),
-            data.get("external", False),
-            data.get("pair"),
-        )
+        try:
+            data = json.loads(self.state_file.read_text())
+            return State(
+                ResourceSet.from_list(data["resources"]),
+                dict(data["allocation"]),
+                dict(data["hosts"]),
+                topology.Layout(**data["layout"]),
+                bool(data.get("external", False)),
+                data.get("pair"),
+            )
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, ResourceError) as error:
+            raise LocalError(
+                f"the state file {self.state_file} is damaged ({type(error).__name__}); "
+                "run inv local.down to remove this mesh, then inv local.up."
+            ) from None
 
     def save(self, state: State) -> None:
         data = {
@@ -145,12 +166,12 @@ class LocalBackend:
             "external": state.external,
             "pair": state.pair,
         }
-        write_atomic(self.state_file, json.dumps(data, indent=1))
+        write_private(self.state_file, json.dumps(data, indent=1), durable=True)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One command at a time per state directory."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         with open(self.dir / "lock", "w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
@@ -173,14 +194,40 @@ class LocalBackend:
     # --- up / down ------------------------------------------------------------------
 
     def up(self, pair: Pair, options: RenderOptions | None = None) -> float:
-        """Bring the walkthrough's baseline up; return seconds to the first 200 through the ingress."""
+        """Bring the walkthrough's baseline up; return seconds to the first 200 through the ingress.
+
+        On Ctrl-C, what this call started is stopped again and Interrupted is raised.
+        """
+        fresh = not self.state_file.exists() and not running_programs(self.dir)
+        try:
+            return self._up(pair, options or RenderOptions())
+        except KeyboardInterrupt:
+            with ignoring_interrupts():
+                ended = stop_all(self.dir) if fresh else []
+                self.supervisor.socket.unlink(missing_ok=True)
+                if fresh:
+                    shutil.rmtree(self.dir, ignore_errors=True)
+            raise Interrupted(
+                f"interrupted: local.up stopped the {len(ended)} processes it had started in {self.dir}"
+                if fresh
+                else f"interrupted: the mesh in {self.dir} may be partly updated; run inv local.up again"
+            ) from None
+
+    def _up(self, pair: Pair, options: RenderOptions) -> float:
         started = time.monotonic()
-        options = options or RenderOptions()
         with self.locked():
             state = self.load()
             if self.is_up() and state.external:
-                self.console.info(f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)")
-                return 0.0
+                revived = self.supervisor.revive()
+                if not revived:
+                    self.console.info(
+                        f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)"
+                    )
+                    return 0.0
+                self.console.info(f"local mesh already up in {self.dir}; restarted {', '.join(revived)}")
+                self.reconcile(state)
+                return time.monotonic() - started
+            self.recover()
             layout = self.layout_of(state)
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
@@ -226,14 +273,40 @@ class LocalBackend:
                 "run inv local.down for it or choose another block with MESHY_ADDRESS_BASE."
             )
 
-    def down(self) -> list[int]:
-        """Stop everything of this state directory and remove it; safe to run twice."""
+    def recover(self) -> list[Ended]:
+        """End processes of this state directory that no supervisord looks after any more.
+
+        They are what a killed supervisord, a lost state file or an interrupted
+        command left serving; `up` then starts the mesh again from its state.
+        """
+        orphans = running_programs(self.dir)
+        if not orphans:
+            return []
+        self.console.info(
+            f"found {len(orphans)} processes of an unsupervised or unfinished mesh in {self.dir}; "
+            "ending them before starting it again"
+        )
+        ended = stop_all(self.dir)
+        self.supervisor.socket.unlink(missing_ok=True)
+        return ended
+
+    def down(self) -> list[Ended]:
+        """Stop everything of this state directory at once and remove it; return what was ended.
+
+        Safe to run twice, and after anything: processes are found by the marker
+        they all carry (supervisord too), not by pid files.
+        """
         with self.locked():
-            self.supervisor.shutdown()
-            leftovers = kill_leftovers(self.dir)
+            ended = stop_all(self.dir)
             self.supervisor.socket.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
-        return leftovers
+        return ended
+
+    def unsupervised(self) -> int:
+        """How many processes of this mesh run while its supervisord is gone (0 when it is there)."""
+        if self.supervisor.running():
+            return 0
+        return len(running_programs(self.dir))
 
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
@@ -339,7 +412,10 @@ class LocalBackend:
         return mesh
 
     def proxy_dir(self, name: str) -> Path:
-        return self.dir / "envoy" / name
+        try:
+            return child(self.dir, "envoy", name)
+        except PathError as error:
+            raise LocalError(str(error)) from None
 
     def write_changed(self, proxy: str, files: dict[str, dict], names: list[str]) -> list[str]:
         """Write the named files whose content changed; return the ones a running proxy must acknowledge."""
@@ -407,15 +483,31 @@ class LocalBackend:
             external_ip = self.layout_of(state).external_ip
             env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
+        return self.checked(programs)
+
+    def checked(self, programs: list[Program]) -> list[Program]:
+        """Refuse, as a LocalError and before anything changes, a program the launch layer would refuse."""
+        for program in programs:
+            try:
+                program.spec(child(self.supervisor.logs, f"{program.name}.log"))
+            except PathError as error:
+                raise LocalError(str(error)) from None
         return programs
 
     # --- inspection ------------------------------------------------------------------------------
 
+    def process_states(self) -> dict[str, str]:
+        """Program name -> its state as status shows it, with restarts; also when supervisord is gone."""
+        if self.supervisor.running():
+            return {
+                p.name: p.state + (f" ({p.restarts} restarts)" if p.restarts else "")
+                for p in self.supervisor.processes()
+            }
+        return {name: "RUNNING (no supervisor)" for name in running_programs(self.dir)}
+
     def status(self) -> list[StatusRow]:
         state = self.load()
-        processes = (
-            {p["name"]: p["statename"] for p in self.supervisor.processes()} if self.supervisor.running() else {}
-        )
+        processes = self.process_states()
         layout = self.layout_of(state)
         pods, _ = topology.pods(state.resources, state.allocation, layout)
         rows = []
@@ -488,7 +580,10 @@ class LocalBackend:
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]
         for candidate in candidates:
-            path = self.supervisor.logs / f"{candidate}.log"
+            try:
+                path = child(self.supervisor.logs, f"{candidate}.log")
+            except PathError:
+                continue
             if path.exists():
                 return path
         known = sorted(p.stem for p in self.supervisor.logs.glob("*.log")) if self.supervisor.logs.exists() else []
@@ -552,12 +647,22 @@ def get_text(url: str) -> str | None:
     return response.text if response.status_code == 200 else None
 
 
+@contextmanager
+def ignoring_interrupts() -> Iterator[None]:
+    """A second Ctrl-C must not cut the clean-up of the first one short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write beside, then rename into place: readers (and Envoy's watcher) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_private(path, text)
 
 
 def python_binary() -> str:

@@ -1,7 +1,9 @@
 """Processes of the local mesh under supervisord (restarts with backoff, survives its caller).
 
 supervisord runs as a daemon owned by the state directory; every call here
-talks to it over its unix socket.
+talks to it over its unix socket. Its configuration names only fixed paths:
+each program is `python launch.py SPEC.json` (see launch.py), so manifest
+text never becomes supervisord syntax.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,7 +24,13 @@ from pathlib import Path
 from supervisor.xmlrpc import SupervisorTransport
 
 from meshy.errors import MeshyError
+from meshy.local import launch
+from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.net import wait_until
+
+LAUNCHER = Path(launch.__file__).resolve()
+# States in which supervisord will not start a program again by itself.
+GIVEN_UP = {"FATAL", "EXITED", "STOPPED"}
 
 
 class SupervisorError(MeshyError, RuntimeError):
@@ -35,47 +44,62 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     directory: str = "/"
 
-    def config(self, logs: Path, marker: str) -> str:
-        env = {**self.env, "MESHY_STATE_DIR": marker}
-        environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
-        command = " ".join(_quote(part) for part in self.command)
-        return "\n".join(
-            [
-                f"[program:{self.name}]",
-                f"command={command}",
-                f"directory={self.directory}",
-                f"environment={environment}",
-                "autostart=true",
-                "autorestart=true",
-                # A start that dies within a second is retried with growing back-off (1 s, 2 s, ...).
-                "startsecs=1",
-                "startretries=5",
-                "stopsignal=TERM",
-                "stopwaitsecs=6",
-                "stopasgroup=true",
-                "killasgroup=true",
-                "redirect_stderr=true",
-                f"stdout_logfile={logs / (self.name + '.log')}",
-                "stdout_logfile_maxbytes=10MB",
-                "stdout_logfile_backups=1",
-                "",
-            ]
-        )
+    def spec(self, log: Path) -> launch.Spec:
+        for name in self.env:
+            if not name or "=" in name or "\0" in name or "\0" in self.env[name]:
+                raise PathError(
+                    f"environment variable {name!r} of {self.name} cannot be passed to a process; "
+                    "use a C identifier as its name, as Kubernetes requires."
+                )
+        return launch.Spec(self.name, list(self.command), dict(self.env), self.directory, str(log))
 
 
-def _escape(value: str) -> str:
-    return value.replace("%", "%%").replace('"', '\\"')
+def program_config(name: str, python: str, spec_path: Path) -> str:
+    """A program section of fixed paths only: the name and paths are checked before they get here."""
+    command = " ".join(shlex.quote(part) for part in (python, str(LAUNCHER), str(spec_path)))
+    return "\n".join(
+        [
+            f"[program:{name}]",
+            f"command={command}",
+            "autostart=true",
+            "autorestart=true",
+            # A start that dies within a second is retried with growing back-off (1 s, 2 s, ...).
+            "startsecs=1",
+            "startretries=5",
+            "stopsignal=TERM",
+            "stopwaitsecs=6",
+            "stopasgroup=true",
+            "killasgroup=true",
+            # The launcher writes the log itself (no pipe that dies with supervisord).
+            "stdout_logfile=NONE",
+            "stderr_logfile=NONE",
+            "",
+        ]
+    )
 
 
-def _quote(part: str) -> str:
-    return part.replace("%", "%%") if " " not in part else '"' + part.replace("%", "%%") + '"'
+@dataclass(frozen=True)
+class ProcessInfo:
+    name: str
+    state: str
+    pid: int
+    restarts: int
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A process `down` ended: its pid and what it was (program name, or supervisord)."""
+
+    pid: int
+    name: str
 
 
 class Supervisor:
     """supervisord for one state directory."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, python: str = sys.executable) -> None:
         self.state_dir = state_dir
+        self.python = python
         self.programs_dir = state_dir / "programs"
         self.logs = state_dir / "logs"
         self.conf = state_dir / "supervisord.conf"
@@ -87,9 +111,6 @@ class Supervisor:
     # --- lifecycle -------------------------------------------------------------
 
     def running(self) -> bool:
-        pid = self.pid()
-        if pid is None:
-            return False
         try:
             self.rpc().supervisor.getState()
             return True
@@ -97,19 +118,19 @@ class Supervisor:
             return False
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            os.kill(pid, 0)
-            return pid
-        except (OSError, ValueError):
-            return None
+        """supervisord's pid, from the marker every process of this state directory carries."""
+        found = [p for p in leftover_pids(self.state_dir) if is_supervisord(p)]
+        return found[0] if found else None
 
     def start(self) -> None:
         if self.running():
             return
-        self.programs_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.conf.write_text(
+        for path in (self.state_dir, self.logs, self.socket, Path(self.python), LAUNCHER):
+            check_config_path(path)
+        private_dir(self.programs_dir)
+        private_dir(self.logs)
+        write_private(
+            self.conf,
             "\n".join(
                 [
                     "[supervisord]",
@@ -117,6 +138,8 @@ class Supervisor:
                     f"pidfile={self.pidfile}",
                     "loglevel=info",
                     "minfds=1024",
+                    # Everything supervisord and its programs create is owner-only.
+                    "umask=077",
                     "[unix_http_server]",
                     f"file={self.socket}",
                     "chmod=0700",
@@ -126,27 +149,22 @@ class Supervisor:
                     f"files={self.programs_dir}/*.conf",
                     "",
                 ]
-            )
+            ),
         )
+        self.socket.unlink(missing_ok=True)
+        # supervisord opens its log before it applies umask: create it owner-only first.
+        os.close(os.open(self.logs / "supervisord.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
         subprocess.run(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
+            [self.python, "-m", "supervisor.supervisord", "-c", str(self.conf)],
             check=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            env={**os.environ, launch.MARKER: str(self.state_dir)},
+            # Its own session: a Ctrl-C in the terminal reaches the command, not the mesh.
+            start_new_session=True,
         )
         if not wait_until(self.running, timeout=10):
             raise SupervisorError(f"supervisord did not start; see {self.logs / 'supervisord.log'}")
-
-    def shutdown(self, timeout: float = 20) -> None:
-        pid = self.pid()
-        if pid is None:
-            return
-        try:
-            self.rpc().supervisor.shutdown()
-        except (OSError, xmlrpc.client.Error):
-            os.kill(pid, signal.SIGTERM)
-        if not wait_until(lambda: self.pid() is None, timeout=timeout, interval=0.05):
-            os.kill(pid, signal.SIGKILL)
 
     def rpc(self) -> xmlrpc.client.ServerProxy:
         return xmlrpc.client.ServerProxy(
@@ -156,67 +174,141 @@ class Supervisor:
     # --- programs ---------------------------------------------------------------
 
     def sync(self, programs: list[Program]) -> None:
-        """Make the running programs exactly these (like supervisorctl update)."""
-        wanted = {p.name: p.config(self.logs, str(self.state_dir)) for p in programs}
-        for path in self.programs_dir.glob("*.conf"):
+        """Make the running programs exactly these (like supervisorctl update), and revive given-up ones."""
+        wanted = {p.name: p for p in programs}
+        # Every name and env is checked before anything is written or removed.
+        specs = {name: program.spec(child(self.logs, f"{name}.log")) for name, program in wanted.items()}
+        for path in list(self.programs_dir.glob("*.conf")) + list(self.programs_dir.glob("*.json")):
             if path.stem not in wanted:
                 path.unlink()
-        for name, text in wanted.items():
-            path = self.programs_dir / f"{name}.conf"
-            if not path.exists() or path.read_text() != text:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(text)
-                tmp.replace(path)
+                launch.starts_file(path).unlink(missing_ok=True)
+        respawn = []
+        for name, spec in specs.items():
+            spec_path = child(self.programs_dir, f"{name}.json")
+            spec_text = spec.to_json()
+            if write_if_changed(spec_path, spec_text):
+                respawn.append(name)
+            write_if_changed(child(self.programs_dir, f"{name}.conf"), program_config(name, self.python, spec_path))
         server = self.rpc().supervisor
         added, changed, removed = server.reloadConfig()[0]
-        for name in removed + changed:
+        for name in removed + changed + [n for n in respawn if n not in added + changed]:
             with contextlib.suppress(xmlrpc.client.Fault):
                 server.stopProcessGroup(name)
-            server.removeProcessGroup(name)
-        for name in changed + added:
-            server.addProcessGroup(name)
+            with contextlib.suppress(xmlrpc.client.Fault):
+                server.removeProcessGroup(name)
+        for name in set(changed + added + respawn):
+            if name in wanted:
+                with contextlib.suppress(xmlrpc.client.Fault):  # already added: reloadConfig saw it first
+                    server.addProcessGroup(name)
+        self.revive()
 
-    def processes(self) -> list[dict]:
-        return self.rpc().supervisor.getAllProcessInfo()
+    def revive(self) -> list[str]:
+        """Start the programs supervisord gave up on (FATAL) or that stopped; return their names."""
+        server = self.rpc().supervisor
+        names = [p["name"] for p in server.getAllProcessInfo() if p["statename"] in GIVEN_UP]
+        for name in names:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                server.startProcess(name, False)
+        return names
+
+    def processes(self) -> list[ProcessInfo]:
+        return [
+            ProcessInfo(p["name"], p["statename"], p["pid"], self.restarts(p["name"]))
+            for p in self.rpc().supervisor.getAllProcessInfo()
+        ]
+
+    def restarts(self, name: str) -> int:
+        try:
+            return max(0, launch.starts_file(child(self.programs_dir, f"{name}.json")).stat().st_size - 1)
+        except OSError:
+            return 0
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    if path.exists() and path.read_text() == text:
+        return False
+    write_private(path, text)
+    return True
+
+
+def is_supervisord(pid: int) -> bool:
+    try:
+        return b"supervisor.supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def marked(pid: int) -> str | None:
+    """The state directory a process belongs to, from its environment (None: not a mesh process)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    for entry in environ.split(b"\0"):
+        if entry.startswith(launch.MARKER.encode() + b"="):
+            return entry.split(b"=", 1)[1].decode(errors="replace")
+    return None
+
+
+def program_of(pid: int) -> str:
+    if is_supervisord(pid):
+        return "supervisord"
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return "?"
+    prefix = launch.PROGRAM.encode() + b"="
+    names = [e[len(prefix) :].decode(errors="replace") for e in environ.split(b"\0") if e.startswith(prefix)]
+    return names[0] if names else "?"
 
 
 def leftover_pids(state_dir: Path) -> list[int]:
-    """Processes started for this state directory (found by their environment marker)."""
-    marker = f"MESHY_STATE_DIR={state_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker + b"\0" in environ + b"\0":
-            found.append(int(entry.name))
-    return found
+    """Every live process started for this state directory (supervisord included), by its marker."""
+    own = os.getpid()
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+        and int(entry.name) != own
+        and marked(int(entry.name)) == str(state_dir)
+        and _alive(int(entry.name))
+    ]
 
 
-def kill_leftovers(state_dir: Path, grace: float = 5.0) -> list[int]:
+def running_programs(state_dir: Path) -> dict[str, int]:
+    """Program name -> pid of this state directory's processes, found without supervisord."""
+    return {program_of(pid): pid for pid in leftover_pids(state_dir)}
+
+
+def stop_all(state_dir: Path, grace: float = 5.0) -> list[Ended]:
+    """End every process of this state directory at once: supervisord first, then all others in parallel.
+
+    supervisord is killed first so it cannot restart what is being stopped; the
+    others get SIGTERM together (they drain) and SIGKILL after the grace period.
+    """
     pids = leftover_pids(state_dir)
+    ended = [Ended(pid, program_of(pid)) for pid in pids]
+    for pid in pids:
+        if is_supervisord(pid):
+            _signal(pid, signal.SIGKILL)
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
-        time.sleep(0.05)
+        time.sleep(0.01)
     for pid in pids:
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
-    return pids
+    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=2, interval=0.01)
+    # Processes started while we were stopping (a restart that raced supervisord's end) go too.
+    late = leftover_pids(state_dir)
+    return ended + (stop_all(state_dir, grace) if late else [])
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return False
 
 

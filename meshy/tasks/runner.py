@@ -53,7 +53,7 @@ class Executor(invoke.Executor):
             sys.stdout.flush()
             return results
         except MeshyError as error:
-            raise Exit(f"error: {error}", code=error.exit_code) from None
+            raise Exit(f"{error.label}{error}", code=error.exit_code) from None
         except BrokenPipeError:
             silence_stdout()
             raise Exit(code=CLOSED_PIPE_EXIT) from None

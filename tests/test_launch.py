@@ -1,0 +1,151 @@
+"""The launch layer: hostile names and values reach processes as data, never as supervisord syntax."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from meshy import ROOT
+from meshy.local.backend import LocalBackend, LocalConfig, LocalError
+from meshy.local.paths import PathError, child, write_private
+from meshy.local.supervisor import Program, Supervisor, leftover_pids, stop_all
+from meshy.net import free_port, http_ok, wait_until
+
+# Written into an INI file, these would add programs that touch a file (the old way: environment=NAME="VALUE").
+HOSTILE_NAME = "X\n[program:evil]\n"
+HOSTILE_VALUE = 'line one\ncommand=/bin/touch {pwned}\nautostart=true\n[program:evil2]\ncommand=/bin/touch {pwned}\n%(here)s "q" ; c'
+
+
+def dump_env_program(out: Path, env: dict[str, str], name: str = "hostile") -> Program:
+    script = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ), sort_keys=True))"
+    # A program that stays up (startsecs) after writing what it received.
+    return Program(name, [sys.executable, "-c", script + "; import time; time.sleep(60)"], env)
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    sup = Supervisor(tmp_path / "state")
+    sup.start()
+    yield sup
+    stop_all(sup.state_dir)
+
+
+def test_hostile_env_names_and_values_are_data(supervisor, tmp_path):
+    pwned = tmp_path / "pwned"
+    out = tmp_path / "env.json"
+    env = {HOSTILE_NAME: HOSTILE_VALUE.format(pwned=pwned), "VALUE": HOSTILE_VALUE.format(pwned=pwned)}
+    supervisor.sync([dump_env_program(out, env)])
+    assert wait_until(out.exists, timeout=10)
+    received = json.loads(out.read_text())
+    assert received["VALUE"] == env["VALUE"]
+    assert received[HOSTILE_NAME] == env["VALUE"]
+    assert received["MESHY_STATE_DIR"] == str(supervisor.state_dir)
+    assert [p.name for p in supervisor.processes()] == ["hostile"]
+    assert not pwned.exists()
+    # Nothing of the manifest text is in supervisord's configuration.
+    configs = "".join(p.read_text() for p in supervisor.programs_dir.glob("*.conf"))
+    assert "evil" not in configs and "line one" not in configs
+
+
+@pytest.mark.parametrize("name", ["A=B", "A\0B", ""])
+def test_env_names_no_process_can_carry_are_refused(supervisor, name):
+    with pytest.raises(PathError, match="cannot be passed to a process"):
+        supervisor.sync([Program("p", [sys.executable, "-c", "pass"], {name: "v"})])
+    assert list(supervisor.programs_dir.iterdir()) == []
+
+
+def test_env_cannot_hide_a_process_from_down(supervisor, tmp_path):
+    out = tmp_path / "env.json"
+    supervisor.sync([dump_env_program(out, {"MESHY_STATE_DIR": "/elsewhere"})])
+    assert wait_until(out.exists, timeout=10)
+    assert json.loads(out.read_text())["MESHY_STATE_DIR"] == str(supervisor.state_dir)
+    ended = stop_all(supervisor.state_dir)
+    assert {e.name for e in ended} == {"supervisord", "hostile"}
+    assert leftover_pids(supervisor.state_dir) == []
+
+
+@pytest.mark.parametrize("name", ["../../escape", "a/b", "..", "", "x\n[program:y]"])
+def test_program_names_that_are_not_one_path_component_are_refused(supervisor, tmp_path, name):
+    with pytest.raises(PathError, match="cannot name a file of the local mesh"):
+        supervisor.sync([Program(name, [sys.executable, "-c", "pass"])])
+    assert not (tmp_path / "escape").exists()
+    assert list(supervisor.programs_dir.iterdir()) == []
+
+
+def test_paths_through_a_symlink_out_of_the_state_directory_are_refused(tmp_path):
+    root = tmp_path / "state"
+    root.mkdir()
+    (root / "envoy").symlink_to(tmp_path)
+    with pytest.raises(PathError, match="leads outside the state directory"):
+        child(root, "envoy", "pod")
+
+
+def test_backend_refuses_a_proxy_directory_outside_the_state(tmp_path):
+    backend = LocalBackend(LocalConfig(tmp_path / "state"))
+    with pytest.raises(LocalError, match="cannot name a file of the local mesh"):
+        backend.proxy_dir("../../escape")
+
+
+@pytest.mark.parametrize("bad", ["with%percent", "semi;colon", "new\nline"])
+def test_state_directories_supervisord_would_misread_are_refused(tmp_path, bad):
+    with pytest.raises(LocalError, match="choose another one with --state or MESHY_STATE"):
+        LocalConfig.from_env(str(tmp_path / bad))
+
+
+def test_written_files_and_logs_are_owner_only(supervisor, tmp_path):
+    out = tmp_path / "env.json"
+    supervisor.sync([dump_env_program(out, {})])
+    assert wait_until(out.exists, timeout=10)
+    write_private(supervisor.state_dir / "sub" / "file.json", "{}")
+    for path in [supervisor.state_dir, supervisor.logs, supervisor.programs_dir, supervisor.state_dir / "sub"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    files = [supervisor.conf, supervisor.state_dir / "sub" / "file.json", supervisor.logs / "hostile.log"]
+    files += list(supervisor.programs_dir.glob("*.json")) + [supervisor.logs / "supervisord.log"]
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_a_fatal_program_is_revived_by_sync(supervisor, tmp_path):
+    flag = tmp_path / "may-run"
+    out = tmp_path / "ran"
+    script = (
+        f"import os, sys, time; os.path.exists({str(flag)!r}) or sys.exit(3); open({str(out)!r}, 'w'); time.sleep(60)"
+    )
+    program = Program("flaky", [sys.executable, "-c", script])
+    supervisor.sync([program])
+    # It exits at once on every start: supervisord retries with back-off, then gives up.
+    assert wait_until(lambda: supervisor.processes()[0].state == "FATAL", timeout=60, interval=0.2)
+    flag.touch()
+    supervisor.sync([program])
+    assert wait_until(out.exists, timeout=10)
+    assert wait_until(lambda: supervisor.processes()[0].state == "RUNNING", timeout=10)
+    assert supervisor.processes()[0].restarts >= 5
+
+
+def test_minimal_service_serves_when_its_stdout_is_gone(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(SERVICE_PORT=str(port), HOSTNAME="pipe-test")
+    read, write = os.pipe()
+    process = subprocess.Popen([sys.executable, "-m", "minimal_service"], cwd=ROOT, env=env, stdout=write)
+    os.close(write)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with os.fdopen(read, "rb") as pipe:
+            assert pipe.readline().startswith(b"Logger")  # started and logging
+        # The reader is gone (as when supervisord dies): every log line now hits a broken pipe.
+        assert wait_until(lambda: http_ok(url), timeout=10)
+        session = requests.Session()
+        session.trust_env = False
+        statuses = [session.get(url, timeout=5).status_code for _ in range(60)]
+        assert statuses == [200] * 60
+    finally:
+        process.kill()
+        process.wait()
