@@ -311,7 +311,7 @@ class LocalBackend:
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
         existed = self.state_file.exists()
-        programs = [p["name"] for p in self.supervisor.processes()] if self.supervisor.running() else []
+        programs = [p.name for p in self.supervisor.processes()] if self.supervisor.running() else []
         return Stopped(existed, programs, self.down())
 
     def refuse_other_mesh(self, pair: Pair, ingress_asked: bool) -> None:

@@ -6,6 +6,8 @@ import os
 import re
 from pathlib import Path
 
+from meshy.errors import MeshyError
+
 # A name becomes one path component and one supervisord section name: plain characters only,
 # whatever validation the manifests went through before.
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
@@ -13,7 +15,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 UNSAFE_IN_CONFIG = re.compile(r"[\x00-\x1f\x7f%;#\"'\\]")
 
 
-class PathError(ValueError):
+class PathError(MeshyError, ValueError):
     """A name or path cannot be used safely; the message names it and what to do."""
 
 
