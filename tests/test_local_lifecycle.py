@@ -32,7 +32,7 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
         addresses = bound_addresses(mesh)
         pids = leftover_pids(mesh.backend.dir)
         mesh.backend.down()
-    assert len(pids) == 9  # 4 apps (one outside the mesh) and 5 proxies, all under supervisord
+    assert len(pids) == 10  # 4 apps (one outside the mesh), 5 proxies and the xDS server, all under supervisord
     assert leftover_pids(mesh.backend.dir) == []
     assert [a for a in addresses if port_in_use(*a)] == []
     assert not mesh.backend.dir.exists()

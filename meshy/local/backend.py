@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
+import hashlib
 import os
 import re
 import shutil
@@ -20,16 +20,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import requests
 
 from meshy import ROOT
 from meshy.console import Console
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
-from meshy.local.model import GatewayPod, Mesh, Pod
+from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
+from meshy.local.xds.client import XdsClient, socket_path
+from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -78,6 +81,8 @@ class State:
     hosts: dict[str, str] = field(default_factory=dict)
     layout: topology.Layout | None = None
     external: bool = False
+    # Per proxy, the hash of its model: a proxy whose hash is unchanged gets no push.
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -105,13 +110,14 @@ class LocalBackend:
     def load(self) -> State:
         if not self.state_file.exists():
             return State()
-        data = json.loads(self.state_file.read_text())
+        data = orjson.loads(self.state_file.read_bytes())
         return State(
             ResourceSet.from_list(data["resources"]),
             data["allocation"],
             data["hosts"],
             topology.Layout(**data["layout"]),
             data.get("external", False),
+            data.get("digests", {}),
         )
 
     def save(self, state: State) -> None:
@@ -121,8 +127,9 @@ class LocalBackend:
             "hosts": state.hosts,
             "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
+            "digests": state.digests,
         }
-        write_atomic(self.state_file, json.dumps(data, indent=1))
+        write_atomic(self.state_file, orjson.dumps(data).decode())
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -164,15 +171,16 @@ class LocalBackend:
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
             with self.console.step("Starting supervisord"):
                 self.supervisor.start()
-            state = State(
+            previous = state
+            state = dataclasses.replace(
+                state,
                 resources=state.resources.applied(resources),
-                allocation=state.allocation,
                 hosts={**state.hosts, EXTERNAL_HOST: layout.external_ip},
                 layout=layout,
                 external=True,
             )
             with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
-                self.reconcile(state)
+                self.reconcile(state, previous)
             with self.console.step(f"First 200 through the ingress at {self.ingress_url}"):
                 ok = wait_until(
                     lambda: (
@@ -208,6 +216,7 @@ class LocalBackend:
             self.supervisor.shutdown()
             leftovers = kill_leftovers(self.dir)
             self.supervisor.socket.unlink(missing_ok=True)
+            self.xds_socket.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return leftovers
 
@@ -218,8 +227,7 @@ class LocalBackend:
         with self.locked():
             state = self.require_up()
             changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
-            state.resources = state.resources.applied(resources)
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=state.resources.applied(resources)), state)
         notes = [f"  note: {r.key}: {note}" for r in resources for note in without_effect(r.spec)]
         return changes + notes
 
@@ -228,8 +236,7 @@ class LocalBackend:
         with self.locked():
             state = self.require_up()
             remaining, missing = state.resources.deleted(resources)
-            state.resources = remaining
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=remaining), state)
         return [f"{r.key} {'not found' if r.key in missing else 'deleted'}" for r in resources]
 
     def remove_selector_label(self, service: str, label: str, namespace: str = "default") -> str:
@@ -251,8 +258,7 @@ class LocalBackend:
                 current.labels,
                 {**current.spec, "selector": selector},
             )
-            state.resources = state.resources.applied([patched])
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=state.resources.applied([patched])), state)
         return f"Service {namespace}/{service} patched"
 
     def require_up(self) -> State:
@@ -262,66 +268,76 @@ class LocalBackend:
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def reconcile(self, state: State) -> Mesh:
-        """Make processes and proxy configuration match state; refuse before changing anything."""
+    @property
+    def xds_socket(self) -> Path:
+        return socket_path(self.dir)
+
+    @property
+    def xds_state(self) -> Path:
+        return self.dir / "xds-snapshots.json"
+
+    def reconcile(self, state: State, previous: State) -> Mesh:
+        """Make processes and proxy configuration match state; refuse before changing anything.
+
+        New processes start first, then changed proxies get their new snapshots
+        over ADS and the apply waits for every ACK; processes that are gone stop last.
+        """
         layout = self.layout_of(state)
         pods, allocation = topology.pods(state.resources, state.allocation, layout)
         gateways = topology.gateways(layout)
         mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
         state.allocation = allocation
-        files = {name: proxy_files(proxy, self.proxy_dir(name)) for name, proxy in mesh.proxies.items()}
-        deadline = time.monotonic() + READY_TIMEOUT
-        for name, proxy in mesh.proxies.items():
-            if not (self.proxy_dir(name) / "bootstrap.json").exists():
-                self.write_changed(name, files[name], list(files[name]))
-                write_atomic(
-                    self.proxy_dir(name) / "bootstrap.json", json.dumps(envoy.bootstrap(proxy, self.proxy_dir(name)))
+        digests = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
+        changed = [name for name, value in digests.items() if state.digests.get(name) != value]
+        snapshots = {name: proxy_snapshot(mesh.proxies[name]) for name in changed}
+        removed = [name for name in state.digests if name not in mesh.proxies]
+        for name in changed:
+            bootstrap = self.proxy_dir(name) / "bootstrap.json"
+            if not bootstrap.exists():
+                proxy = mesh.proxies[name]
+                write_atomic(bootstrap, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket)).decode())
+        old_pods, _ = topology.pods(previous.resources, previous.allocation, layout)
+        running = self.programs(old_pods, gateways, previous)
+        wanted = self.programs(pods, gateways, state)
+        started = [p for p in wanted if p not in running]
+        leaving = [p for p in running if p.name not in {w.name for w in wanted}]
+        # Start what is new while the old keeps serving; stop the old once nobody routes to it.
+        self.supervisor.sync(wanted + leaving)
+        timeout = work_timeout(len(started), len(changed))
+        client = XdsClient(self.xds_socket)
+        try:
+            client.update(snapshots, timeout=timeout)
+            with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their configuration"):
+                outcome = client.wait(changed, timeout)
+            if outcome.nacked:
+                client.revert(changed)
+                client.wait(changed, READY_TIMEOUT)
+                proxy, detail = next(iter(outcome.nacked.items()))
+                raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
+            if outcome.pending:
+                proxy, detail = next(iter(outcome.pending.items()))
+                raise LocalError(
+                    f"proxy {proxy} did not take its configuration within {timeout:.0f}s (awaiting {detail}); "
+                    f"see inv local.logs proxy_{proxy}"
                 )
-        self.supervisor.sync(self.programs(pods, gateways, state))
-        # Clusters, then routes, then listeners: nothing ever names what its proxy lacks yet.
-        for phase in ("cds", "rds", "lds"):
-            pending = []
-            for name in mesh.proxies:
-                names = [f for f in files[name] if f.startswith(phase)]
-                pending += [(name, f) for f in self.write_changed(name, files[name], names)]
-            self.wait_versions(mesh, files, pending, deadline)
-        self.wait_apps(pods, deadline)
+            new_pods = [pod for pod in pods if f"app_{pod.name}" in {p.name for p in started}]
+            with self.console.step(f"Waiting for {len(new_pods)} new apps to be healthy"):
+                self.wait_apps(new_pods, time.monotonic() + timeout)
+            self.supervisor.sync(wanted)
+            client.update({}, remove=removed, timeout=timeout)
+        finally:
+            client.close()
         if state.external:
             url = f"http://{layout.external_ip}:9090/health"
-            if not wait_until(lambda: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())):
+            if not wait_until(lambda: get_text(url) is not None, timeout=timeout):
                 raise LocalError(f"the external service is not healthy at {url}; see inv local.logs {EXTERNAL_NAME}")
         self.remove_stale_configs(mesh)
+        state.digests = digests
         self.save(state)
         return mesh
 
     def proxy_dir(self, name: str) -> Path:
         return self.dir / "envoy" / name
-
-    def write_changed(self, proxy: str, files: dict[str, dict], names: list[str]) -> list[str]:
-        """Write the named files whose content changed; return the ones a running proxy must acknowledge."""
-        acknowledged = []
-        for filename in names:
-            target = self.proxy_dir(proxy) / filename
-            text = json.dumps(files[filename], indent=1, sort_keys=True)
-            if target.exists() and target.read_text() == text:
-                continue
-            # A route file no listener uses yet is read when its listener arrives (LDS phase).
-            if filename.startswith("cds") or filename.startswith("lds") or target.exists():
-                acknowledged.append(filename)
-            write_atomic(target, text)
-        return acknowledged
-
-    def wait_versions(self, mesh: Mesh, files, pending: list[tuple[str, str]], deadline: float) -> None:
-        for name, filename in pending:
-            proxy = mesh.proxies[name]
-            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={requests.utils.quote(version_stat(filename))}"
-            want = files[name][filename]["version_info"]
-            if not wait_until(
-                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
-            ):
-                raise LocalError(
-                    f"proxy {name} did not load its new {filename} within {READY_TIMEOUT:.0f}s; see inv local.logs proxy_{name}"
-                )
 
     def wait_apps(self, pods: list[Pod], deadline: float) -> None:
         for pod in pods:
@@ -343,7 +359,14 @@ class LocalBackend:
     def programs(self, pods: list[Pod], gateways: list[GatewayPod], state: State) -> list[Program]:
         envoy_bin = envoy_binary()
         python = python_binary()
-        programs = []
+        programs = [
+            Program(
+                "xds",
+                [python, "-m", "meshy.local.xds", "--socket", str(self.xds_socket), "--state", str(self.xds_state)],
+                {"PYTHONUNBUFFERED": "1"},
+                str(ROOT),
+            )
+        ]
         for pod in pods:
             env = {
                 **pod.env,
@@ -447,19 +470,22 @@ class LocalBackend:
         return topology.pods(state.resources, state.allocation, self.layout_of(state))[0]
 
 
-def proxy_files(proxy, directory: Path) -> dict[str, dict]:
-    """Every configuration file of one proxy, by name."""
-    return {"cds.json": envoy.cds(proxy), **envoy.rds(proxy), "lds.json": envoy.lds(proxy, directory)}
+def proxy_digest(proxy: Proxy) -> str:
+    """A stable hash of one proxy's model (frozen dataclasses: their repr is their content)."""
+    return hashlib.sha256(repr(proxy).encode()).hexdigest()[:24]
 
 
-def version_stat(filename: str) -> str:
-    """The admin text readout that shows which version of a file a proxy runs."""
-    if filename == "cds.json":
-        return "cluster_manager.cds.version_text"
-    if filename == "lds.json":
-        return "listener_manager.lds.version_text"
-    name = filename.removeprefix("rds_").removesuffix(".json")
-    return f"http.{name}.rds.{name}.version_text"
+def proxy_snapshot(proxy: Proxy) -> Snapshot:
+    return snapshot_of(
+        [envoy.cluster(item) for item in proxy.clusters],
+        [envoy.listener(item) for item in proxy.listeners],
+        [envoy.route_configuration(item) for item in proxy.listeners],
+    )
+
+
+def work_timeout(started: int, changed: int) -> float:
+    """Seconds an apply may wait: a base, plus each process to start and each proxy to push to."""
+    return READY_TIMEOUT + 0.5 * started + 0.02 * changed
 
 
 def change_word(current: ResourceSet, resource: Resource) -> str:
@@ -477,7 +503,7 @@ def get_text(url: str) -> str | None:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write beside, then rename into place: readers (and Envoy's watcher) never see half a file."""
+    """Write beside, then rename into place: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
