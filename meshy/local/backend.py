@@ -33,6 +33,7 @@ from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
+from meshy.local.xds.validate import ConfigRejected, validate
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -83,6 +84,8 @@ class State:
     external: bool = False
     # Per proxy, the hash of its model: a proxy whose hash is unchanged gets no push.
     digests: dict[str, str] = field(default_factory=dict)
+    # Every "address:port" a listener binds: a new one is checked before anything changes.
+    binds: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class LocalBackend:
             topology.Layout(**data["layout"]),
             data.get("external", False),
             data.get("digests", {}),
+            data.get("binds", []),
         )
 
     def save(self, state: State) -> None:
@@ -128,6 +132,7 @@ class LocalBackend:
             "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
             "digests": state.digests,
+            "binds": state.binds,
         }
         write_atomic(self.state_file, orjson.dumps(data).decode())
 
@@ -291,6 +296,9 @@ class LocalBackend:
         changed = [name for name, value in digests.items() if state.digests.get(name) != value]
         snapshots = {name: proxy_snapshot(mesh.proxies[name]) for name in changed}
         removed = [name for name in state.digests if name not in mesh.proxies]
+        self.check_config(snapshots)
+        binds = listener_binds(mesh)
+        check_binds(binds - set(previous.binds), mesh)
         for name in changed:
             bootstrap = self.proxy_dir(name) / "bootstrap.json"
             if not bootstrap.exists():
@@ -332,9 +340,20 @@ class LocalBackend:
             if not wait_until(lambda: get_text(url) is not None, timeout=timeout):
                 raise LocalError(f"the external service is not healthy at {url}; see inv local.logs {EXTERNAL_NAME}")
         self.remove_stale_configs(mesh)
-        state.digests = digests
+        state.digests, state.binds = digests, sorted(binds)
         self.save(state)
         return mesh
+
+    def check_config(self, snapshots: dict[str, Snapshot]) -> None:
+        """Envoy itself judges the new snapshots, so no proxy is ever sent one it would refuse."""
+        with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
+            try:
+                validate(snapshots, envoy_binary(), self.dir / "validate")
+            except ConfigRejected as error:
+                raise LocalError(
+                    f"Envoy refuses the configuration of proxy {error.proxy}: {error.detail}; "
+                    "nothing was changed - fix the resource and apply again."
+                ) from None
 
     def proxy_dir(self, name: str) -> Path:
         return self.dir / "envoy" / name
@@ -481,6 +500,24 @@ def proxy_snapshot(proxy: Proxy) -> Snapshot:
         [envoy.listener(item) for item in proxy.listeners],
         [envoy.route_configuration(item) for item in proxy.listeners],
     )
+
+
+def listener_binds(mesh: Mesh) -> set[str]:
+    return {f"{item.address}:{item.port}" for proxy in mesh.proxies.values() for item in proxy.listeners}
+
+
+def check_binds(new: set[str], mesh: Mesh) -> None:
+    """Refuse, before anything stops or starts, a listener whose address another program holds."""
+    for bind in sorted(new):
+        host, _, port = bind.rpartition(":")
+        if port_in_use(host, int(port)):
+            owner = next(
+                n for n, p in mesh.proxies.items() if any(f"{i.address}:{i.port}" == bind for i in p.listeners)
+            )
+            raise LocalError(
+                f"proxy {owner} would listen on {bind}, which another program already uses; "
+                "stop that program or choose another port, then apply again."
+            )
 
 
 def work_timeout(started: int, changed: int) -> float:
