@@ -25,7 +25,7 @@ from meshy.local.xds.snapshot import LISTENER, ROUTE, Resources, snapshot_from_j
 from meshy.local.xds.validate import ConfigRejected, validate
 from meshy.net import free_port, wait_until
 from meshy.render import render
-from tests.local_mesh import Mesh
+from tests.local_mesh import Mesh, running
 from tests.test_local_live import vs
 
 GOLDEN_IN = Path(__file__).parent / "testdata" / "local" / "in"
@@ -108,10 +108,8 @@ def test_bootstrap_points_ads_at_the_socket_and_watches_no_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    m = Mesh(tmp_path_factory.mktemp("xds") / "state")
-    m.up()
-    yield m
-    m.backend.down()
+    with running(tmp_path_factory.mktemp("xds") / "state") as m:
+        yield m
 
 
 def update_counts(mesh: Mesh) -> dict[str, int]:

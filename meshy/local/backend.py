@@ -51,6 +51,8 @@ BASELINE = (
     "istio/minimal-virtualservice.yaml.j2",
 )
 READY_TIMEOUT = 30.0
+# How long an old pod's sidecar may take to finish the requests it holds.
+DRAIN_TIMEOUT = 5.0
 
 
 class LocalError(RuntimeError):
@@ -284,68 +286,142 @@ class LocalBackend:
     def reconcile(self, state: State, previous: State) -> Mesh:
         """Make processes and proxy configuration match state; refuse before changing anything.
 
-        New processes start first, then changed proxies get their new snapshots
-        over ADS and the apply waits for every ACK; processes that are gone stop last.
+        Changed proxies get their new snapshots over ADS and every apply waits
+        for their ACKs. Pods roll as a Deployment does: new pods start and
+        become ready before any proxy routes to them, old pods leave the
+        endpoints first and stop once drained.
         """
         layout = self.layout_of(state)
-        pods, allocation = topology.pods(state.resources, state.allocation, layout)
         gateways = topology.gateways(layout)
-        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        old_pods, _ = topology.pods(previous.resources, previous.allocation, layout)
+        pods, allocation = topology.pods(
+            state.resources, state.allocation, layout, busy=frozenset(previous.allocation.values())
+        )
         state.allocation = allocation
-        digests = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
-        changed = [name for name, value in digests.items() if state.digests.get(name) != value]
-        snapshots = {name: proxy_snapshot(mesh.proxies[name]) for name in changed}
-        removed = [name for name in state.digests if name not in mesh.proxies]
-        self.check_config(snapshots)
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
         binds = listener_binds(mesh)
         check_binds(binds - set(previous.binds), mesh)
-        for name in changed:
-            bootstrap = self.proxy_dir(name) / "bootstrap.json"
-            if not bootstrap.exists():
-                proxy = mesh.proxies[name]
-                write_atomic(bootstrap, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket)).decode())
-        old_pods, _ = topology.pods(previous.resources, previous.allocation, layout)
-        running = self.programs(old_pods, gateways, previous)
-        wanted = self.programs(pods, gateways, state)
-        started = [p for p in wanted if p not in running]
-        leaving = [p for p in running if p.name not in {w.name for w in wanted}]
-        # Start what is new while the old keeps serving; stop the old once nobody routes to it.
-        self.supervisor.sync(wanted + leaving)
-        timeout = work_timeout(len(started), len(changed))
+        names = {pod.name for pod in pods}
+        old_names = {pod.name for pod in old_pods}
+        retiring = [pod for pod in old_pods if pod.name not in names]
+        starting = [pod for pod in pods if pod.name not in old_names]
+        replicas = {d.name: d.spec.get("replicas", 1) for d in state.resources.of_kind("Deployment")}
+        steps = topology.rollout_steps(starting, retiring, replicas)
+        serving = [pod for pod in pods if pod.name in old_names] + retiring
+        pushed = dict(state.digests)
+        # Envoy judges the final configuration before anything starts or stops.
+        final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
+        changed = [name for name, value in final.items() if pushed.get(name) != value]
+        self.check_config({name: proxy_snapshot(mesh.proxies[name]) for name in changed})
         client = XdsClient(self.xds_socket)
         try:
-            client.update(snapshots, timeout=timeout)
-            with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their configuration"):
-                outcome = client.wait(changed, timeout)
-            if outcome.nacked:
-                client.revert(changed)
-                client.wait(changed, READY_TIMEOUT)
-                proxy, detail = next(iter(outcome.nacked.items()))
-                raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
-            if outcome.pending:
-                proxy, detail = next(iter(outcome.pending.items()))
-                raise LocalError(
-                    f"proxy {proxy} did not take its configuration within {timeout:.0f}s (awaiting {detail}); "
-                    f"see inv local.logs proxy_{proxy}"
-                )
-            new_pods = [pod for pod in pods if f"app_{pod.name}" in {p.name for p in started}]
-            with self.console.step(f"Waiting for {len(new_pods)} new apps to be healthy"):
-                self.wait_apps(new_pods, time.monotonic() + timeout)
-            self.supervisor.sync(wanted)
-            client.update({}, remove=removed, timeout=timeout)
+            if not steps:
+                self.write_bootstraps(mesh.proxies)
+                self.supervisor.sync(self.programs(pods, gateways, state))
+                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
+            for start, retire in steps:
+                serving = self.start_pods(client, state, serving, start, pushed)
+                serving = self.retire_pods(client, state, serving, retire, pushed)
+            if steps:
+                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
         finally:
             client.close()
         if state.external:
             url = f"http://{layout.external_ip}:9090/health"
-            if not wait_until(lambda: get_text(url) is not None, timeout=timeout):
+            if not wait_until(lambda: get_text(url) is not None, timeout=READY_TIMEOUT):
                 raise LocalError(f"the external service is not healthy at {url}; see inv local.logs {EXTERNAL_NAME}")
         self.remove_stale_configs(mesh)
-        state.digests, state.binds = digests, sorted(binds)
+        state.digests = {name: pushed[name] for name in mesh.proxies}
+        state.binds = sorted(binds)
         self.save(state)
         return mesh
 
+    def start_pods(
+        self, client: XdsClient, state: State, serving: list[Pod], start: list[Pod], pushed: dict[str, str]
+    ) -> list[Pod]:
+        """Start pods and configure their sidecars; no proxy routes to them until their apps are ready."""
+        gateways = topology.gateways(self.layout_of(state))
+        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts)).proxies
+        after = build_mesh(Inputs(state.resources, serving + start, gateways, state.hosts)).proxies
+        proxies = {**before, **{pod.name: after[pod.name] for pod in start}}
+        self.write_bootstraps(proxies)
+        self.supervisor.sync(self.programs(serving + start, gateways, state))
+        timeout = work_timeout(len(start), len(proxies))
+        self.push(client, proxies, pushed, timeout)
+        if start:
+            with self.console.step(f"Waiting for {len(start)} new pods' apps to be ready"):
+                self.wait_apps(start, time.monotonic() + timeout)
+        return serving + start
+
+    def retire_pods(
+        self, client: XdsClient, state: State, serving: list[Pod], retire: list[Pod], pushed: dict[str, str]
+    ) -> list[Pod]:
+        """Take pods out of every proxy's endpoints, let their sidecars drain, then stop them."""
+        if not retire:
+            return serving
+        gateways = topology.gateways(self.layout_of(state))
+        leaving = {pod.name for pod in retire}
+        remaining = [pod for pod in serving if pod.name not in leaving]
+        proxies = build_mesh(Inputs(state.resources, remaining, gateways, state.hosts)).proxies
+        self.push(client, proxies, pushed, work_timeout(0, len(proxies)))
+        with self.console.step(f"Draining {len(retire)} old pods"):
+            for pod in retire:
+                wait_until(lambda name=pod.name: self.active_requests(name) == 0, timeout=DRAIN_TIMEOUT)
+        self.supervisor.sync(self.programs(remaining, gateways, state))
+        client.update({}, remove=sorted(leaving))
+        for name in leaving:
+            pushed.pop(name, None)
+        return remaining
+
+    def write_bootstraps(self, proxies: dict[str, Proxy]) -> None:
+        """A bootstrap for each proxy that has none (it only names the node and the xDS socket)."""
+        for name, proxy in proxies.items():
+            path = self.proxy_dir(name) / "bootstrap.json"
+            if not path.exists():
+                write_atomic(path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket)).decode())
+
+    def active_requests(self, proxy: str) -> int:
+        stats = self.proxy_stats(proxy, "http.")
+        return sum(v for k, v in stats.items() if k.endswith(".downstream_rq_active"))
+
+    def push(
+        self,
+        client: XdsClient,
+        proxies: dict[str, Proxy],
+        pushed: dict[str, str],
+        timeout: float,
+        checked: set[str] = frozenset(),
+    ) -> None:
+        """Hand the proxies whose model changed their new snapshots; return when each ACKed.
+
+        `checked`: digests Envoy already validated in this apply.
+        """
+        digests = {name: proxy_digest(proxy) for name, proxy in proxies.items()}
+        changed = [name for name, value in digests.items() if pushed.get(name) != value]
+        if not changed:
+            return
+        snapshots = {name: proxy_snapshot(proxies[name]) for name in changed}
+        self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
+        client.update(snapshots, timeout=timeout)
+        with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their new configuration"):
+            outcome = client.wait(changed, timeout)
+        if outcome.nacked:
+            client.revert(changed)
+            client.wait(changed, READY_TIMEOUT)
+            proxy, detail = next(iter(outcome.nacked.items()))
+            raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
+        if outcome.pending:
+            proxy, detail = next(iter(outcome.pending.items()))
+            raise LocalError(
+                f"proxy {proxy} did not take its configuration within {timeout:.0f}s (awaiting {detail}); "
+                f"see inv local.logs proxy_{proxy}"
+            )
+        pushed.update({name: digests[name] for name in changed})
+
     def check_config(self, snapshots: dict[str, Snapshot]) -> None:
         """Envoy itself judges the new snapshots, so no proxy is ever sent one it would refuse."""
+        if not snapshots:
+            return
         with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
             try:
                 validate(snapshots, envoy_binary(), self.dir / "validate")
