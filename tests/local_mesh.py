@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -50,3 +52,14 @@ class Mesh:
         return self.session.post(
             self.backend.ingress_url + "/bounce", data=body, headers={"Host": "minimal.svc.kind.org"}, timeout=30
         )
+
+
+@contextmanager
+def running(state_dir: Path) -> Iterator[Mesh]:
+    """A mesh that is up for the block and down after it, whatever happens."""
+    mesh = Mesh(state_dir)
+    try:
+        mesh.up()
+        yield mesh
+    finally:
+        mesh.backend.down()

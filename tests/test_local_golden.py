@@ -41,9 +41,8 @@ def translate(case: str) -> dict:
     result = {}
     for wanted in directives(text, "golden-proxies"):
         proxy = next(p for name, p in mesh.proxies.items() if name == wanted or name.startswith(wanted + "-"))
-        config_dir = Path("/meshy/envoy") / proxy.name
         result[wanted] = {
-            "listeners": envoy.lds(proxy, config_dir),
+            "listeners": envoy.lds(proxy),
             "routes": envoy.rds(proxy),
             "clusters": envoy.cds(proxy),
         }

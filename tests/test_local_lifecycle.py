@@ -58,7 +58,7 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
         addresses = bound_addresses(mesh)
         pids = leftover_pids(mesh.backend.dir)
         mesh.backend.down()
-    assert len(pids) == 10  # supervisord, 4 apps (one outside the mesh) and 5 proxies
+    assert len(pids) == 11  # supervisord, the xDS server, 4 apps (one outside the mesh) and 5 proxies
     assert leftover_pids(mesh.backend.dir) == []
     assert [a for a in addresses if port_in_use(*a)] == []
     assert not mesh.backend.dir.exists()

@@ -11,17 +11,15 @@ import requests
 
 from meshy import stats
 from meshy.local.resources import ResourceError
-from tests.local_mesh import Mesh
+from tests.local_mesh import running
 
 ALPHA = 0.001
 
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory):
-    m = Mesh(tmp_path_factory.mktemp("mesh") / "state")
-    m.up()
-    yield m
-    m.backend.down()
+    with running(tmp_path_factory.mktemp("mesh") / "state") as m:
+        yield m
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import json
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import requests
 
 from meshy import ROOT
@@ -29,11 +30,14 @@ from meshy.console import Console
 from meshy.errors import MeshyError
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
-from meshy.local.model import GatewayPod, Mesh, Pod
+from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all
+from meshy.local.xds.client import XdsClient, socket_path
+from meshy.local.xds.snapshot import Snapshot, snapshot_of
+from meshy.local.xds.validate import ConfigRejected, validate
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -51,6 +55,8 @@ BASELINE = (
     "istio/minimal-virtualservice.yaml.j2",
 )
 READY_TIMEOUT = 30.0
+# How long an old pod's sidecar may take to finish the requests it holds.
+DRAIN_TIMEOUT = 5.0
 
 
 class LocalError(MeshyError, RuntimeError):
@@ -94,6 +100,10 @@ class State:
     layout: topology.Layout | None = None
     external: bool = False
     pair: str | None = None  # the version pair local.up started, e.g. 1.36-istio-1.30
+    # Per proxy, the hash of its model: a proxy whose hash is unchanged gets no push.
+    digests: dict[str, str] = field(default_factory=dict)
+    # Every "address:port" a listener binds: a new one is checked before anything changes.
+    binds: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -142,7 +152,7 @@ class LocalBackend:
         if not self.state_file.exists():
             return State()
         try:
-            data = json.loads(self.state_file.read_text())
+            data = orjson.loads(self.state_file.read_bytes())
             return State(
                 ResourceSet.from_list(data["resources"]),
                 dict(data["allocation"]),
@@ -150,6 +160,8 @@ class LocalBackend:
                 topology.Layout(**data["layout"]),
                 bool(data.get("external", False)),
                 data.get("pair"),
+                dict(data.get("digests", {})),
+                list(data.get("binds", [])),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ResourceError) as error:
             raise LocalError(
@@ -165,8 +177,10 @@ class LocalBackend:
             "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
             "pair": state.pair,
+            "digests": state.digests,
+            "binds": state.binds,
         }
-        write_private(self.state_file, json.dumps(data, indent=1), durable=True)
+        write_private(self.state_file, orjson.dumps(data).decode(), durable=True)
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -234,16 +248,17 @@ class LocalBackend:
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
             with self.console.step("Starting supervisord"):
                 self.supervisor.start()
-            state = State(
+            previous = state
+            state = dataclasses.replace(
+                state,
                 resources=state.resources.applied(resources),
-                allocation=state.allocation,
                 hosts={**state.hosts, EXTERNAL_HOST: layout.external_ip},
                 layout=layout,
                 external=True,
                 pair=pair.name,
             )
             with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
-                self.reconcile(state)
+                self.reconcile(state, previous)
             with self.console.step(f"First 200 through the ingress at {self.ingress_url}"):
                 ok = wait_until(
                     lambda: (
@@ -299,6 +314,7 @@ class LocalBackend:
         with self.locked():
             ended = stop_all(self.dir)
             self.supervisor.socket.unlink(missing_ok=True)
+            self.xds_socket.unlink(missing_ok=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return ended
 
@@ -335,8 +351,7 @@ class LocalBackend:
         with self.locked():
             state = self.require_up()
             changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
-            state.resources = state.resources.applied(resources)
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=state.resources.applied(resources)), state)
         notes = [f"  note: {r.key}: {note}" for r in resources for note in without_effect(r.spec)]
         return changes + notes
 
@@ -345,8 +360,7 @@ class LocalBackend:
         with self.locked():
             state = self.require_up()
             remaining, missing = state.resources.deleted(resources)
-            state.resources = remaining
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=remaining), state)
         return [f"{r.key} {'not found' if r.key in missing else 'deleted'}" for r in resources]
 
     def remove_selector_label(self, service: str, label: str, namespace: str = "default") -> str:
@@ -368,8 +382,7 @@ class LocalBackend:
                 current.labels,
                 {**current.spec, "selector": selector},
             )
-            state.resources = state.resources.applied([patched])
-            self.reconcile(state)
+            self.reconcile(dataclasses.replace(state, resources=state.resources.applied([patched])), state)
         return f"Service {namespace}/{service} patched"
 
     def require_up(self) -> State:
@@ -379,69 +392,167 @@ class LocalBackend:
 
     # --- reconcile --------------------------------------------------------------------------
 
-    def reconcile(self, state: State) -> Mesh:
-        """Make processes and proxy configuration match state; refuse before changing anything."""
+    @property
+    def xds_socket(self) -> Path:
+        return socket_path(self.dir)
+
+    @property
+    def xds_state(self) -> Path:
+        return self.dir / "xds-snapshots.json"
+
+    def reconcile(self, state: State, previous: State) -> Mesh:
+        """Make processes and proxy configuration match state; refuse before changing anything.
+
+        Changed proxies get their new snapshots over ADS and every apply waits
+        for their ACKs. Pods roll as a Deployment does: new pods start and
+        become ready before any proxy routes to them, old pods leave the
+        endpoints first and stop once drained.
+        """
         layout = self.layout_of(state)
-        pods, allocation = topology.pods(state.resources, state.allocation, layout)
         gateways = topology.gateways(layout)
-        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        old_pods, _ = topology.pods(previous.resources, previous.allocation, layout)
+        pods, allocation = topology.pods(
+            state.resources, state.allocation, layout, busy=frozenset(previous.allocation.values())
+        )
         state.allocation = allocation
-        files = {name: proxy_files(proxy, self.proxy_dir(name)) for name, proxy in mesh.proxies.items()}
-        deadline = time.monotonic() + READY_TIMEOUT
-        for name, proxy in mesh.proxies.items():
-            if not (self.proxy_dir(name) / "bootstrap.json").exists():
-                self.write_changed(name, files[name], list(files[name]))
-                write_atomic(
-                    self.proxy_dir(name) / "bootstrap.json", json.dumps(envoy.bootstrap(proxy, self.proxy_dir(name)))
-                )
-        self.supervisor.sync(self.programs(pods, gateways, state))
-        # Clusters, then routes, then listeners: nothing ever names what its proxy lacks yet.
-        for phase in ("cds", "rds", "lds"):
-            pending = []
-            for name in mesh.proxies:
-                names = [f for f in files[name] if f.startswith(phase)]
-                pending += [(name, f) for f in self.write_changed(name, files[name], names)]
-            self.wait_versions(mesh, files, pending, deadline)
-        self.wait_apps(pods, deadline)
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        binds = listener_binds(mesh)
+        check_binds(binds - set(previous.binds), mesh)
+        names = {pod.name for pod in pods}
+        old_names = {pod.name for pod in old_pods}
+        retiring = [pod for pod in old_pods if pod.name not in names]
+        starting = [pod for pod in pods if pod.name not in old_names]
+        replicas = {d.name: d.spec.get("replicas", 1) for d in state.resources.of_kind("Deployment")}
+        steps = topology.rollout_steps(starting, retiring, replicas)
+        serving = [pod for pod in pods if pod.name in old_names] + retiring
+        pushed = dict(state.digests)
+        # Envoy judges the final configuration before anything starts or stops.
+        final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
+        changed = [name for name, value in final.items() if pushed.get(name) != value]
+        self.check_config({name: proxy_snapshot(mesh.proxies[name]) for name in changed})
+        client = XdsClient(self.xds_socket)
+        try:
+            if not steps:
+                self.write_bootstraps(mesh.proxies)
+                self.supervisor.sync(self.programs(pods, gateways, state))
+                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
+            for start, retire in steps:
+                serving = self.start_pods(client, state, serving, start, pushed)
+                serving = self.retire_pods(client, state, serving, retire, pushed)
+            if steps:
+                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
+        finally:
+            client.close()
         if state.external:
             url = f"http://{layout.external_ip}:9090/health"
-            if not wait_until(lambda: get_text(url) is not None, timeout=max(0.1, deadline - time.monotonic())):
+            if not wait_until(lambda: get_text(url) is not None, timeout=READY_TIMEOUT):
                 raise LocalError(f"the external service is not healthy at {url}; see inv local.logs {EXTERNAL_NAME}")
         self.remove_stale_configs(mesh)
+        state.digests = {name: pushed[name] for name in mesh.proxies}
+        state.binds = sorted(binds)
         self.save(state)
         return mesh
+
+    def start_pods(
+        self, client: XdsClient, state: State, serving: list[Pod], start: list[Pod], pushed: dict[str, str]
+    ) -> list[Pod]:
+        """Start pods and configure their sidecars; no proxy routes to them until their apps are ready."""
+        gateways = topology.gateways(self.layout_of(state))
+        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts)).proxies
+        after = build_mesh(Inputs(state.resources, serving + start, gateways, state.hosts)).proxies
+        proxies = {**before, **{pod.name: after[pod.name] for pod in start}}
+        self.write_bootstraps(proxies)
+        self.supervisor.sync(self.programs(serving + start, gateways, state))
+        timeout = work_timeout(len(start), len(proxies))
+        self.push(client, proxies, pushed, timeout)
+        if start:
+            with self.console.step(f"Waiting for {len(start)} new pods' apps to be ready"):
+                self.wait_apps(start, time.monotonic() + timeout)
+        return serving + start
+
+    def retire_pods(
+        self, client: XdsClient, state: State, serving: list[Pod], retire: list[Pod], pushed: dict[str, str]
+    ) -> list[Pod]:
+        """Take pods out of every proxy's endpoints, let their sidecars drain, then stop them."""
+        if not retire:
+            return serving
+        gateways = topology.gateways(self.layout_of(state))
+        leaving = {pod.name for pod in retire}
+        remaining = [pod for pod in serving if pod.name not in leaving]
+        proxies = build_mesh(Inputs(state.resources, remaining, gateways, state.hosts)).proxies
+        self.push(client, proxies, pushed, work_timeout(0, len(proxies)))
+        with self.console.step(f"Draining {len(retire)} old pods"):
+            for pod in retire:
+                wait_until(lambda name=pod.name: self.active_requests(name) == 0, timeout=DRAIN_TIMEOUT)
+        self.supervisor.sync(self.programs(remaining, gateways, state))
+        client.update({}, remove=sorted(leaving))
+        for name in leaving:
+            pushed.pop(name, None)
+        return remaining
+
+    def write_bootstraps(self, proxies: dict[str, Proxy]) -> None:
+        """A bootstrap for each proxy that has none (it only names the node and the xDS socket)."""
+        for name, proxy in proxies.items():
+            path = self.proxy_dir(name) / "bootstrap.json"
+            if not path.exists():
+                write_atomic(path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket)).decode())
+
+    def active_requests(self, proxy: str) -> int:
+        stats = self.proxy_stats(proxy, "http.")
+        return sum(v for k, v in stats.items() if k.endswith(".downstream_rq_active"))
+
+    def push(
+        self,
+        client: XdsClient,
+        proxies: dict[str, Proxy],
+        pushed: dict[str, str],
+        timeout: float,
+        checked: set[str] = frozenset(),
+    ) -> None:
+        """Hand the proxies whose model changed their new snapshots; return when each ACKed.
+
+        `checked`: digests Envoy already validated in this apply.
+        """
+        digests = {name: proxy_digest(proxy) for name, proxy in proxies.items()}
+        changed = [name for name, value in digests.items() if pushed.get(name) != value]
+        if not changed:
+            return
+        snapshots = {name: proxy_snapshot(proxies[name]) for name in changed}
+        self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
+        client.update(snapshots, timeout=timeout)
+        with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their new configuration"):
+            outcome = client.wait(changed, timeout)
+        if outcome.nacked:
+            client.revert(changed)
+            client.wait(changed, READY_TIMEOUT)
+            proxy, detail = next(iter(outcome.nacked.items()))
+            raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
+        if outcome.pending:
+            proxy, detail = next(iter(outcome.pending.items()))
+            raise LocalError(
+                f"proxy {proxy} did not take its configuration within {timeout:.0f}s (awaiting {detail}); "
+                f"see inv local.logs proxy_{proxy}"
+            )
+        pushed.update({name: digests[name] for name in changed})
+
+    def check_config(self, snapshots: dict[str, Snapshot]) -> None:
+        """Envoy itself judges the new snapshots, so no proxy is ever sent one it would refuse."""
+        if not snapshots:
+            return
+        with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
+            try:
+                validate(snapshots, envoy_binary(), self.dir / "validate")
+            except ConfigRejected as error:
+                raise LocalError(
+                    f"Envoy refuses the configuration of proxy {error.proxy}: {error.detail}; "
+                    "nothing was changed - fix the resource and apply again."
+                ) from None
 
     def proxy_dir(self, name: str) -> Path:
         try:
             return child(self.dir, "envoy", name)
         except PathError as error:
             raise LocalError(str(error)) from None
-
-    def write_changed(self, proxy: str, files: dict[str, dict], names: list[str]) -> list[str]:
-        """Write the named files whose content changed; return the ones a running proxy must acknowledge."""
-        acknowledged = []
-        for filename in names:
-            target = self.proxy_dir(proxy) / filename
-            text = json.dumps(files[filename], indent=1, sort_keys=True)
-            if target.exists() and target.read_text() == text:
-                continue
-            # A route file no listener uses yet is read when its listener arrives (LDS phase).
-            if filename.startswith("cds") or filename.startswith("lds") or target.exists():
-                acknowledged.append(filename)
-            write_atomic(target, text)
-        return acknowledged
-
-    def wait_versions(self, mesh: Mesh, files, pending: list[tuple[str, str]], deadline: float) -> None:
-        for name, filename in pending:
-            proxy = mesh.proxies[name]
-            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={requests.utils.quote(version_stat(filename))}"
-            want = files[name][filename]["version_info"]
-            if not wait_until(
-                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
-            ):
-                raise LocalError(
-                    f"proxy {name} did not load its new {filename} within {READY_TIMEOUT:.0f}s; see inv local.logs proxy_{name}"
-                )
 
     def wait_apps(self, pods: list[Pod], deadline: float) -> None:
         for pod in pods:
@@ -463,7 +574,14 @@ class LocalBackend:
     def programs(self, pods: list[Pod], gateways: list[GatewayPod], state: State) -> list[Program]:
         envoy_bin = envoy_binary()
         python = python_binary()
-        programs = []
+        programs = [
+            Program(
+                "xds",
+                [python, "-m", "meshy.local.xds", "--socket", str(self.xds_socket), "--state", str(self.xds_state)],
+                {"PYTHONUNBUFFERED": "1"},
+                str(ROOT),
+            )
+        ]
         for pod in pods:
             env = {
                 **pod.env,
@@ -618,19 +736,40 @@ class LocalBackend:
         return topology.pods(state.resources, state.allocation, self.layout_of(state))[0]
 
 
-def proxy_files(proxy, directory: Path) -> dict[str, dict]:
-    """Every configuration file of one proxy, by name."""
-    return {"cds.json": envoy.cds(proxy), **envoy.rds(proxy), "lds.json": envoy.lds(proxy, directory)}
+def proxy_digest(proxy: Proxy) -> str:
+    """A stable hash of one proxy's model (frozen dataclasses: their repr is their content)."""
+    return hashlib.sha256(repr(proxy).encode()).hexdigest()[:24]
 
 
-def version_stat(filename: str) -> str:
-    """The admin text readout that shows which version of a file a proxy runs."""
-    if filename == "cds.json":
-        return "cluster_manager.cds.version_text"
-    if filename == "lds.json":
-        return "listener_manager.lds.version_text"
-    name = filename.removeprefix("rds_").removesuffix(".json")
-    return f"http.{name}.rds.{name}.version_text"
+def proxy_snapshot(proxy: Proxy) -> Snapshot:
+    return snapshot_of(
+        [envoy.cluster(item) for item in proxy.clusters],
+        [envoy.listener(item) for item in proxy.listeners],
+        [envoy.route_configuration(item) for item in proxy.listeners],
+    )
+
+
+def listener_binds(mesh: Mesh) -> set[str]:
+    return {f"{item.address}:{item.port}" for proxy in mesh.proxies.values() for item in proxy.listeners}
+
+
+def check_binds(new: set[str], mesh: Mesh) -> None:
+    """Refuse, before anything stops or starts, a listener whose address another program holds."""
+    for bind in sorted(new):
+        host, _, port = bind.rpartition(":")
+        if port_in_use(host, int(port)):
+            owner = next(
+                n for n, p in mesh.proxies.items() if any(f"{i.address}:{i.port}" == bind for i in p.listeners)
+            )
+            raise LocalError(
+                f"proxy {owner} would listen on {bind}, which another program already uses; "
+                "stop that program or choose another port, then apply again."
+            )
+
+
+def work_timeout(started: int, changed: int) -> float:
+    """Seconds an apply may wait: a base, plus each process to start and each proxy to push to."""
+    return READY_TIMEOUT + 0.5 * started + 0.02 * changed
 
 
 def change_word(current: ResourceSet, resource: Resource) -> str:
@@ -661,7 +800,7 @@ def ignoring_interrupts() -> Iterator[None]:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write beside, then rename into place: readers (and Envoy's watcher) never see half a file."""
+    """Write beside, then rename into place: readers never see half a file."""
     write_private(path, text)
 
 

@@ -50,26 +50,33 @@ def percent(value: float) -> dict[str, Any]:
 # --- Bootstrap -------------------------------------------------------------------
 
 
-def config_source(config_dir: Path, name: str) -> dict[str, Any]:
-    """A file Envoy watches: a new version is written beside it and renamed into place."""
-    return {
-        "path_config_source": {"path": str(config_dir / name), "watched_directory": {"path": str(config_dir)}},
-        "resource_api_version": "V3",
-    }
+def ads_source() -> dict[str, Any]:
+    """Resources that arrive on the proxy's ADS stream (config_source.proto's `ads`)."""
+    return {"ads": {}, "resource_api_version": "V3"}
 
 
-def rds_file(listener_name: str) -> str:
-    return f"rds_{listener_name}.json"
+# Envoy retries a lost ADS stream with back-off; kept short so a restarted
+# control plane is back within a second, not Envoy's default 30 s ceiling.
+ADS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
+XDS_CLUSTER = "meshy-xds"
 
 
-def bootstrap(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
-    def source(name: str) -> dict[str, Any]:
-        return config_source(config_dir, name)
-
+def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
+    """The node id names the proxy to the control plane; everything else comes over ADS."""
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
         "admin": {"address": address(proxy.admin.address, proxy.admin.port)},
-        "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": ADS_RETRY}}],
+                "set_node_on_first_message_only": True,
+            },
+            "lds_config": ads_source(),
+            "cds_config": ads_source(),
+        },
+        "static_resources": {"clusters": [xds_cluster(xds_socket)]},
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -81,19 +88,42 @@ def bootstrap(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
     }
 
 
+def xds_cluster(xds_socket: Path) -> dict[str, Any]:
+    """The control plane on its Unix socket (a `pipe` address), spoken to in HTTP/2 (gRPC)."""
+    return {
+        "name": XDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": str(xds_socket)}}}}]}],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": HTTP_OPTIONS,
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+    }
+
+
 def discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
     """A DiscoveryResponse whose version is the hash of its resources."""
     body = json.dumps(resources, sort_keys=True).encode()
     return {"version_info": hashlib.sha256(body).hexdigest()[:16], "resources": resources}
 
 
-def lds(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
-    return discovery([listener(item, config_dir) for item in proxy.listeners])
+def lds(proxy: Proxy) -> dict[str, Any]:
+    return discovery([listener(item) for item in proxy.listeners])
 
 
 def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
-    """One route-configuration file per listener, by file name."""
-    return {rds_file(item.name): discovery([route_configuration(item)]) for item in proxy.listeners}
+    """One route configuration per listener, each as its own document.
+
+    Keyed `rds_<listener>.json`, the names of the files proxies once watched, so
+    the golden files stay comparable across that change.
+    """
+    return {f"rds_{item.name}.json": discovery([route_configuration(item)]) for item in proxy.listeners}
 
 
 def cds(proxy: Proxy) -> dict[str, Any]:
@@ -113,13 +143,13 @@ def route_configuration(item: Listener) -> dict[str, Any]:
     }
 
 
-def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
+def listener(item: Listener) -> dict[str, Any]:
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {
         "@type": HCM,
         "stat_prefix": item.name,
-        "rds": {"route_config_name": item.name, "config_source": config_source(config_dir, rds_file(item.name))},
+        "rds": {"route_config_name": item.name, "config_source": ads_source()},
         "http_filters": [
             {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},

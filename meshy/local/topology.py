@@ -79,10 +79,13 @@ def pod_names(deployment: Resource) -> list[str]:
     ]
 
 
-def pods(resources: ResourceSet, allocation: dict[str, int], layout: Layout) -> tuple[list[Pod], dict[str, int]]:
+def pods(
+    resources: ResourceSet, allocation: dict[str, int], layout: Layout, busy: frozenset[int] = frozenset()
+) -> tuple[list[Pod], dict[str, int]]:
     """The pods of every Deployment, and the address allocation that places them.
 
-    A pod keeps its index across applies; new pods take the lowest free one.
+    A pod keeps its index across applies; new pods take the lowest free one
+    that is not `busy` (held by a pod still running during a rollout).
     """
     result: list[Pod] = []
     wanted: list[tuple[str, Resource]] = []
@@ -90,7 +93,7 @@ def pods(resources: ResourceSet, allocation: dict[str, int], layout: Layout) -> 
         check_deployment(deployment)
         wanted += [(name, deployment) for name in pod_names(deployment)]
     kept = {name: index for name, index in allocation.items() if name in dict(wanted)}
-    used = set(kept.values())
+    used = set(kept.values()) | busy
     for name, deployment in wanted:
         if name not in kept:
             index = next(i for i in range(len(used) + 1) if i not in used)
@@ -98,6 +101,33 @@ def pods(resources: ResourceSet, allocation: dict[str, int], layout: Layout) -> 
             used.add(index)
         result.append(make_pod(name, deployment, layout.pod_ip(kept[name]), layout.app_ip(kept[name])))
     return result, kept
+
+
+def rollout_steps(
+    starting: list[Pod], retiring: list[Pod], replicas: dict[str, int]
+) -> list[tuple[list[Pod], list[Pod]]]:
+    """Steps of (pods to start, pods to retire), as a RollingUpdate Deployment moves.
+
+    Kubernetes' defaults (maxSurge 25% rounded up, maxUnavailable 25% rounded
+    down; pkg/controller/deployment/rolling.go): a rolled Deployment starts at
+    most ceil(25%) new pods at a time, and retires as many old ones only once
+    those serve, so none is ever unavailable. A Deployment without old pods
+    (new or scaled up) starts all at once; one without new pods retires all at once.
+    """
+    by_deployment: dict[str, tuple[list[Pod], list[Pod]]] = {}
+    for pod in starting:
+        by_deployment.setdefault(pod.deployment, ([], []))[0].append(pod)
+    for pod in retiring:
+        by_deployment.setdefault(pod.deployment, ([], []))[1].append(pod)
+    steps: list[tuple[list[Pod], list[Pod]]] = []
+    for deployment, (new, old) in by_deployment.items():
+        size = max(1, -(-replicas.get(deployment, 0) // 4)) if new and old else max(len(new), len(old))
+        for number, first in enumerate(range(0, max(len(new), len(old)), size)):
+            if number == len(steps):
+                steps.append(([], []))
+            steps[number][0].extend(new[first : first + size])
+            steps[number][1].extend(old[first : first + size])
+    return steps
 
 
 def check_deployment(deployment: Resource) -> None:

@@ -1,0 +1,55 @@
+"""Per-proxy configuration snapshots: resources by xDS type, each type versioned by its content."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+# Push order: nothing names what its proxy lacks yet (routes name clusters,
+# listeners name route configurations).
+TYPES = (CLUSTER, LISTENER, ROUTE)
+SHORT = {CLUSTER: "clusters", LISTENER: "listeners", ROUTE: "routes"}
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """One xDS type of one proxy: its resources by name and the version naming them."""
+
+    version: str
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, resources: list[dict[str, Any]]) -> Resources:
+        return cls(digest(resources), {r["name"]: r for r in resources})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "resources": list(self.items.values())}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Resources:
+        return cls(data["version"], {r["name"]: r for r in data["resources"]})
+
+
+Snapshot = dict[str, Resources]  # type URL -> resources
+
+
+def snapshot_of(clusters: list[dict], listeners: list[dict], routes: list[dict]) -> Snapshot:
+    return {CLUSTER: Resources.of(clusters), LISTENER: Resources.of(listeners), ROUTE: Resources.of(routes)}
+
+
+def snapshot_to_json(snapshot: Snapshot) -> dict[str, Any]:
+    return {url: resources.to_json() for url, resources in snapshot.items()}
+
+
+def snapshot_from_json(data: dict[str, Any]) -> Snapshot:
+    return {url: Resources.from_json(item) for url, item in data.items()}
