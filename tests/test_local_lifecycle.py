@@ -180,7 +180,7 @@ def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage
         shutil.rmtree(running.backend.dir)
     result = cli(running, "local.down")
     assert result.returncode == 0, result.stderr
-    assert "ended 10 processes" in result.stdout
+    assert "ended 11 processes" in result.stdout
     assert_nothing_left(running, addresses)
     assert not running.backend.dir.exists()
     # A second down finds nothing and says so.
@@ -223,13 +223,13 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     result = cli(running, "local.status")
     assert result.returncode == 0, result.stderr
     assert "RUNNING (no supervisor)" in result.stdout
-    assert "supervisord is gone: 9 processes run unsupervised" in result.stdout
+    assert "supervisord is gone: 10 processes run unsupervised" in result.stdout
     # up recovers: a new supervisord runs the mesh, and every program is under it.
     assert running.up() > 0
     assert running.backend.supervisor.running()
     # RUNNING once a program stayed up for startsecs (1 s).
     assert wait_until(lambda: all(p.state == "RUNNING" for p in running.backend.supervisor.processes()), timeout=10)
-    assert len(leftover_pids(running.backend.dir)) == 10
+    assert len(leftover_pids(running.backend.dir)) == 11
     assert running.get().status_code == 200
 
 

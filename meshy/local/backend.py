@@ -239,7 +239,9 @@ class LocalBackend:
                     )
                     return 0.0
                 self.console.info(f"local mesh already up in {self.dir}; restarted {', '.join(revived)}")
-                self.reconcile(state)
+                self.reconcile(state, state)
+                # Nothing changed for the proxies, so reconcile awaits no app: the revived ones are awaited here.
+                self.wait_apps(self.pods(), time.monotonic() + READY_TIMEOUT)
                 return time.monotonic() - started
             self.recover()
             layout = self.layout_of(state)
@@ -691,8 +693,7 @@ class LocalBackend:
             lines = [f"{key} restored" for key, r in resources.items.items() if current.items.get(key) != r]
             lines += [f"{key} deleted" for key in current.items if key not in resources.items]
             if lines:
-                state.resources = resources
-                self.reconcile(state)
+                self.reconcile(dataclasses.replace(state, resources=resources), state)
         return lines
 
     def log_file(self, name: str) -> Path:
