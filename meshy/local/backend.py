@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import requests
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from meshy import ROOT
 from meshy.console import Console
@@ -32,8 +32,10 @@ from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, par
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
 from meshy.net import port_in_use, wait_until
-from meshy.render import RenderOptions, render
 from meshy.versions import Pair
+
+if TYPE_CHECKING:
+    from meshy.render import RenderOptions
 
 NO_PROXY = {"http": "", "https": ""}
 EXTERNAL_HOST = "minimal.external.kind.org"
@@ -174,6 +176,11 @@ class LocalBackend:
 
     def up(self, pair: Pair, options: RenderOptions | None = None) -> float:
         """Bring the walkthrough's baseline up; return seconds to the first 200 through the ingress."""
+        # Imported here, as in get_text: `inv local.status` of a stopped mesh needs neither.
+        import requests
+
+        from meshy.render import RenderOptions, render
+
         started = time.monotonic()
         options = options or RenderOptions()
         with self.locked():
@@ -358,7 +365,7 @@ class LocalBackend:
     def wait_versions(self, mesh: Mesh, files, pending: list[tuple[str, str]], deadline: float) -> None:
         for name, filename in pending:
             proxy = mesh.proxies[name]
-            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={requests.utils.quote(version_stat(filename))}"
+            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={quote(version_stat(filename))}"
             want = files[name][filename]["version_info"]
             if not wait_until(
                 lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
@@ -497,7 +504,7 @@ class LocalBackend:
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
         address = self.admin_address(proxy)
-        pattern = requests.utils.quote("^" + re.escape(prefix))
+        pattern = quote("^" + re.escape(prefix))
         text = get_text(f"http://{address}/stats?filter={pattern}") or ""
         counters = {}
         for line in text.splitlines():
@@ -545,6 +552,8 @@ def change_word(current: ResourceSet, resource: Resource) -> str:
 
 
 def get_text(url: str) -> str | None:
+    import requests
+
     try:
         response = requests.get(url, timeout=1, proxies=NO_PROXY)
     except requests.RequestException:
