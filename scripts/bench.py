@@ -258,15 +258,20 @@ spec:
     return {"median": round(statistics.median(times), 1), "max": round(max(times), 1)}
 
 
-def bench_scenarios(results: dict) -> None:
-    state = Path(tempfile.mkdtemp()) / "state"
-    base, _claim = claim_address_base()
+def mesh_env() -> tuple[dict[str, str], object]:
+    """The environment for `inv` on a mesh of its own; keep the claim while it runs."""
+    base, claim = claim_address_base()
     env = {
         **os.environ,
-        "MESHY_STATE": str(state),
+        "MESHY_STATE": str(Path(tempfile.mkdtemp()) / "state"),
         "MESHY_ADDRESS_BASE": str(base),
         "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
     }
+    return env, claim
+
+
+def bench_scenarios(results: dict) -> None:
+    env, _claim = mesh_env()
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "invoke", "demo", "--down"], cwd=ROOT, env=env, check=True, capture_output=True
@@ -293,14 +298,7 @@ def bench_cli(results: dict, rounds: int = 15) -> None:
     """
     empty = Path(tempfile.mkdtemp())
     (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
-    state = Path(tempfile.mkdtemp()) / "state"
-    base, _claim = claim_address_base()
-    env = {
-        **os.environ,
-        "MESHY_STATE": str(state),
-        "MESHY_ADDRESS_BASE": str(base),
-        "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
-    }
+    env, _claim = mesh_env()
     commands = {
         "baseline: inv --list, one-task tasks.py": (empty, ["--list"]),
         "inv --list": (ROOT, ["--list"]),
