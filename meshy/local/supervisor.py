@@ -126,12 +126,20 @@ class Supervisor:
                 ]
             )
         )
-        subprocess.run(
+        started = subprocess.run(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(self.conf)],
-            check=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        if started.returncode != 0:
+            lines = started.stderr.strip().splitlines() or ["no message"]
+            # supervisord ends with a usage hint; its "Error: ..." line is the reason.
+            reason = next((line for line in lines if line.startswith("Error")), lines[-1]).rstrip(".")
+            raise SupervisorError(
+                f"supervisord did not start ({reason}); see {self.logs / 'supervisord.log'} and run inv local.down."
+            )
         if not wait_until(self.running, timeout=10):
             raise SupervisorError(f"supervisord did not start; see {self.logs / 'supervisord.log'}")
 
