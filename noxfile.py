@@ -1,7 +1,10 @@
 """nox sessions: tests, lint, render, e2e-local, e2e-<k8s>-istio-<istio>, bench.
 
-Each session installs requirements.txt into its own virtual environment;
-environments are reused between runs, so only the first run pays for it.
+The sessions that need the project's packages share one environment: the
+.venv that scripts/run creates from requirements.txt (they run with
+venv_backend="none" inside it, so nothing is installed twice). lint gets a
+small environment holding ruff alone; rendering for Kubernetes <= 1.25 one
+with the older schema package and the three libraries validation imports.
 """
 
 from __future__ import annotations
@@ -30,8 +33,42 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "render", "tests"]
 
 
+# Sessions that run in the project's .venv.
+PROJECT_ENV = "none"
+OLD_SCHEMAS_ENV = ROOT / ".nox" / "old-schemas"
+
+
 def install(session: nox.Session, *extra: str) -> None:
-    session.install("-r", "requirements.txt", *extra)
+    """The project's packages: present in .venv already, installed into a session's own environment otherwise."""
+    if session.venv_backend != PROJECT_ENV:
+        session.install("-r", "requirements.txt", *extra)
+        return
+    if Path(sys.prefix).resolve() != (ROOT / ".venv").resolve():
+        session.error(
+            f"{session.name} runs in the project's environment; start nox through it: scripts/run nox -s {session.name}"
+        )
+
+
+def pins(*names: str) -> list[str]:
+    """requirements.txt's exact pins of these packages, so a small environment matches the project's."""
+    lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    found = [line for line in lines if line.split("==")[0].lower() in {n.lower() for n in names}]
+    if len(found) != len(names):
+        raise RuntimeError(f"requirements.txt does not pin all of {', '.join(names)}")
+    return found
+
+
+def old_schemas_python(session: nox.Session) -> str:
+    """Python of the small environment that validates with kubernetes-validate's older schemas."""
+    python = OLD_SCHEMAS_ENV / "bin" / "python"
+    wanted = [*OLD_SCHEMAS, *pins("Jinja2", "PyYAML", "jsonschema")]
+    stamp = OLD_SCHEMAS_ENV / "requirements.txt"
+    if not python.exists():
+        session.run(sys.executable, "-m", "venv", str(OLD_SCHEMAS_ENV), external=True)
+    if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
+        session.run(str(python), "-m", "pip", "install", "--disable-pip-version-check", *wanted, external=True)
+        stamp.write_text("\n".join(wanted))
+    return str(python)
 
 
 def free_port() -> int:
@@ -45,33 +82,32 @@ def crds_env() -> dict[str, str]:
     return {"MESHY_ISTIO_CRDS": os.environ.get("MESHY_ISTIO_CRDS", str(default))}
 
 
-@nox.session
+@nox.session(venv_backend=PROJECT_ENV)
 def tests(session: nox.Session) -> None:
     """Unit, golden and black-box tests (real processes, real Envoy, real HTTP)."""
     install(session)
-    session.run("pytest", *session.posargs, env=crds_env())
+    session.run(sys.executable, "-m", "pytest", *session.posargs, env=crds_env(), external=True)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    install(session)
+    """ruff check and ruff format --check (an environment holding ruff alone)."""
+    session.install(*pins("ruff"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session
+@nox.session(venv_backend=PROJECT_ENV)
 @nox.parametrize("pair", PAIRS)
 def render(session: nox.Session, pair: str) -> None:
     """Render every template for a pair and validate every object (Kubernetes and Istio schemas)."""
     k8s_minor = int(pair.split("-")[0].split(".")[1])
     install(session)
-    if k8s_minor <= 25:
-        session.install(*OLD_SCHEMAS)
-    session.run("python", "-m", "meshy.validate", pair, env=crds_env())
+    python = old_schemas_python(session) if k8s_minor <= 25 else sys.executable
+    session.run(python, "-m", "meshy.validate", pair, env=crds_env(), external=True)
 
 
-@nox.session(name="e2e-local")
+@nox.session(name="e2e-local", venv_backend=PROJECT_ENV)
 def e2e_local(session: nox.Session) -> None:
     """The whole demo on the local backend (real Envoy, no cluster); fails if any verdict fails."""
     install(session)
@@ -83,7 +119,7 @@ def e2e_local(session: nox.Session) -> None:
         "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
     }
-    session.run("inv", "demo", "--backend", "local", "--down", env=env)
+    session.run(sys.executable, "-m", "invoke", "demo", "--backend", "local", "--down", env=env, external=True)
 
 
 def docker_running() -> bool:
@@ -114,8 +150,8 @@ for _pair in PAIRS:
     nox.session(name=f"e2e-{_pair}")(e2e_kind(_pair))
 
 
-@nox.session
+@nox.session(venv_backend=PROJECT_ENV)
 def bench(session: nox.Session) -> None:
     """Speed and memory figures of the README (needs `hey`: apt-get install hey)."""
     install(session)
-    session.run("python", "scripts/bench.py", *session.posargs)
+    session.run(sys.executable, "scripts/bench.py", *session.posargs, external=True)

@@ -10,8 +10,6 @@ import tempfile
 import time
 from collections.abc import Callable
 
-import requests
-
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -36,7 +34,7 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.02
         try:
             if check():
                 return True
-        except (requests.RequestException, OSError):
+        except OSError:  # requests' RequestException is one too
             pass
         if time.monotonic() >= deadline:
             return False
@@ -44,6 +42,8 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.02
 
 
 def http_ok(url: str, headers: dict[str, str] | None = None) -> bool:
+    import requests  # here: importing it costs every `inv` call ~0.1 s
+
     return requests.get(url, headers=headers, timeout=1, proxies={"http": "", "https": ""}).status_code == 200
 
 

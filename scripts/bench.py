@@ -258,15 +258,20 @@ spec:
     return {"median": round(statistics.median(times), 1), "max": round(max(times), 1)}
 
 
-def bench_scenarios(results: dict) -> None:
-    state = Path(tempfile.mkdtemp()) / "state"
-    base, _claim = claim_address_base()
+def mesh_env() -> tuple[dict[str, str], object]:
+    """The environment for `inv` on a mesh of its own; keep the claim while it runs."""
+    base, claim = claim_address_base()
     env = {
         **os.environ,
-        "MESHY_STATE": str(state),
+        "MESHY_STATE": str(Path(tempfile.mkdtemp()) / "state"),
         "MESHY_ADDRESS_BASE": str(base),
         "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
     }
+    return env, claim
+
+
+def bench_scenarios(results: dict) -> None:
+    env, _claim = mesh_env()
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "invoke", "demo", "--down"], cwd=ROOT, env=env, check=True, capture_output=True
@@ -278,9 +283,59 @@ def bench_scenarios(results: dict) -> None:
     }
 
 
+def run_seconds(args: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Wall time of one `python -m invoke ARGS` (a fresh interpreter, as a user's shell starts it)."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=env, capture_output=True, check=False)
+    return time.perf_counter() - started
+
+
+def bench_cli(results: dict, rounds: int = 15) -> None:
+    """inv's own cost: each command against `inv --list` over a one-task tasks.py, interleaved.
+
+    Ratios are of medians and of minimums: other work on a shared machine only
+    ever adds time, so the minimum is the closest to each command's own cost.
+    """
+    empty = Path(tempfile.mkdtemp())
+    (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
+    env, _claim = mesh_env()
+    commands = {
+        "baseline: inv --list, one-task tasks.py": (empty, ["--list"]),
+        "inv --list": (ROOT, ["--list"]),
+        "inv --help local.status": (ROOT, ["--help", "local.status"]),
+        "inv local.status (nothing running)": (ROOT, ["local.status"]),
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(rounds):
+        for name, (cwd, args) in commands.items():
+            times[name].append(run_seconds(args, cwd, env))
+    running, down = [], []
+    for _ in range(3):
+        subprocess.run([sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=env, check=True, capture_output=True)
+        running += [run_seconds(["local.status"], ROOT, env) for _ in range(3)]
+        down.append(run_seconds(["local.down"], ROOT, env))
+    times["inv local.status (mesh running)"] = running
+    times["inv local.down (mesh running)"] = down
+    baseline = times["baseline: inv --list, one-task tasks.py"]
+    median, low = statistics.median(baseline), min(baseline)
+    results["cli_s"] = {
+        name: {
+            "median": round(statistics.median(values), 3),
+            "min": round(min(values), 3),
+            "ratio_median": round(statistics.median(values) / median, 2),
+            "ratio_min": round(min(values) / low, 2),
+        }
+        for name, values in times.items()
+    }
+
+
+STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli)
+
+
 def main() -> int:
     results: dict = {"machine": machine()}
-    for step in (bench_service, bench_cold_start, bench_mesh, bench_scenarios):
+    wanted = sys.argv[1:]  # step names (service, cli, ...): only those; default all
+    for step in [s for s in STEPS if not wanted or s.__name__.removeprefix("bench_") in wanted]:
         print(f"• {step.__name__.removeprefix('bench_')} ...", flush=True)
         try:
             step(results)
@@ -288,7 +343,8 @@ def main() -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    # A partial run (`nox -s bench -- cli`) keeps the full run's file.
+    (OUT / ("-".join(["bench", *wanted]) + ".json")).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0
 

@@ -137,6 +137,14 @@ def test_every_short_flag_means_one_option_everywhere():
     assert meanings["f"] == {"file"} and meanings["i"] == {"istio"}
 
 
+def test_short_pair_flags_reach_pre_tasks_too():
+    from meshy.tasks.common import export_pair_options
+
+    environ: dict[str, str] = {}
+    export_pair_options(["inv", "services.deploy", "-k", "1.19", "-i", "1.8"], environ)
+    assert environ == {"MESHY_K8S": "1.19", "MESHY_ISTIO": "1.8"}
+
+
 def test_short_flags_on_the_command_line():
     assert "-i STRING, --istio=STRING" in inv("--help", "local.up").stdout
     logs_help = inv("--help", "local.logs").stdout

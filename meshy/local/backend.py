@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import orjson
-import requests
 
 from meshy import ROOT
 from meshy.console import Console
@@ -39,8 +40,10 @@ from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, validate
 from meshy.net import port_in_use, wait_until
-from meshy.render import RenderOptions, render
 from meshy.versions import Pair
+
+if TYPE_CHECKING:
+    from meshy.render import RenderOptions
 
 NO_PROXY = {"http": "", "https": ""}
 EXTERNAL_HOST = "minimal.external.kind.org"
@@ -212,6 +215,9 @@ class LocalBackend:
 
         On Ctrl-C, what this call started is stopped again and Interrupted is raised.
         """
+        # Imported here, as in get_text: `inv local.status` of a stopped mesh needs neither.
+        from meshy.render import RenderOptions
+
         fresh = not self.state_file.exists() and not running_programs(self.dir)
         try:
             return self._up(pair, options or RenderOptions())
@@ -228,6 +234,10 @@ class LocalBackend:
             ) from None
 
     def _up(self, pair: Pair, options: RenderOptions) -> float:
+        import requests
+
+        from meshy.render import render
+
         started = time.monotonic()
         with self.locked():
             state = self.load()
@@ -711,7 +721,7 @@ class LocalBackend:
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
         address = self.admin_address(proxy)
-        pattern = requests.utils.quote("^" + re.escape(prefix))
+        pattern = quote("^" + re.escape(prefix))
         text = get_text(f"http://{address}/stats?filter={pattern}") or ""
         counters = {}
         for line in text.splitlines():
@@ -780,6 +790,8 @@ def change_word(current: ResourceSet, resource: Resource) -> str:
 
 
 def get_text(url: str) -> str | None:
+    import requests
+
     try:
         response = requests.get(url, timeout=1, proxies=NO_PROXY)
     except requests.RequestException:

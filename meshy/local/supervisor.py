@@ -21,8 +21,6 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from supervisor.xmlrpc import SupervisorTransport
-
 from meshy.errors import MeshyError
 from meshy.local import launch
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
@@ -154,19 +152,30 @@ class Supervisor:
         self.socket.unlink(missing_ok=True)
         # supervisord opens its log before it applies umask: create it owner-only first.
         os.close(os.open(self.logs / "supervisord.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-        subprocess.run(
+        started = subprocess.run(
             [self.python, "-m", "supervisor.supervisord", "-c", str(self.conf)],
-            check=True,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, launch.MARKER: str(self.state_dir)},
             # Its own session: a Ctrl-C in the terminal reaches the command, not the mesh.
             start_new_session=True,
         )
+        if started.returncode != 0:
+            lines = started.stderr.strip().splitlines() or ["no message"]
+            # supervisord ends with a usage hint; its "Error: ..." line is the reason.
+            reason = next((line for line in lines if line.startswith("Error")), lines[-1]).rstrip(".")
+            raise SupervisorError(
+                f"supervisord did not start ({reason}); see {self.logs / 'supervisord.log'} and run inv local.down."
+            )
         if not wait_until(self.running, timeout=10):
             raise SupervisorError(f"supervisord did not start; see {self.logs / 'supervisord.log'}")
 
     def rpc(self) -> xmlrpc.client.ServerProxy:
+        # supervisor's transport costs ~50 ms to import; a stopped mesh never needs it.
+        from supervisor.xmlrpc import SupervisorTransport
+
         return xmlrpc.client.ServerProxy(
             "http://127.0.0.1", transport=SupervisorTransport(None, None, f"unix://{self.socket}")
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from invoke import Context
 
 from meshy.errors import MeshyError
+from meshy.tasks.runner import SHORT_FLAGS
 
 if TYPE_CHECKING:
     from meshy.versions import Pair
@@ -47,11 +48,12 @@ def export_pair_options(argv: list[str], environ: dict[str, str]) -> None:
     invoke calls pre-tasks without arguments, so `inv services.deploy --k8s 1.19`
     would otherwise build the default pair's cluster first.
     """
-    for flag, variable in (("--k8s", "MESHY_K8S"), ("--istio", "MESHY_ISTIO")):
+    for name, variable in (("k8s", "MESHY_K8S"), ("istio", "MESHY_ISTIO")):
+        flags = (f"--{name}", f"-{SHORT_FLAGS[name]}")
         for index, arg in enumerate(argv):
-            if arg == flag and index + 1 < len(argv):
+            if arg in flags and index + 1 < len(argv):
                 environ[variable] = argv[index + 1]
-            elif arg.startswith(flag + "="):
+            elif arg.startswith(flags[0] + "="):
                 environ[variable] = arg.split("=", 1)[1]
 
 
