@@ -119,3 +119,10 @@ def bench(session: nox.Session) -> None:
     """Speed and memory figures of the README (needs `hey`: apt-get install hey)."""
     install(session)
     session.run("python", "scripts/bench.py", *session.posargs)
+
+
+@nox.session
+def reliability(session: nox.Session) -> None:
+    """Failures under reloads, recovery after SIGKILLs, leftovers after down (reports/bench/reliability.json)."""
+    install(session)
+    session.run("python", "scripts/bench.py", "reliability")

@@ -26,8 +26,8 @@ import requests
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import envoy, topology
-from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
+from meshy.local import admin, envoy, topology
+from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
@@ -239,7 +239,8 @@ class LocalBackend:
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
                 "with --ingress or MESHY_INGRESS."
             )
-        if port_in_use(layout.gateway_ip(0), ADMIN_PORT):
+        # What every mesh binds in its block: pod 0's outbound sidecar port and the external service.
+        if port_in_use(layout.pod_ip(0), 15001) or port_in_use(layout.external_ip, 9090):
             raise LocalError(
                 f"the addresses 127.{layout.base}-{layout.base + 3}.x.x are in use by another local mesh; "
                 "run inv local.down for it or choose another block with MESHY_ADDRESS_BASE."
@@ -258,7 +259,8 @@ class LocalBackend:
             f"found {len(orphans)} processes of an unsupervised or unfinished mesh in {self.dir}; "
             "ending them before starting it again"
         )
-        ended = stop_all(self.dir)
+        # They are restarted at once, so nothing is gained by letting them drain.
+        ended = stop_all(self.dir, grace=0)
         self.supervisor.socket.unlink(missing_ok=True)
         return ended
 
@@ -271,6 +273,7 @@ class LocalBackend:
         with self.locked():
             ended = stop_all(self.dir)
             self.supervisor.socket.unlink(missing_ok=True)
+        shutil.rmtree(admin.sockets_location(self.dir), ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return ended
 
@@ -344,7 +347,8 @@ class LocalBackend:
             if not (self.proxy_dir(name) / "bootstrap.json").exists():
                 self.write_changed(name, files[name], list(files[name]))
                 write_atomic(
-                    self.proxy_dir(name) / "bootstrap.json", json.dumps(envoy.bootstrap(proxy, self.proxy_dir(name)))
+                    self.proxy_dir(name) / "bootstrap.json",
+                    json.dumps(envoy.bootstrap(proxy, self.proxy_dir(name), self.admin_socket(name))),
                 )
         self.supervisor.sync(self.programs(pods, gateways, state))
         # Clusters, then routes, then listeners: nothing ever names what its proxy lacks yet.
@@ -385,11 +389,11 @@ class LocalBackend:
 
     def wait_versions(self, mesh: Mesh, files, pending: list[tuple[str, str]], deadline: float) -> None:
         for name, filename in pending:
-            proxy = mesh.proxies[name]
-            url = f"http://{proxy.admin.address}:{proxy.admin.port}/stats?filter={requests.utils.quote(version_stat(filename))}"
+            target = f"/stats?filter={requests.utils.quote(version_stat(filename))}"
             want = files[name][filename]["version_info"]
             if not wait_until(
-                lambda url=url, want=want: want in (get_text(url) or ""), timeout=max(0.1, deadline - time.monotonic())
+                lambda name=name, target=target, want=want: want in (self.admin_get(name, target) or ""),
+                timeout=max(0.1, deadline - time.monotonic()),
             ):
                 raise LocalError(
                     f"proxy {name} did not load its new {filename} within {READY_TIMEOUT:.0f}s; see inv local.logs proxy_{name}"
@@ -465,10 +469,8 @@ class LocalBackend:
         rows = []
         for pod in pods:
             app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
-            ready = all(
-                get_text(url) is not None
-                for url in [f"http://{pod.ip}:{ADMIN_PORT}/ready"]
-                + [f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}" for port in pod.ports]
+            ready = self.admin_get(pod.name, "/ready") is not None and all(
+                get_text(f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}") is not None for port in pod.ports
             )
             rows.append(
                 StatusRow(
@@ -481,7 +483,7 @@ class LocalBackend:
             )
         for gateway in topology.gateways(layout):
             proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
-            ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
+            ready = self.admin_get(gateway.name, "/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
             rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
         if state.external:
@@ -511,9 +513,8 @@ class LocalBackend:
 
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
-        address = self.admin_address(proxy)
         pattern = requests.utils.quote("^" + re.escape(prefix))
-        text = get_text(f"http://{address}/stats?filter={pattern}") or ""
+        text = self.admin_get(self.proxy_name(proxy), f"/stats?filter={pattern}") or ""
         counters = {}
         for line in text.splitlines():
             name, _, value = line.rpartition(": ")
@@ -521,17 +522,36 @@ class LocalBackend:
                 counters[name] = int(value)
         return counters
 
-    def admin_address(self, proxy: str) -> str:
+    def proxy_name(self, proxy: str) -> str:
+        """The proxy of a pod, a Deployment (its first pod) or a gateway, by name."""
         state = self.load()
         layout = self.layout_of(state)
         pods, _ = topology.pods(state.resources, state.allocation, layout)
         for pod in pods:
             if pod.name == proxy or pod.deployment == proxy:
-                return f"{pod.ip}:{ADMIN_PORT}"
+                return pod.name
         for gateway in topology.gateways(layout):
             if gateway.name == proxy:
-                return f"{gateway.ip}:{ADMIN_PORT}"
+                return gateway.name
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
+
+    def admin_socket(self, proxy: str) -> Path:
+        """The owner-only Unix socket of a proxy's Envoy admin interface."""
+        try:
+            return admin.socket_path(self.dir, proxy)
+        except PathError as error:
+            raise LocalError(str(error)) from None
+
+    def admin_get(self, proxy: str, target: str) -> str | None:
+        """GET from a proxy's admin interface (by proxy name): the body on 200, else None."""
+        return admin.get(self.admin_socket(proxy), target)
+
+    def config_dump(self, proxy: str) -> dict:
+        """The Envoy configuration dump of a pod's, Deployment's or gateway's proxy."""
+        text = admin.get(self.admin_socket(self.proxy_name(proxy)), "/config_dump", timeout=5)
+        if text is None:
+            raise LocalError(f"the admin interface of proxy {proxy} does not answer; see inv local.status.")
+        return json.loads(text)
 
     def pods(self) -> list[Pod]:
         state = self.load()

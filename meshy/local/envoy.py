@@ -62,13 +62,18 @@ def rds_file(listener_name: str) -> str:
     return f"rds_{listener_name}.json"
 
 
-def bootstrap(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
+def admin(socket: Path) -> dict[str, Any]:
+    """The admin interface on a Unix socket only its owner can connect to (Pipe.mode 0600)."""
+    return {"address": {"pipe": {"path": str(socket), "mode": 0o600}}}
+
+
+def bootstrap(proxy: Proxy, config_dir: Path, admin_socket: Path) -> dict[str, Any]:
     def source(name: str) -> dict[str, Any]:
         return config_source(config_dir, name)
 
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
-        "admin": {"address": address(proxy.admin.address, proxy.admin.port)},
+        "admin": admin(admin_socket),
         "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
         "overload_manager": {
             "resource_monitors": [

@@ -279,11 +279,16 @@ def running_programs(state_dir: Path) -> dict[str, int]:
     return {program_of(pid): pid for pid in leftover_pids(state_dir)}
 
 
-def stop_all(state_dir: Path, grace: float = 5.0) -> list[Ended]:
+# Long enough for an idle Envoy or app to exit on SIGTERM; a draining app (up to 4 s with
+# open connections) is not waited for: down ends the whole mesh, its peers included.
+DOWN_GRACE = 0.5
+
+
+def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     """End every process of this state directory at once: supervisord first, then all others in parallel.
 
     supervisord is killed first so it cannot restart what is being stopped; the
-    others get SIGTERM together (they drain) and SIGKILL after the grace period.
+    others get SIGTERM together and SIGKILL after the grace period.
     """
     pids = leftover_pids(state_dir)
     ended = [Ended(pid, program_of(pid)) for pid in pids]
