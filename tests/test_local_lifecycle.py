@@ -179,6 +179,11 @@ def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage
         running.backend.supervisor.pidfile.unlink()
     else:
         shutil.rmtree(running.backend.dir)
+    if damage == "state directory deleted":
+        status = cli(running, "local.status")
+        assert "9 processes of a mesh in" in status.stdout and "still run but its state is gone" in status.stdout
+        with pytest.raises(LocalError, match="still run but its state is gone; inv local.down ends them"):
+            running.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
     result = cli(running, "local.down")
     assert result.returncode == 0, result.stderr
     assert "ended 10 processes" in result.stdout
@@ -225,6 +230,8 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     assert result.returncode == 0, result.stderr
     assert "RUNNING (no supervisor)" in result.stdout
     assert "supervisord is gone: 9 processes run unsupervised" in result.stdout
+    with pytest.raises(LocalError, match="supervisord is gone: 9 processes run unsupervised; inv local.up restarts"):
+        running.apply_template("istio/minimal-virtualservice.yaml.j2")
     # up recovers: a new supervisord runs the mesh, and every program is under it.
     assert running.up() > 0
     assert running.backend.supervisor.running()

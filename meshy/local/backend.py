@@ -277,11 +277,24 @@ class LocalBackend:
         shutil.rmtree(self.dir, ignore_errors=True)
         return ended
 
-    def unsupervised(self) -> int:
-        """How many processes of this mesh run while its supervisord is gone (0 when it is there)."""
-        if self.supervisor.running():
-            return 0
-        return len(running_programs(self.dir))
+    def problem(self) -> str | None:
+        """One line on processes of this state directory that run outside a working mesh, or None.
+
+        They are found by their marker, so this holds whatever happened: a killed
+        supervisord, a deleted state directory, an interrupted command.
+        """
+        programs = running_programs(self.dir)
+        programs.pop("supervisord", None)
+        if not programs:
+            return None
+        if not self.state_file.exists():
+            return (
+                f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
+                "inv local.down ends them."
+            )
+        if not self.supervisor.running():
+            return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
+        return None
 
     # --- apply / delete ------------------------------------------------------------------
 
@@ -329,7 +342,9 @@ class LocalBackend:
 
     def require_up(self) -> State:
         if not self.is_up():
-            raise LocalError(f"the local mesh is not running in {self.dir}; start it with inv local.up.")
+            raise LocalError(
+                self.problem() or f"the local mesh is not running in {self.dir}; start it with inv local.up."
+            )
         return self.load()
 
     # --- reconcile --------------------------------------------------------------------------

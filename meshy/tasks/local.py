@@ -81,14 +81,15 @@ def delete(c: Context, file, state=None, ingress=None):
 def status(c: Context, state=None, ingress=None):
     """A table of workloads, pods, addresses, readiness and processes."""
     local = backend(state, ingress)
-    unsupervised = local.unsupervised()
-    if not local.is_up() and not unsupervised:
+    problem = local.problem()
+    if not local.is_up() and problem is None:
         print(f"the local mesh is not running (state directory {local.dir})")
         return
-    with clear_errors():
-        print_status(local)
-    if unsupervised:
-        print(f"\nsupervisord is gone: {unsupervised} processes run unsupervised; inv local.up restarts them.")
+    if local.state_file.exists():
+        with clear_errors():
+            print_status(local)
+    if problem:
+        print(f"\n{problem}")
 
 
 @task(
