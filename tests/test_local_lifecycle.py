@@ -186,7 +186,7 @@ def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage
             running.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
     result = cli(running, "local.down")
     assert result.returncode == 0, result.stderr
-    assert "ended 10 processes" in result.stdout
+    assert "ended 10 processes: 3 apps, minimal-external, 5 proxies, supervisord" in result.stdout
     assert_nothing_left(running, addresses)
     assert not running.backend.dir.exists()
     # A second down finds nothing and says so.

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -307,6 +308,15 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     # Processes started while we were stopping (a restart that raced supervisord's end) go too.
     late = leftover_pids(state_dir)
     return ended + (stop_all(state_dir, grace) if late else [])
+
+
+def summary(ended: list[Ended]) -> str:
+    """What down ended, in a few words: "3 apps, minimal-external, 5 proxies, supervisord"."""
+    kinds = Counter(
+        "app" if e.name.startswith("app_") else "proxy" if e.name.startswith("proxy_") else e.name for e in ended
+    )
+    plural = {"app": ("app", "apps"), "proxy": ("proxy", "proxies")}
+    return ", ".join(f"{n} {plural[k][n != 1]}" if k in plural else k for k, n in sorted(kinds.items()))
 
 
 def _alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ from pathlib import Path
 from invoke import Context, Exit, task
 
 from meshy.local.backend import Interrupted, LocalBackend, LocalConfig
+from meshy.local.supervisor import summary
 from meshy.render import build_dir, render_all
 from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
 
@@ -113,7 +114,7 @@ def down(c: Context, state=None, ingress=None):
         return
     with clear_errors():
         ended = local.down()
-    what = f"ended {len(ended)} processes" if ended else "nothing was running"
+    what = f"ended {len(ended)} processes: {summary(ended)}" if ended else "nothing was running"
     print(f"local mesh stopped ({what}); {local.dir} removed")
 
 
