@@ -155,3 +155,10 @@ def bench(session: nox.Session) -> None:
     """Speed and memory figures of the README (needs `hey`: apt-get install hey)."""
     install(session)
     session.run(sys.executable, "scripts/bench.py", *session.posargs, external=True)
+
+
+@nox.session(venv_backend=PROJECT_ENV)
+def reliability(session: nox.Session) -> None:
+    """Failures under reloads, recovery after SIGKILLs, leftovers after down (reports/bench/bench-reliability.json)."""
+    install(session)
+    session.run(sys.executable, "scripts/bench.py", "reliability", external=True)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
+
+import requests
 
 
 @dataclass(frozen=True)
@@ -56,3 +60,61 @@ def hey(
         command = ["taskset", "-c", cpu, *command]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_hey(output)
+
+
+@dataclass
+class Outcome:
+    """What a background load saw: when each request ended and whether it failed."""
+
+    ok: int = 0
+    failed: int = 0
+    failures: list[tuple[float, str]] = field(default_factory=list)
+
+
+class PacedLoad:
+    """Requests at a fixed total rate from a few keep-alive clients, in background threads.
+
+    Unlike hey it keeps every failure with its time, so a benchmark can tell
+    which event (a reload, a kill) a failed request belongs to.
+    """
+
+    def __init__(self, url: str, rate: float, host: str | None = None, clients: int = 8) -> None:
+        self.url = url
+        self.interval = clients / rate
+        self.headers = {"Host": host} if host else {}
+        self.clients = clients
+        self.outcome = Outcome()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def __enter__(self) -> PacedLoad:
+        for index in range(self.clients):
+            thread = threading.Thread(target=self.client, args=(index,), daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join()
+
+    def client(self, index: int) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        next_at = time.monotonic() + index * self.interval / self.clients
+        while not self.stopping.is_set():
+            next_at += self.interval
+            try:
+                status = session.get(self.url, headers=self.headers, timeout=5).status_code
+                failure = None if status == 200 else f"HTTP {status}"
+            except requests.RequestException as error:
+                failure = type(error).__name__
+            with self.lock:
+                if failure:
+                    self.outcome.failed += 1
+                    self.outcome.failures.append((time.monotonic(), failure))
+                else:
+                    self.outcome.ok += 1
+            self.stopping.wait(max(0.0, next_at - time.monotonic()))

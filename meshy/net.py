@@ -62,8 +62,8 @@ def claim_address_base(low: int = 20, high: int = 240, span: int = 4) -> tuple[i
         except OSError:
             handle.close()
             continue
-        # 15000 is every proxy's admin port: a bound one means a mesh without our lock lives here.
-        if not any(port_in_use(f"127.{base + i}.0.1", 15000) for i in range(span)):
+        # Sidecars' outbound port 15001 and the apps' 9090: a bound one means a mesh without our lock lives here.
+        if not any(port_in_use(f"127.{base + i}.0.1", port) for i in range(span) for port in (9090, 15001)):
             return base, handle
         handle.close()
     raise RuntimeError(f"no free loopback block between 127.{low} and 127.{high}")

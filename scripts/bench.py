@@ -1,8 +1,12 @@
-"""The README's speed and memory figures, measured on this machine (run: nox -s bench).
+"""The README's speed, memory and reliability figures, measured on this machine (run: nox -s bench).
+
+`python scripts/bench.py reliability` (or `nox -s reliability`) runs one step only.
 
 minimal-service: requests/s on one core, p99 at 1,000 requests/s, resident memory.
 Local backend: cold start to the first 200, apply-to-observed, latency per path
 side by side with a bare hand-written Envoy, each scenario's duration, demo cold.
+Reliability: failed requests during reloads under load, recovery after SIGKILLs,
+processes and ports left after `down` in each failure case.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import xmlrpc.client
 from pathlib import Path
 
 import requests
@@ -22,15 +29,30 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from meshy.bench import Load, hey  # noqa: E402
+from meshy.bench import Load, PacedLoad, hey  # noqa: E402
 from meshy.console import Console  # noqa: E402
 from meshy.local.backend import LocalBackend, LocalConfig, envoy_binary  # noqa: E402
+from meshy.local.supervisor import leftover_pids  # noqa: E402
 from meshy.local.topology import Layout  # noqa: E402
-from meshy.net import claim_address_base, free_port, http_ok, wait_until  # noqa: E402
+from meshy.net import claim_address_base, free_port, http_ok, port_in_use, wait_until  # noqa: E402
+from meshy.render import render  # noqa: E402
 from meshy.versions import select_pair  # noqa: E402
 
 NO_PROXY = {"http": "", "https": ""}
 OUT = ROOT / "reports" / "bench"
+CLAIMS: list[object] = []
+RELOADS = 30
+RELOAD_RATE = 400
+GENERATION_VS = """apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: minimal-virtualservice, namespace: default}}
+spec:
+  hosts: [minimal.svc.kind.org]
+  gateways: [services-gateway]
+  http:
+    - headers: {{response: {{set: {{x-generation: "{n}"}}}}}}
+      route: [{{destination: {{host: minimal-service, port: {{number: 9090}}}}}}]
+"""
 
 
 def machine() -> str:
@@ -92,7 +114,9 @@ def bench_service(results: dict) -> None:
 
 
 def local_backend(state: Path) -> LocalBackend:
-    return LocalBackend(LocalConfig(state, Layout("127.0.0.1", free_port(), 90)), Console(quiet=True))
+    base, claim = claim_address_base()
+    CLAIMS.append(claim)  # held until the benchmark ends: no other mesh takes the block
+    return LocalBackend(LocalConfig(state, Layout("127.0.0.1", free_port(), base)), Console(quiet=True))
 
 
 def bench_cold_start(results: dict) -> None:
@@ -234,16 +258,7 @@ def bench_mesh(results: dict) -> None:
 
 
 def bench_apply(backend: LocalBackend) -> dict:
-    template = """apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: minimal-virtualservice, namespace: default}}
-spec:
-  hosts: [minimal.svc.kind.org]
-  gateways: [services-gateway]
-  http:
-    - headers: {{response: {{set: {{x-generation: "{n}"}}}}}}
-      route: [{{destination: {{host: minimal-service, port: {{number: 9090}}}}}}]
-"""
+    template = GENERATION_VS
     session = requests.Session()
     session.trust_env = False
     times = []
@@ -329,7 +344,200 @@ def bench_cli(results: dict, rounds: int = 15) -> None:
     }
 
 
-STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli)
+# --- reliability ------------------------------------------------------------------
+
+
+def timed(call) -> float:
+    started = time.monotonic()
+    call()
+    return time.monotonic() - started
+
+
+def fresh_mesh() -> LocalBackend:
+    backend = local_backend(Path(tempfile.mkdtemp()) / "state")
+    backend.up(select_pair())
+    return backend
+
+
+def load_on(backend: LocalBackend, rate: float) -> PacedLoad:
+    return PacedLoad(backend.ingress_url + "/", rate, host="minimal.svc.kind.org")
+
+
+def reloads_under_load() -> dict:
+    """Failed requests through the ingress while 30 route changes are applied at 400 req/s."""
+    backend = fresh_mesh()
+    try:
+        with load_on(backend, RELOAD_RATE) as load:
+            time.sleep(1)
+            started = time.monotonic()
+            for n in range(1, RELOADS + 1):
+                backend.apply(GENERATION_VS.format(n=n), "bench")
+                time.sleep(0.1)
+            seconds = time.monotonic() - started
+            time.sleep(1)
+        outcome = load.outcome
+        return {
+            "reloads": RELOADS,
+            "rate_wanted": RELOAD_RATE,
+            "requests": outcome.ok + outcome.failed,
+            "failed": outcome.failed,
+            "reload_window_s": round(seconds, 2),
+            "failures": sorted({kind for _, kind in outcome.failures}),
+        }
+    finally:
+        backend.down()
+
+
+def program_pid(backend: LocalBackend, name: str) -> int:
+    return backend.supervisor.rpc().supervisor.getProcessInfo(name)["pid"]
+
+
+def recovered(backend: LocalBackend, program: str, before: int) -> bool:
+    """The program runs again under a new pid and the walkthrough's path answers."""
+    try:
+        if program_pid(backend, program) in (0, before):
+            return False
+    except (OSError, xmlrpc.client.Error):
+        return False
+    response = requests.get(backend.ingress_url, headers={"Host": "minimal.svc.kind.org"}, timeout=1, proxies=NO_PROXY)
+    return response.status_code == 200
+
+
+def recovery_after_kills() -> dict:
+    """Seconds from SIGKILL to serving again, per victim, and requests failed meanwhile (load at 200 req/s)."""
+    backend = fresh_mesh()
+    figures = {}
+    try:
+        pod = next(p for p in backend.pods() if p.deployment == "minimal-service")
+        victims = {
+            "sidecar": f"proxy_{pod.name}",
+            "app": f"app_{pod.name}",
+            "ingress gateway": "proxy_istio-ingressgateway",
+        }
+        with load_on(backend, 200) as load:
+            for label, program in victims.items():
+                time.sleep(1.5)  # past startsecs, so the last restart counts as a success
+                failed_before = load.outcome.failed
+                before = program_pid(backend, program)
+                started = time.monotonic()
+                os.kill(before, signal.SIGKILL)
+                ok = wait_until(lambda p=program, b=before: recovered(backend, p, b), timeout=30, interval=0.01)
+                figures[label] = {
+                    "recovery_s": round(time.monotonic() - started, 3) if ok else None,
+                    "failed_requests": load.outcome.failed - failed_before,
+                }
+            time.sleep(1.5)
+            failed_before = load.outcome.failed
+            supervisord = backend.supervisor.pid()
+            started = time.monotonic()
+            os.kill(supervisord, signal.SIGKILL)
+            wait_until(lambda: not backend.supervisor.running(), timeout=5, interval=0.01)
+            time.sleep(1)  # the mesh serves on, unsupervised
+            unsupervised_failed = load.outcome.failed - failed_before
+            recovery = timed(lambda: backend.up(select_pair()))
+            figures["supervisord"] = {
+                "recovery_s": round(recovery, 3),
+                "failed_requests_unsupervised": unsupervised_failed,
+                "failed_requests_during_recovery": load.outcome.failed - failed_before - unsupervised_failed,
+            }
+        return figures
+    finally:
+        backend.down()
+
+
+def bound(backend: LocalBackend) -> list[tuple[str, int]]:
+    layout = backend.config.layout
+    addresses = [(layout.ingress_host, layout.ingress_port), (layout.external_ip, 9090)]
+    return addresses + [
+        (ip(i), port) for ip in (layout.pod_ip, layout.app_ip) for i in range(3) for port in (9090, 15001)
+    ]
+
+
+def inv_up(backend: LocalBackend) -> subprocess.Popen:
+    layout = backend.config.layout
+    env = {**os.environ, "MESHY_STATE": str(backend.dir), "MESHY_ADDRESS_BASE": str(layout.base)}
+    env["MESHY_INGRESS"] = f"{layout.ingress_host}:{layout.ingress_port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "local.up"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_until(lambda: len(leftover_pids(backend.dir)) >= 4, timeout=30, interval=0.01)
+    return process
+
+
+def interrupted_up(sig: int) -> LocalBackend:
+    backend = local_backend(Path(tempfile.mkdtemp()) / "state")
+    process = inv_up(backend)
+    process.send_signal(sig)
+    process.wait()
+    return backend
+
+
+def damaged(damage) -> LocalBackend:
+    backend = fresh_mesh()
+    damage(backend)
+    return backend
+
+
+def leftovers_after_down() -> dict:
+    """Processes and bound ports left after `down`, per way the mesh was left, and how long down took."""
+    cases = {
+        "clean": lambda: damaged(lambda b: None),
+        "garbage pid file": lambda: damaged(lambda b: b.supervisor.pidfile.write_text("garbage")),
+        "state directory deleted": lambda: damaged(lambda b: shutil.rmtree(b.dir)),
+        "supervisord killed": lambda: damaged(lambda b: os.kill(b.supervisor.pid(), signal.SIGKILL)),
+        "inv killed during up": lambda: interrupted_up(signal.SIGKILL),
+        "Ctrl-C during up": lambda: interrupted_up(signal.SIGINT),
+    }
+    figures = {}
+    for label, make in cases.items():
+        backend = make()
+        running = len(leftover_pids(backend.dir))
+        seconds = timed(backend.down)
+        figures[label] = {
+            "processes_before": running,
+            "down_s": round(seconds, 3),
+            "processes_left": len(leftover_pids(backend.dir)),
+            "ports_left": sum(port_in_use(*a) for a in bound(backend)),
+        }
+    return figures
+
+
+def down_many() -> dict:
+    """`down` of a mesh with about 50 processes (20 more pods of minimal-service)."""
+    backend = fresh_mesh()
+    try:
+        backend.apply(
+            render("services/minimal-service.yaml.j2", select_pair()).replace("replicas: 1", "replicas: 21"), "bench"
+        )
+    except BaseException:
+        backend.down()
+        raise
+    processes = len(leftover_pids(backend.dir))
+    seconds = timed(backend.down)
+    return {"processes": processes, "down_s": round(seconds, 3), "processes_left": len(leftover_pids(backend.dir))}
+
+
+def bench_reliability(results: dict) -> None:
+    # Recovery restarts processes, so it is slower the busier the machine: the load goes with the figures.
+    results["load_average_before"] = os.getloadavg()
+    backend = local_backend(Path(tempfile.mkdtemp()) / "state")
+    try:
+        results["cold_start_same_run_s"] = round(backend.up(select_pair()), 3)
+    finally:
+        backend.down()
+    results["reliability"] = {
+        "reloads_under_load": reloads_under_load(),
+        "recovery_after_sigkill": recovery_after_kills(),
+        "leftovers_after_down": leftovers_after_down(),
+        "down_with_many_processes": down_many(),
+    }
+
+
+STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli, bench_reliability)
 
 
 def main() -> int:

@@ -32,3 +32,29 @@ def test_parse_hey_summary():
 def test_parse_hey_without_numbers():
     load = parse_hey("nothing here")
     assert load.rps == 0.0 and math.isnan(load.p99_ms)
+
+
+def test_paced_load_counts_successes_at_its_rate(start_service):
+    import time
+
+    from meshy.bench import PacedLoad
+
+    service = start_service(LOG_REQUESTS="0")
+    with PacedLoad(service.url + "/", rate=100, clients=4) as load:
+        time.sleep(2)
+    # 200 requests wanted; a shared machine may fall behind, never run ahead.
+    assert 50 <= load.outcome.ok <= 215
+    assert load.outcome.failed == 0
+
+
+def test_paced_load_records_each_failure(start_service):
+    import time
+
+    from meshy.bench import PacedLoad
+
+    service = start_service(DISCARD_QUOTA="100", REJECT="1")  # every request gets 500 by configuration
+    with PacedLoad(service.url + "/", rate=50, clients=2) as load:
+        time.sleep(1)
+    assert load.outcome.ok == 0
+    assert load.outcome.failed == len(load.outcome.failures) > 0
+    assert {kind for _, kind in load.outcome.failures} == {"HTTP 500"}

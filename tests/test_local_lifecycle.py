@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -21,8 +22,8 @@ from tests.local_mesh import Mesh
 
 def bound_addresses(mesh: Mesh) -> list[tuple[str, int]]:
     layout = mesh.backend.layout
-    addresses = [(layout.ingress_host, layout.ingress_port), (layout.external_ip, 9090), (layout.gateway_ip(0), 15000)]
-    return addresses + [(layout.pod_ip(i), port) for i in range(3) for port in (9090, 15000, 15001)]
+    addresses = [(layout.ingress_host, layout.ingress_port), (layout.external_ip, 9090)]
+    return addresses + [(layout.pod_ip(i), port) for i in range(3) for port in (9090, 15001)]
 
 
 def cli_env(mesh: Mesh) -> dict[str, str]:
@@ -178,9 +179,14 @@ def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage
         running.backend.supervisor.pidfile.unlink()
     else:
         shutil.rmtree(running.backend.dir)
+    if damage == "state directory deleted":
+        status = cli(running, "local.status")
+        assert "10 processes of a mesh in" in status.stdout and "still run but its state is gone" in status.stdout
+        with pytest.raises(LocalError, match="still run but its state is gone; inv local.down ends them"):
+            running.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
     result = cli(running, "local.down")
     assert result.returncode == 0, result.stderr
-    assert "ended 11 processes" in result.stdout
+    assert "ended 11 processes: 3 apps, minimal-external, 5 proxies, supervisord, xds" in result.stdout
     assert_nothing_left(running, addresses)
     assert not running.backend.dir.exists()
     # A second down finds nothing and says so.
@@ -224,6 +230,8 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     assert result.returncode == 0, result.stderr
     assert "RUNNING (no supervisor)" in result.stdout
     assert "supervisord is gone: 10 processes run unsupervised" in result.stdout
+    with pytest.raises(LocalError, match="supervisord is gone: 10 processes run unsupervised; inv local.up restarts"):
+        running.apply_template("istio/minimal-virtualservice.yaml.j2")
     # up recovers: a new supervisord runs the mesh, and every program is under it.
     assert running.up() > 0
     assert running.backend.supervisor.running()
@@ -270,10 +278,26 @@ def test_a_damaged_state_file_is_named_with_the_fix(running, content):
 
 
 def test_state_is_owner_only(running):
-    import stat
-
     state = running.backend.dir
     for path in [state, state / "logs", state / "envoy", state / "programs"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     for path in [running.backend.state_file, *(state / "logs").glob("*.log"), *(state / "envoy").rglob("*.json")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_admin_interfaces_are_owner_only_unix_sockets(running):
+    layout = running.backend.layout
+    proxies = [p.name for p in running.backend.pods()] + ["istio-ingressgateway", "istio-egressgateway"]
+    for name in proxies:
+        path = running.backend.admin_socket(name)
+        assert stat.S_ISSOCK(path.stat().st_mode), path
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+        assert running.backend.admin_get(name, "/ready") is not None
+    # Nothing answers on the old TCP admin port of any proxy.
+    ips = [layout.pod_ip(i) for i in range(3)] + [layout.gateway_ip(0), layout.gateway_ip(1)]
+    assert [ip for ip in ips if port_in_use(ip, 15000)] == []
+    # What reads the admin works through the socket: counters and the configuration dump.
+    assert running.get().status_code == 200
+    assert running.backend.proxy_stats("istio-ingressgateway", "http.")
+    assert "configs" in running.backend.config_dump("istio-ingressgateway")

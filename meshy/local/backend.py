@@ -29,13 +29,13 @@ import orjson
 from meshy import ROOT
 from meshy.console import Console
 from meshy.errors import MeshyError
-from meshy.local import envoy, topology
-from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
+from meshy.local import admin, envoy, topology
+from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
-from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all
+from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all, summary
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, validate
@@ -120,10 +120,11 @@ class Stopped:
     def summary(self, directory: Path) -> str:
         if not (self.state_existed or self.programs or self.ended):
             return f"no local mesh in {directory}: nothing was running, nothing removed"
+        ended = f"ended {len(self.ended)} processes: {summary(self.ended)}"
         if self.programs:
-            done = f"stopped supervisord and its {len(self.programs)} programs; ended {len(self.ended)} processes"
+            done = f"stopped supervisord and its {len(self.programs)} programs; {ended}"
         elif self.ended:
-            done = f"ended {len(self.ended)} processes left without a supervisor"
+            done = f"{ended} (no supervisord was answering)"
         else:
             done = "nothing was running"
         return f"local mesh in {directory}: {done}; state removed"
@@ -294,7 +295,8 @@ class LocalBackend:
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
                 "with --ingress or MESHY_INGRESS."
             )
-        if port_in_use(layout.gateway_ip(0), ADMIN_PORT):
+        # What every mesh binds in its block: pod 0's outbound sidecar port and the external service.
+        if port_in_use(layout.pod_ip(0), 15001) or port_in_use(layout.external_ip, 9090):
             raise LocalError(
                 f"the addresses 127.{layout.base}-{layout.base + 3}.x.x are in use by another local mesh; "
                 "run inv local.down for it or choose another block with MESHY_ADDRESS_BASE."
@@ -313,7 +315,8 @@ class LocalBackend:
             f"found {len(orphans)} processes of an unsupervised or unfinished mesh in {self.dir}; "
             "ending them before starting it again"
         )
-        ended = stop_all(self.dir)
+        # They are restarted at once, so nothing is gained by letting them drain.
+        ended = stop_all(self.dir, grace=0)
         self.supervisor.socket.unlink(missing_ok=True)
         return ended
 
@@ -327,14 +330,28 @@ class LocalBackend:
             ended = stop_all(self.dir)
             self.supervisor.socket.unlink(missing_ok=True)
             self.xds_socket.unlink(missing_ok=True)
+        shutil.rmtree(admin.sockets_location(self.dir), ignore_errors=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         return ended
 
-    def unsupervised(self) -> int:
-        """How many processes of this mesh run while its supervisord is gone (0 when it is there)."""
-        if self.supervisor.running():
-            return 0
-        return len(running_programs(self.dir))
+    def problem(self) -> str | None:
+        """One line on processes of this state directory that run outside a working mesh, or None.
+
+        They are found by their marker, so this holds whatever happened: a killed
+        supervisord, a deleted state directory, an interrupted command.
+        """
+        programs = running_programs(self.dir)
+        programs.pop("supervisord", None)
+        if not programs:
+            return None
+        if not self.state_file.exists():
+            return (
+                f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
+                "inv local.down ends them."
+            )
+        if not self.supervisor.running():
+            return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
+        return None
 
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
@@ -399,7 +416,9 @@ class LocalBackend:
 
     def require_up(self) -> State:
         if not self.is_up():
-            raise LocalError(f"the local mesh is not running in {self.dir}; start it with inv local.up.")
+            raise LocalError(
+                self.problem() or f"the local mesh is not running in {self.dir}; start it with inv local.up."
+            )
         return self.load()
 
     # --- reconcile --------------------------------------------------------------------------
@@ -507,7 +526,7 @@ class LocalBackend:
         for name, proxy in proxies.items():
             path = self.proxy_dir(name) / "bootstrap.json"
             if not path.exists():
-                write_atomic(path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket)).decode())
+                write_atomic(path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket, self.admin_socket(name))).decode())
 
     def active_requests(self, proxy: str) -> int:
         stats = self.proxy_stats(proxy, "http.")
@@ -643,10 +662,8 @@ class LocalBackend:
         rows = []
         for pod in pods:
             app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
-            ready = all(
-                get_text(url) is not None
-                for url in [f"http://{pod.ip}:{ADMIN_PORT}/ready"]
-                + [f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}" for port in pod.ports]
+            ready = self.admin_get(pod.name, "/ready") is not None and all(
+                get_text(f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}") is not None for port in pod.ports
             )
             rows.append(
                 StatusRow(
@@ -659,7 +676,7 @@ class LocalBackend:
             )
         for gateway in topology.gateways(layout):
             proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
-            ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
+            ready = self.admin_get(gateway.name, "/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
             rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
         if state.external:
@@ -720,9 +737,8 @@ class LocalBackend:
 
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
-        address = self.admin_address(proxy)
         pattern = quote("^" + re.escape(prefix))
-        text = get_text(f"http://{address}/stats?filter={pattern}") or ""
+        text = self.admin_get(self.proxy_name(proxy), f"/stats?filter={pattern}") or ""
         counters = {}
         for line in text.splitlines():
             name, _, value = line.rpartition(": ")
@@ -730,17 +746,36 @@ class LocalBackend:
                 counters[name] = int(value)
         return counters
 
-    def admin_address(self, proxy: str) -> str:
+    def proxy_name(self, proxy: str) -> str:
+        """The proxy of a pod, a Deployment (its first pod) or a gateway, by name."""
         state = self.load()
         layout = self.layout_of(state)
         pods, _ = topology.pods(state.resources, state.allocation, layout)
         for pod in pods:
             if pod.name == proxy or pod.deployment == proxy:
-                return f"{pod.ip}:{ADMIN_PORT}"
+                return pod.name
         for gateway in topology.gateways(layout):
             if gateway.name == proxy:
-                return f"{gateway.ip}:{ADMIN_PORT}"
+                return gateway.name
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
+
+    def admin_socket(self, proxy: str) -> Path:
+        """The owner-only Unix socket of a proxy's Envoy admin interface."""
+        try:
+            return admin.socket_path(self.dir, proxy)
+        except PathError as error:
+            raise LocalError(str(error)) from None
+
+    def admin_get(self, proxy: str, target: str) -> str | None:
+        """GET from a proxy's admin interface (by proxy name): the body on 200, else None."""
+        return admin.get(self.admin_socket(proxy), target)
+
+    def config_dump(self, proxy: str) -> dict:
+        """The Envoy configuration dump of a pod's, Deployment's or gateway's proxy."""
+        text = admin.get(self.admin_socket(self.proxy_name(proxy)), "/config_dump", timeout=5)
+        if text is None:
+            raise LocalError(f"the admin interface of proxy {proxy} does not answer; see inv local.status.")
+        return orjson.loads(text)
 
     def pods(self) -> list[Pod]:
         state = self.load()

@@ -61,11 +61,16 @@ ADS_RETRY = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "1s"}}
 XDS_CLUSTER = "meshy-xds"
 
 
-def bootstrap(proxy: Proxy, xds_socket: Path) -> dict[str, Any]:
+def admin(socket: Path) -> dict[str, Any]:
+    """The admin interface on a Unix socket only its owner can connect to (Pipe.mode 0600)."""
+    return {"address": {"pipe": {"path": str(socket), "mode": 0o600}}}
+
+
+def bootstrap(proxy: Proxy, xds_socket: Path, admin_socket: Path) -> dict[str, Any]:
     """The node id names the proxy to the control plane; everything else comes over ADS."""
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
-        "admin": {"address": address(proxy.admin.address, proxy.admin.port)},
+        "admin": admin(admin_socket),
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",

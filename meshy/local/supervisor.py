@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 import xmlrpc.client
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,11 +290,16 @@ def running_programs(state_dir: Path) -> dict[str, int]:
     return {program_of(pid): pid for pid in leftover_pids(state_dir)}
 
 
-def stop_all(state_dir: Path, grace: float = 5.0) -> list[Ended]:
+# Long enough for an idle Envoy or app to exit on SIGTERM; a draining app (up to 4 s with
+# open connections) is not waited for: down ends the whole mesh, its peers included.
+DOWN_GRACE = 0.5
+
+
+def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     """End every process of this state directory at once: supervisord first, then all others in parallel.
 
     supervisord is killed first so it cannot restart what is being stopped; the
-    others get SIGTERM together (they drain) and SIGKILL after the grace period.
+    others get SIGTERM together and SIGKILL after the grace period.
     """
     pids = leftover_pids(state_dir)
     ended = [Ended(pid, program_of(pid)) for pid in pids]
@@ -312,6 +318,15 @@ def stop_all(state_dir: Path, grace: float = 5.0) -> list[Ended]:
     # Processes started while we were stopping (a restart that raced supervisord's end) go too.
     late = leftover_pids(state_dir)
     return ended + (stop_all(state_dir, grace) if late else [])
+
+
+def summary(ended: list[Ended]) -> str:
+    """What down ended, in a few words: "3 apps, minimal-external, 5 proxies, supervisord"."""
+    kinds = Counter(
+        "app" if e.name.startswith("app_") else "proxy" if e.name.startswith("proxy_") else e.name for e in ended
+    )
+    plural = {"app": ("app", "apps"), "proxy": ("proxy", "proxies")}
+    return ", ".join(f"{n} {plural[k][n != 1]}" if k in plural else k for k, n in sorted(kinds.items()))
 
 
 def _alive(pid: int) -> bool:

@@ -69,10 +69,7 @@ class LocalScenarioBackend:
         return self.local.proxy_stats(proxy, prefix)
 
     def config_dump(self, proxy: str) -> dict:
-        import requests
-
-        address = self.local.admin_address(proxy)
-        return requests.get(f"http://{address}/config_dump", timeout=5, proxies={"http": ""}).json()
+        return self.local.config_dump(proxy)
 
     def external_log(self) -> str:
         return self.local.log_file("minimal-external").read_text(errors="replace")

@@ -91,15 +91,15 @@ def status(c: Context, output="table", state=None, ingress=None):
         raise TaskError(f"-o {output} is not known; use -o table or -o json.")
     local = backend(state, ingress)
     running = local.is_up()
-    unsupervised = local.unsupervised()
+    problem = local.problem()
     if output == "json":
         print(json.dumps(local.status_document(), indent=1))
-    if not running and not unsupervised:
+    if not running and problem is None:
         raise NotRunning(f"the local mesh is not running (state directory {local.dir}); start it with inv local.up.")
-    if output == "table":
+    if output == "table" and local.state_file.exists():
         print_table(local)
-    if unsupervised:
-        print(f"\nsupervisord is gone: {unsupervised} processes run unsupervised; inv local.up restarts them.")
+    if problem:
+        print(f"\n{problem}")
 
 
 @task(
