@@ -25,7 +25,7 @@ import requests
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import envoy, topology
+from meshy.local import envoy, limits, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
@@ -177,6 +177,7 @@ class LocalBackend:
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
             with self.console.step("Starting supervisord"):
+                limits.raise_open_files()
                 self.supervisor.start()
             previous = state
             state = dataclasses.replace(
@@ -307,6 +308,12 @@ class LocalBackend:
         starting = [pod for pod in pods if pod.name not in old_names]
         replicas = {d.name: d.spec.get("replicas", 1) for d in state.resources.of_kind("Deployment")}
         steps = topology.rollout_steps(starting, retiring, replicas)
+        new_gateways = [g for g in gateways if g.name not in previous.digests]
+        problem = limits.check(
+            limits.read_limits(self.supervisor.pid()), proxies=len(starting) + len(new_gateways), apps=len(starting)
+        )
+        if problem:
+            raise LocalError(problem)
         serving = [pod for pod in pods if pod.name in old_names] + retiring
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
