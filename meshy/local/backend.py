@@ -33,7 +33,7 @@ from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
-from meshy.local.xds.validate import ConfigRejected, validate
+from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -105,6 +105,15 @@ class LocalBackend:
         self.console = console or Console()
         self.dir = config.state_dir
         self.supervisor = Supervisor(self.dir)
+        self._validator: Validator | None = None
+        self._loaded: tuple[tuple[int, int, int], State] | None = None
+
+    @property
+    def validator(self) -> Validator:
+        """Envoy's checks, remembering what it accepted for as long as this backend object lives."""
+        if self._validator is None:
+            self._validator = Validator(envoy_binary(), self.dir / "validate")
+        return self._validator
 
     # --- state ------------------------------------------------------------------
 
@@ -113,8 +122,18 @@ class LocalBackend:
         return self.dir / "state.json"
 
     def load(self) -> State:
-        if not self.state_file.exists():
+        """The saved state; re-read only when the file changed (every save writes a new file)."""
+        try:
+            info = self.state_file.stat()
+        except FileNotFoundError:
             return State()
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = (key, self.read_state())
+        # Callers replace fields, never mutate them: a shallow copy keeps the cached one intact.
+        return dataclasses.replace(self._loaded[1])
+
+    def read_state(self) -> State:
         data = orjson.loads(self.state_file.read_bytes())
         return State(
             ResourceSet.from_list(data["resources"]),
@@ -127,16 +146,19 @@ class LocalBackend:
         )
 
     def save(self, state: State) -> None:
+        data_layout = self.layout_of(state)
         data = {
             "resources": state.resources.to_list(),
             "allocation": state.allocation,
             "hosts": state.hosts,
-            "layout": dataclasses.asdict(self.layout_of(state)),
+            "layout": dataclasses.asdict(data_layout),
             "external": state.external,
             "digests": state.digests,
             "binds": state.binds,
         }
         write_atomic(self.state_file, orjson.dumps(data).decode())
+        info = self.state_file.stat()
+        self._loaded = ((info.st_ino, info.st_mtime_ns, info.st_size), dataclasses.replace(state, layout=data_layout))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -431,7 +453,7 @@ class LocalBackend:
             return
         with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
             try:
-                validate(snapshots, envoy_binary(), self.dir / "validate")
+                self.validator.validate(snapshots)
             except ConfigRejected as error:
                 raise LocalError(
                     f"Envoy refuses the configuration of proxy {error.proxy}: {error.detail}; "
