@@ -7,6 +7,8 @@ Local backend: cold start to the first 200, apply-to-observed, latency per path
 side by side with a bare hand-written Envoy, each scenario's duration, demo cold.
 Reliability: failed requests during reloads under load, recovery after SIGKILLs,
 processes and ports left after `down` in each failure case.
+Scale: 10 .. 2,000 VirtualServices and 1 .. 200 pods (reports/bench/scale.json,
+scale.png). `scripts/bench.py scale` (or `nox -s bench -- scale`) runs only the named steps.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from meshy.bench import Load, PacedLoad, hey  # noqa: E402
 from meshy.console import Console  # noqa: E402
 from meshy.local.backend import LocalBackend, LocalConfig, envoy_binary  # noqa: E402
+from meshy.local.resources import parse_documents  # noqa: E402
 from meshy.local.supervisor import leftover_pids  # noqa: E402
 from meshy.local.topology import Layout  # noqa: E402
 from meshy.net import claim_address_base, free_port, http_ok, port_in_use, wait_until  # noqa: E402
@@ -537,7 +540,202 @@ def bench_reliability(results: dict) -> None:
     }
 
 
-STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli, bench_reliability)
+# --- Scale: cost against the number of routes and of pods --------------------------
+
+ROUTE_SIZES = (10, 100, 500, 1000, 2000)
+POD_SIZES = (1, 10, 50, 100, 200)
+
+
+def virtual_services(names: range, generation: int = 0) -> str:
+    """One gateway VirtualService per name, each on its own host."""
+    return "\n---\n".join(
+        f"""apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: scale-{i}, namespace: default}}
+spec:
+  hosts: [scale-{i}.svc.kind.org]
+  gateways: [services-gateway]
+  http:
+  - headers: {{response: {{set: {{x-generation: "{generation}"}}}}}}
+    route: [{{destination: {{host: minimal-service}}}}]"""
+        for i in names
+    )
+
+
+def scale_workload(replicas: int) -> str:
+    """A Deployment of `replicas` pods behind scale.svc.kind.org."""
+    return f"""apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: scale, namespace: default}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: scale}}}}
+  template:
+    metadata: {{labels: {{app: scale}}}}
+    spec:
+      containers:
+      - name: minimal-service
+        image: localhost:5000/minimal-service:v1.0.0
+        ports: [{{containerPort: 9090}}]
+        env: [{{name: SERVICE_PORT, value: "9090"}}, {{name: LOG_REQUESTS, value: "0"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: scale, namespace: default}}
+spec:
+  selector: {{app: scale}}
+  ports: [{{name: http, port: 9090, targetPort: 9090}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: scale, namespace: default}}
+spec:
+  hosts: [scale.svc.kind.org]
+  gateways: [services-gateway]
+  http:
+  - route: [{{destination: {{host: scale}}}}]
+"""
+
+
+def seen(session: requests.Session, backend: LocalBackend, host: str, generation: int | None = None) -> None:
+    """Until the host answers 200 through the ingress (with that generation header, if given)."""
+    url = backend.ingress_url
+    while True:
+        try:
+            response = session.get(url, headers={"Host": host}, timeout=5)
+        except requests.RequestException:
+            continue
+        if response.status_code == 200 and (
+            generation is None or response.headers.get("x-generation") == str(generation)
+        ):
+            return
+
+
+def small_apply(backend: LocalBackend, session: requests.Session, generation: int) -> float:
+    """One VirtualService changed, to the change seen in traffic (seconds)."""
+    started = time.perf_counter()
+    backend.apply(virtual_services(range(1), generation), "bench")
+    seen(session, backend, "scale-0.svc.kind.org", generation)
+    return time.perf_counter() - started
+
+
+def bench_scale_routes(backend: LocalBackend, session: requests.Session) -> list[dict]:
+    rows = []
+    for size in ROUTE_SIZES:
+        text = virtual_services(range(size), size)
+        started = time.perf_counter()
+        parse_documents(text, "bench")
+        parse = time.perf_counter() - started
+        started = time.perf_counter()
+        backend.apply(text, "bench")
+        seen(session, backend, f"scale-{size - 1}.svc.kind.org", size)
+        one_apply = time.perf_counter() - started
+        small = statistics.median(small_apply(backend, session, size * 10 + n) for n in range(1, 6))
+        rows.append(
+            {
+                "virtual_services": size,
+                "one_apply_to_last_route_s": round(one_apply, 3),
+                "of_which_yaml_parse_s": round(parse, 3),
+                "small_apply_on_top_s": round(small, 3),
+            }
+        )
+        print(f"  {rows[-1]}", flush=True)
+        backend.delete(text, "bench")
+    return rows
+
+
+def pss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def bench_scale_pods(backend: LocalBackend, session: requests.Session) -> list[dict]:
+    rows = []
+    for size in POD_SIZES:
+        started = time.perf_counter()
+        backend.apply(scale_workload(size), "bench")
+        seen(session, backend, "scale.svc.kind.org")
+        ready = time.perf_counter() - started
+        pids = {p["name"]: p["pid"] for p in backend.supervisor.processes()}
+        pods = [pod.name for pod in backend.pods() if pod.deployment == "scale"]
+        per_pod = [pss_mb(pids[f"app_{name}"]) + pss_mb(pids[f"proxy_{name}"]) for name in pods]
+        answers = [
+            session.get(backend.ingress_url, headers={"Host": "scale.svc.kind.org"}, timeout=5) for _ in range(200)
+        ]
+        rows.append(
+            {
+                "pods": len(pods),
+                "apply_to_all_ready_s": round(ready, 2),
+                "pss_per_pod_mb": round(statistics.mean(per_pod), 1),
+                "requests_ok_of_200": sum(1 for a in answers if a.status_code == 200),
+                "distinct_pods_serving": len({a.json()["servedBy"] for a in answers if a.status_code == 200}),
+            }
+        )
+        print(f"  {rows[-1]}", flush=True)
+    started = time.perf_counter()
+    backend.down()
+    rows[-1]["down_s"] = round(time.perf_counter() - started, 2)
+    return rows
+
+
+def plot_scale(routes: list[dict], pods: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    sizes = [r["virtual_services"] for r in routes]
+    left.plot(
+        sizes, [r["one_apply_to_last_route_s"] for r in routes], "o-", label="all in one apply, to the last route"
+    )
+    left.plot(sizes, [r["of_which_yaml_parse_s"] for r in routes], "s--", label="of which YAML parsing")
+    left.plot(sizes, [r["small_apply_on_top_s"] for r in routes], "^-", label="one small apply on top")
+    left.set(xlabel="VirtualServices", ylabel="seconds", title="Routes")
+    left.legend()
+    counts = [r["pods"] for r in pods]
+    right.plot(counts, [r["apply_to_all_ready_s"] for r in pods], "o-", label="apply to all ready (s)")
+    right.set(xlabel="pods", ylabel="seconds", title="Pods")
+    twin = right.twinx()
+    twin.plot(counts, [r["pss_per_pod_mb"] for r in pods], "s--", color="tab:red", label="PSS per pod (MB)")
+    twin.set_ylabel("MB per pod")
+    right.legend(loc="upper left")
+    twin.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def bench_scale(results: dict) -> None:
+    base, _claim = claim_address_base()
+    session = requests.Session()
+    session.trust_env = False
+    backend = LocalBackend(
+        LocalConfig(Path(tempfile.mkdtemp()) / "state", Layout("127.0.0.1", free_port(), base)), Console(quiet=True)
+    )
+    try:
+        backend.up(select_pair())
+        routes = bench_scale_routes(backend, session)
+        pods = bench_scale_pods(backend, session)
+    finally:
+        backend.down()
+    by_size = {r["virtual_services"]: r for r in routes}
+    scale = {
+        "machine": machine(),
+        "routes": routes,
+        "pods": pods,
+        "small_apply_ratio_1000_to_10": round(
+            by_size[1000]["small_apply_on_top_s"] / by_size[10]["small_apply_on_top_s"], 2
+        ),
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "scale.json").write_text(json.dumps(scale, indent=1) + "\n")
+    plot_scale(routes, pods, OUT / "scale.png")
+    results["scale"] = scale
+
+
+STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli, bench_reliability, bench_scale)
 
 
 def main() -> int:

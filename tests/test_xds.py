@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import socket
 import stat
@@ -15,14 +16,16 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
+from envoy.config.route.v3 import route_pb2
 
 from meshy.local import envoy, topology
 from meshy.local.backend import NO_PROXY, LocalError, envoy_binary, proxy_snapshot
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.resources import ResourceSet, parse_documents
 from meshy.local.xds.client import MAX_SOCKET_PATH, XdsClient, socket_path
+from meshy.local.xds.encode import Encoder, to_any
 from meshy.local.xds.snapshot import LISTENER, ROUTE, Resources, snapshot_from_json
-from meshy.local.xds.validate import ConfigRejected, validate
+from meshy.local.xds.validate import ConfigRejected, Validator, validate
 from meshy.net import free_port, wait_until
 from meshy.render import render
 from tests.local_mesh import Mesh, running
@@ -88,6 +91,39 @@ def test_envoy_refusal_names_the_proxy_and_its_reason(tmp_path):
     assert refused.value.proxy == victim
     assert "(?<=" in refused.value.detail  # RE2's reason quotes the operator
     assert not list(tmp_path.iterdir())  # the assembled file does not stay behind
+
+
+def test_encoder_reusing_virtual_hosts_gives_the_same_message():
+    encoder = Encoder()
+    routes = [r for snap in golden_snapshots("gateway-routing").values() for r in snap[ROUTE].items.values()]
+    assert any(len(r["virtual_hosts"]) > 1 for r in routes)
+    for route in routes + routes:  # the second round comes from the remembered hosts
+        fresh, reused = route_pb2.RouteConfiguration(), route_pb2.RouteConfiguration()
+        fresh.ParseFromString(to_any(route).value)
+        reused.ParseFromString(encoder.to_any(route).value)
+        assert reused == fresh and reused.virtual_hosts
+    assert len(encoder.hosts) == len({orjson.dumps(h) for r in routes for h in r["virtual_hosts"]})
+
+
+def test_validator_sends_only_new_hosts_and_checks_domains_across_them(tmp_path):
+    validator = Validator(envoy_binary(), tmp_path)
+    snapshots = golden_snapshots("gateway-routing")
+    validator.validate(snapshots)
+    accepted = set(validator.accepted)
+    assert accepted
+    ingress = snapshots[INGRESS]
+    route_name, route = next((n, r) for n, r in ingress[ROUTE].items.items() if r["virtual_hosts"])
+    # A new host that is bad is still judged by Envoy, and not remembered.
+    broken = with_bad_regex(ingress)
+    with pytest.raises(ConfigRejected, match=re.escape("(?<=")):
+        validator.validate({INGRESS: broken})
+    assert validator.accepted == accepted
+    # Two hosts with one domain: each alone is fine, together Envoy would refuse them.
+    twin = {**route["virtual_hosts"][0], "name": "twin"}
+    doubled = {**route, "virtual_hosts": route["virtual_hosts"] + [twin]}
+    clash = {**ingress, ROUTE: Resources.of([doubled])}
+    with pytest.raises(ConfigRejected, match=f"{route_name} serve"):
+        validator.validate({INGRESS: clash})
 
 
 def test_bootstrap_points_ads_at_the_socket_and_watches_no_file(tmp_path):

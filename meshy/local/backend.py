@@ -29,7 +29,7 @@ import orjson
 from meshy import ROOT
 from meshy.console import Console
 from meshy.errors import MeshyError
-from meshy.local import admin, envoy, topology
+from meshy.local import admin, envoy, limits, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
@@ -38,7 +38,7 @@ from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all, summary
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
-from meshy.local.xds.validate import ConfigRejected, validate
+from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
 from meshy.versions import Pair
 
@@ -145,6 +145,15 @@ class LocalBackend:
         self.console = console or Console()
         self.dir = config.state_dir
         self.supervisor = Supervisor(self.dir, python_binary())
+        self._validator: Validator | None = None
+        self._loaded: tuple[tuple[int, int, int], State] | None = None
+
+    @property
+    def validator(self) -> Validator:
+        """Envoy's checks, remembering what it accepted for as long as this backend object lives."""
+        if self._validator is None:
+            self._validator = Validator(envoy_binary(), self.dir / "validate")
+        return self._validator
 
     # --- state ------------------------------------------------------------------
 
@@ -153,8 +162,18 @@ class LocalBackend:
         return self.dir / "state.json"
 
     def load(self) -> State:
-        if not self.state_file.exists():
+        """The saved state; re-read only when the file changed (every save writes a new file)."""
+        try:
+            info = self.state_file.stat()
+        except FileNotFoundError:
             return State()
+        key = (info.st_ino, info.st_mtime_ns, info.st_size)
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = (key, self.read_state())
+        # Callers replace fields, never mutate them: a shallow copy keeps the cached one intact.
+        return dataclasses.replace(self._loaded[1])
+
+    def read_state(self) -> State:
         try:
             data = orjson.loads(self.state_file.read_bytes())
             return State(
@@ -174,17 +193,20 @@ class LocalBackend:
             ) from None
 
     def save(self, state: State) -> None:
+        data_layout = self.layout_of(state)
         data = {
             "resources": state.resources.to_list(),
             "allocation": state.allocation,
             "hosts": state.hosts,
-            "layout": dataclasses.asdict(self.layout_of(state)),
+            "layout": dataclasses.asdict(data_layout),
             "external": state.external,
             "pair": state.pair,
             "digests": state.digests,
             "binds": state.binds,
         }
         write_private(self.state_file, orjson.dumps(data).decode(), durable=True)
+        info = self.state_file.stat()
+        self._loaded = ((info.st_ino, info.st_mtime_ns, info.st_size), dataclasses.replace(state, layout=data_layout))
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -260,6 +282,7 @@ class LocalBackend:
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
             with self.console.step("Starting supervisord"):
+                limits.raise_open_files()
                 self.supervisor.start()
             previous = state
             state = dataclasses.replace(
@@ -455,6 +478,12 @@ class LocalBackend:
         starting = [pod for pod in pods if pod.name not in old_names]
         replicas = {d.name: d.spec.get("replicas", 1) for d in state.resources.of_kind("Deployment")}
         steps = topology.rollout_steps(starting, retiring, replicas)
+        new_gateways = [g for g in gateways if g.name not in previous.digests]
+        problem = limits.check(
+            limits.read_limits(self.supervisor.pid()), proxies=len(starting) + len(new_gateways), apps=len(starting)
+        )
+        if problem:
+            raise LocalError(problem)
         serving = [pod for pod in pods if pod.name in old_names] + retiring
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
@@ -572,7 +601,7 @@ class LocalBackend:
             return
         with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
             try:
-                validate(snapshots, envoy_binary(), self.dir / "validate")
+                self.validator.validate(snapshots)
             except ConfigRejected as error:
                 raise LocalError(
                     f"Envoy refuses the configuration of proxy {error.proxy}: {error.detail}; "

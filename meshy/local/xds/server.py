@@ -23,7 +23,7 @@ import orjson
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
-from meshy.local.xds.encode import to_any
+from meshy.local.xds.encode import Encoder
 from meshy.local.xds.snapshot import (
     ROUTE,
     SHORT,
@@ -65,6 +65,7 @@ class Store:
         self.wanted: dict[str, Snapshot] = {}
         self.good: dict[str, Snapshot] = {}
         self.encoded: dict[tuple[str, str, str], dict[str, any_pb2.Any]] = {}
+        self.encoder = Encoder()
         self.streams: dict[str, Stream] = {}
         self.changed = asyncio.Condition()
         self.nonces = itertools.count(1)
@@ -79,7 +80,7 @@ class Store:
     def encode(self, proxy: str, url: str, resources: Resources) -> dict[str, any_pb2.Any]:
         key = (proxy, url, resources.version)
         if key not in self.encoded:
-            self.encoded[key] = {name: to_any(item) for name, item in resources.items.items()}
+            self.encoded[key] = {name: self.encoder.to_any(item) for name, item in resources.items.items()}
         return self.encoded[key]
 
     def forget_encodings(self, proxy: str) -> None:
