@@ -555,7 +555,9 @@ class LocalBackend:
         for name, proxy in proxies.items():
             path = self.proxy_dir(name) / "bootstrap.json"
             if not path.exists():
-                write_atomic(path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket, self.admin_socket(name))).decode())
+                write_atomic(
+                    path, orjson.dumps(envoy.bootstrap(proxy, self.xds_socket, self.admin_socket(name))).decode()
+                )
 
     def active_requests(self, proxy: str) -> int:
         stats = self.proxy_stats(proxy, "http.")
