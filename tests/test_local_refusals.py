@@ -54,12 +54,12 @@ spec:
         ("apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}", "kind 'Job' is not supported by the local backend"),
         (
             "apiVersion: networking.istio.io/v2\nkind: Gateway\nmetadata: {name: g}",
-            "Gateway g: apiVersion 'networking.istio.io/v2' is not one of",
+            "Gateway g: apiVersion 'networking.istio.io/v2' is not served by Istio 1.30",
         ),
         (vs("    - route: [{destination: {host: web}}]\n      mirrorPercent: 5"), "field spec.http[0].mirrorPercent"),
         (
             vs("    - route: [{destination: {host: web}}]\n      corsPolicy: {}"),
-            "field spec.http[0].corsPolicy is not supported",
+            "field spec.http[0].corsPolicy is not supported locally",
         ),
         (
             vs("    - route: [{destination: {host: web}}]\n      timeout: soon"),
@@ -140,7 +140,9 @@ def test_all_problems_of_a_file_are_reported_together():
     )
     with pytest.raises(ResourceError) as caught:
         parse_documents(text, "two.yaml")
-    assert "document 1" in str(caught.value) and "document 2" in str(caught.value)
+    message = str(caught.value)
+    assert "two.yaml document 1: VirtualService web-vs: field spec.http[0].bogus" in message
+    assert message.endswith("(and 1 more)") and "\n" not in message and len(message) < 300
 
 
 @pytest.mark.parametrize("version", ["v1alpha3", "v1beta1", "v1"])
