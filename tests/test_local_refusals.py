@@ -6,6 +6,7 @@ import pytest
 
 from meshy.local import topology
 from meshy.local.build import BuildError, Inputs, build_mesh
+from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import ResourceError, ResourceSet, parse_documents
 
 SERVICE = """
@@ -28,11 +29,11 @@ spec:
 """
 
 
-def build(text: str):
-    resources = ResourceSet().applied(parse_documents(SERVICE + "---\n" + text, "test.yaml"))
+def build(text: str, release: IstioRelease = DEFAULT_RELEASE):
+    resources = ResourceSet().applied(parse_documents(SERVICE + "---\n" + text, "test.yaml", release))
     layout = topology.Layout()
     pods, _ = topology.pods(resources, {}, layout)
-    return build_mesh(Inputs(resources, pods, topology.gateways(layout), {}))
+    return build_mesh(Inputs(resources, pods, topology.gateways(layout), {}, release))
 
 
 def vs(http: str, extra: str = "") -> str:
@@ -84,17 +85,6 @@ def test_schema_refusals(text, message):
         (
             vs("    - route: [{destination: {host: web, subset: v9}}]"),
             "subset 'v9' of web is defined by no DestinationRule",
-        ),
-        (
-            vs(
-                "    - route:\n        - {destination: {host: web}, weight: 60}\n"
-                "        - {destination: {host: web}, weight: 30}"
-            ),
-            "destination weights add up to 90, not 100",
-        ),
-        (
-            vs("    - route:\n        - {destination: {host: web}, weight: 60}\n        - {destination: {host: web}}"),
-            "every one needs a weight",
         ),
         (
             vs("    - route: [{destination: {host: web}}]", "  gateways: [nowhere]"),

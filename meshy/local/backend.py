@@ -27,6 +27,7 @@ from meshy.console import Console
 from meshy.local import envoy, topology
 from meshy.local.build import ADMIN_PORT, Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod
+from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
@@ -78,6 +79,11 @@ class State:
     hosts: dict[str, str] = field(default_factory=dict)
     layout: topology.Layout | None = None
     external: bool = False
+    istio: str | None = None  # the pair's Istio release the mesh was started with; it rules every apply
+
+    @property
+    def release(self) -> IstioRelease:
+        return release_of(self.istio) if self.istio else DEFAULT_RELEASE
 
 
 @dataclass(frozen=True)
@@ -106,12 +112,14 @@ class LocalBackend:
         if not self.state_file.exists():
             return State()
         data = json.loads(self.state_file.read_text())
+        istio = data.get("istio")
         return State(
-            ResourceSet.from_list(data["resources"]),
+            ResourceSet.from_list(data["resources"], release_of(istio) if istio else DEFAULT_RELEASE),
             data["allocation"],
             data["hosts"],
             topology.Layout(**data["layout"]),
             data.get("external", False),
+            istio,
         )
 
     def save(self, state: State) -> None:
@@ -121,6 +129,7 @@ class LocalBackend:
             "hosts": state.hosts,
             "layout": dataclasses.asdict(self.layout_of(state)),
             "external": state.external,
+            "istio": state.istio,
         }
         write_atomic(self.state_file, json.dumps(data, indent=1))
 
@@ -155,13 +164,19 @@ class LocalBackend:
         options = options or RenderOptions()
         with self.locked():
             state = self.load()
+            if self.is_up() and state.external and state.istio not in (None, pair.istio):
+                raise LocalError(
+                    f"the local mesh in {self.dir} runs Istio {state.istio}'s rules, not {pair.istio}'s; "
+                    "run inv local.down first to start it with another pair."
+                )
             if self.is_up() and state.external:
                 self.console.info(f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)")
                 return 0.0
             layout = self.layout_of(state)
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
-                resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
+                release = release_of(pair.istio)
+                resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t, release)]
             with self.console.step("Starting supervisord"):
                 self.supervisor.start()
             state = State(
@@ -170,6 +185,7 @@ class LocalBackend:
                 hosts={**state.hosts, EXTERNAL_HOST: layout.external_ip},
                 layout=layout,
                 external=True,
+                istio=pair.istio,
             )
             with self.console.step(f"Starting {len(resources)} resources on Envoy sidecars and gateways"):
                 self.reconcile(state)
@@ -214,7 +230,7 @@ class LocalBackend:
     # --- apply / delete ------------------------------------------------------------------
 
     def apply(self, text: str, source: str) -> list[str]:
-        resources = parse_documents(text, source)
+        resources = parse_documents(text, source, self.load().release)
         with self.locked():
             state = self.require_up()
             changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
@@ -224,7 +240,7 @@ class LocalBackend:
         return changes + notes
 
     def delete(self, text: str, source: str) -> list[str]:
-        resources = parse_documents(text, source)
+        resources = parse_documents(text, source, self.load().release, with_spec=False)
         with self.locked():
             state = self.require_up()
             remaining, missing = state.resources.deleted(resources)
@@ -267,7 +283,7 @@ class LocalBackend:
         layout = self.layout_of(state)
         pods, allocation = topology.pods(state.resources, state.allocation, layout)
         gateways = topology.gateways(layout)
-        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts, state.release))
         state.allocation = allocation
         files = {name: proxy_files(proxy, self.proxy_dir(name)) for name, proxy in mesh.proxies.items()}
         deadline = time.monotonic() + READY_TIMEOUT

@@ -6,6 +6,7 @@ resource that cannot be honoured raises BuildError naming it.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,8 +31,9 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
-from meshy.local.shapes import seconds
+from meshy.local.shapes import plain, seconds
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -60,6 +62,8 @@ RETRY_CONDITIONS = {
     "unavailable",
 }
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+# The server header of gateway and inbound sidecar responses (EnvoyServerName, accesslog.go at each tag).
+ISTIO_SERVER_NAME = "istio-envoy"
 
 
 class BuildError(ResourceError):
@@ -119,6 +123,11 @@ def service_registry(
         registry[entry.host] = entry
     for entry_resource in resources.of_kind("ServiceEntry"):
         for host, entry in service_entry_hosts(entry_resource, hosts).items():
+            if host in registry and registry[host].short_name is not None:
+                raise BuildError(
+                    f"{entry_resource.key}: host {host} is Service {registry[host].short_name}'s; "
+                    "a ServiceEntry cannot take it over: choose another host"
+                )
             registry[host] = entry
     return registry
 
@@ -235,8 +244,11 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
         )
     outlier = None
     if detection := policy.get("outlierDetection"):
+        # Istio's applyOutlierDetection (1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go,
+        # 1.30.3 pilot/pkg/networking/core/cluster_traffic_policy.go) never reads the deprecated
+        # consecutiveErrors, so Envoy's default of 5 applies; the panic threshold becomes 0.
         outlier = Outlier(
-            consecutive_5xx=detection.get("consecutive5xxErrors", detection.get("consecutiveErrors")),
+            consecutive_5xx=detection.get("consecutive5xxErrors"),
             consecutive_gateway=detection.get("consecutiveGatewayErrors"),
             interval=seconds(detection["interval"]) if "interval" in detection else None,
             base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
@@ -267,6 +279,12 @@ class Context:
 
     gateway: str  # "mesh" or "namespace/name" of a Gateway
     port: int | None  # None: every port (validation)
+    registry: dict[str, RegistryHost]
+    rules: dict[str, Resource]
+    release: IstioRelease = DEFAULT_RELEASE
+
+    def at(self, gateway: str, port: int | None) -> Context:
+        return dataclasses.replace(self, gateway=gateway, port=port)
 
 
 def vs_gateways(vs: Resource) -> list[str]:
@@ -277,17 +295,51 @@ def qualify_gateway(name: str, namespace: str) -> str:
     return name if name == MESH or "/" in name else f"{namespace}/{name}"
 
 
-def http_routes(vs: Resource, context: Context, registry: dict[str, RegistryHost], rules: dict[str, Resource]):
+def http_routes(vs: Resource, context: Context) -> list[Route]:
+    """The routes of a VirtualService where context applies, up to its first catch-all.
+
+    As BuildHTTPRoutesForVirtualService (route.go at each tag) does: an http entry
+    without match, or a match that catches all, ends the list.
+    """
     routes = []
     for index, http in enumerate(vs.spec.get("http", [])):
         where = f"{vs.key} http[{index}]"
-        matches = [m for m in http.get("match") or [{}] if applies(m, vs, context)]
-        if not matches:
-            continue
-        for match_index, match in enumerate(matches):
+        if not http.get("match"):
+            routes.append(http_route(http, {}, http.get("name") or f"{vs.name}.{index}.0", where, vs, context))
+            break
+        for match_index, match in enumerate(http["match"]):
+            if not applies(match, vs, context):
+                continue
             name = http.get("name") or f"{vs.name}.{index}.{match_index}"
-            routes.append(http_route(http, match, name, where, vs.namespace, registry, rules))
+            route = http_route(http, match, name, where, vs, context)
+            routes.append(route)
+            if ends_routes(match, route, context.release):
+                return routes
     return routes
+
+
+def ends_routes(match: dict[str, Any], route: Route, release: IstioRelease) -> bool:
+    """Whether a match catches every request, so later routes of its VirtualService are dropped."""
+    if release.minor <= 8:
+        # 1.8.6 isCatchAllMatch looks at the Istio match: port and gateways count as conditions.
+        return is_catch_all(route, release) and not match.get("port") and not match.get("gateways")
+    return is_catch_all(route, release)
+
+
+def is_catch_all(route: Route, release: IstioRelease) -> bool:
+    """route.go isCatchAllRoute: path prefix '/' (or the release's catch-all regex) and no header match."""
+    uri = route.match.uri
+    path_all = uri is None or (uri.kind == "prefix" and uri.value == "/")
+    path_all = path_all or (uri is not None and uri.kind == "regex" and uri.value == release.catch_all_regex)
+    return path_all and not route.match.headers
+
+
+def sort_catch_all_last(routes: list[Route], release: IstioRelease) -> list[Route]:
+    """Gateway routes merged from several VirtualServices: catch-alls after the rest, order kept otherwise.
+
+    1.8.6 gateway.go calls CombineVHostRoutes, 1.30.3 gateway.go SortVHostRoutes (both in route.go).
+    """
+    return [r for r in routes if not is_catch_all(r, release)] + [r for r in routes if is_catch_all(r, release)]
 
 
 def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
@@ -297,20 +349,15 @@ def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
     return not ("port" in match and context.port is not None and match["port"] != context.port)
 
 
-def http_route(http, match, name, where, namespace, registry, rules) -> Route:
+def http_route(http, match, name, where, vs: Resource, context: Context) -> Route:
+    registry, rules, namespace = context.registry, context.rules, vs.namespace
     destinations = http.get("route", [])
     redirect = http.get("redirect")
     if bool(destinations) == bool(redirect):
         raise BuildError(f"{where}: set exactly one of route or redirect")
     clusters: tuple[WeightedCluster, ...] = ()
     if destinations:
-        weights = [d.get("weight") for d in destinations]
-        if len(destinations) == 1:
-            weights = [weights[0] if weights[0] is not None else 100]
-        if any(w is None for w in weights):
-            raise BuildError(f"{where}: with several destinations every one needs a weight")
-        if sum(weights) != 100:
-            raise BuildError(f"{where}: destination weights add up to {sum(weights)}, not 100")
+        weights = route_weights(destinations, where, context.release)
         clusters = tuple(
             WeightedCluster(destination_cluster(d["destination"], where, namespace, registry, rules), w)
             for d, w in zip(destinations, weights, strict=True)
@@ -319,9 +366,10 @@ def http_route(http, match, name, where, namespace, registry, rules) -> Route:
     mirror = http.get("mirror")
     rewrite = http.get("rewrite", {})
     headers = http.get("headers", {})
+    request, authority = request_header_ops(headers.get("request"), where, context.release)
     return Route(
         name=name,
-        match=route_match(match),
+        match=route_match(match, where),
         clusters=clusters,
         redirect=redirect_of(redirect, where) if redirect else None,
         retry=retry_policy(http.get("retries"), where) if destinations else None,
@@ -330,10 +378,29 @@ def http_route(http, match, name, where, namespace, registry, rules) -> Route:
         mirror_cluster=destination_cluster(mirror, where, namespace, registry, rules) if mirror else None,
         mirror_percent=float(http.get("mirrorPercentage", {}).get("value", 100.0)),
         prefix_rewrite=rewrite.get("uri"),
-        authority_rewrite=rewrite.get("authority"),
-        request_headers=header_ops(headers.get("request")),
-        response_headers=header_ops(headers.get("response")),
+        # route.go applyHTTPRouteDestination: rewrite.authority wins over an ':authority' header.
+        authority_rewrite=rewrite.get("authority") or authority,
+        request_headers=request,
+        response_headers=response_header_ops(headers.get("response"), where, context.release),
     )
+
+
+def route_weights(destinations: list[dict[str, Any]], where: str, release: IstioRelease) -> list[int]:
+    """Each destination's weight; an unset weight is 0, a single destination takes everything."""
+    if len(destinations) == 1:
+        return [100]
+    weights = [d.get("weight", 0) for d in destinations]
+    total = sum(weights)
+    if not release.relative_weights:
+        if any(w > 100 for w in weights):
+            raise BuildError(f"{where}: Istio {release.version} takes weights from 0 to 100, not {max(weights)}")
+        if total != 100:
+            raise BuildError(
+                f"{where}: destination weights add up to {total}; Istio {release.version} needs a total of 100"
+            )
+    elif total == 0:
+        raise BuildError(f"{where}: destination weights add up to 0; give at least one destination a weight")
+    return weights
 
 
 def destination_cluster(destination, where, namespace, registry, rules) -> str:
@@ -354,19 +421,36 @@ def destination_cluster(destination, where, namespace, registry, rules) -> str:
     return cluster_name(host, port, subset)
 
 
-def route_match(match: dict[str, Any]) -> Match:
-    def string_match(spec: dict[str, str]) -> StringMatch:
-        (kind, value), *rest = spec.items()
-        if rest or kind not in ("exact", "prefix", "regex"):
-            raise BuildError(f"a string match takes exactly one of exact, prefix, regex: {spec}")
-        return StringMatch(kind, value)
+def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringMatch:
+    """An Istio StringMatch; empty (or regex '*') is a presence match, as route.go translateHeaderMatch makes it."""
+    spec = spec or {}
+    if len(spec) > 1:
+        raise BuildError(f"{where}: {field} takes one of exact, prefix, regex, not {len(spec)} of them")
+    if not spec:
+        return StringMatch("present", "")
+    ((kind, value),) = spec.items()
+    if kind == "regex" and value == "*":
+        return StringMatch("present", "")
+    return StringMatch(kind, value)
 
-    headers = [(name.lower(), string_match(spec)) for name, spec in sorted(match.get("headers", {}).items())]
+
+def route_match(match: dict[str, Any], where: str) -> Match:
+    headers = [
+        (name.lower(), string_match(spec, f"headers.{plain(name)}", where))
+        for name, spec in sorted(match.get("headers", {}).items())
+    ]
     if "method" in match:
-        headers.append((":method", string_match(match["method"])))
+        headers.append((":method", string_match(match["method"], "method", where)))
     if "authority" in match:
-        headers.append((":authority", string_match(match["authority"])))
-    return Match(uri=string_match(match["uri"]) if "uri" in match else None, headers=tuple(headers))
+        headers.append((":authority", string_match(match["authority"], "authority", where)))
+    uri = None
+    if "uri" in match:
+        if match["uri"] == {"regex": "*"}:
+            raise BuildError(f"{where}: uri regex '*' is not valid RE2, so Envoy would reject it; use prefix: /")
+        uri = string_match(match["uri"], "uri", where)
+        if uri.kind == "present":
+            uri = None  # every request has a path
+    return Match(uri=uri, headers=tuple(headers))
 
 
 def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
@@ -394,10 +478,12 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
         return None
     delay, abort = spec.get("delay"), spec.get("abort")
 
+    # route.go TranslateFault (1.8.6 and 1.30.3): without percentage, delay uses the deprecated
+    # integer percent (default 0) and abort leaves Envoy's percentage unset, which is 0%.
     def percent(part: dict[str, Any]) -> float:
         if "percentage" in part:
             return float(part["percentage"].get("value", 0.0))
-        return float(part.get("percent", 100))
+        return float(part.get("percent", 0))
 
     return Fault(
         delay=seconds(delay["fixedDelay"]) if delay else None,
@@ -414,11 +500,47 @@ def redirect_of(spec: dict[str, Any], where: str) -> Redirect:
     return Redirect(path=spec.get("uri"), host=spec.get("authority"), code=code)
 
 
-def header_ops(spec: dict[str, Any] | None) -> HeaderOps:
+def is_internal_header(name: str) -> bool:
+    """Headers Envoy will not let a route modify (route.go isInternalHeader)."""
+    return name.startswith(":") or name.lower() == "host"
+
+
+def request_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> tuple[HeaderOps, str | None]:
+    """Request header operations, and the authority a set/add of ':authority' or 'host' rewrites to.
+
+    From Istio 1.10, route.go TranslateHeadersOperations turns those into a host
+    rewrite ('set' wins over 'add'); 1.8.6 passes them to Envoy, which rejects them.
+    """
     spec = spec or {}
+    authority = None
+    for verb in ("add", "set"):
+        for name, value in spec.get(verb, {}).items():
+            if name.lower() in (":authority", "host") and release.authority_header_rewrite:
+                authority = value
+            elif is_internal_header(name):
+                raise BuildError(
+                    f"{where}: headers.request.{verb} cannot change {plain(name)} in Istio {release.version}; "
+                    + ("use rewrite.authority" if name.lower() in (":authority", "host") else "remove it")
+                )
+    return header_ops(spec, "headers.request", where), authority
+
+
+def response_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> HeaderOps:
+    for verb in ("add", "set"):
+        for name in (spec or {}).get(verb, {}):
+            if is_internal_header(name):
+                raise BuildError(f"{where}: headers.response.{verb} cannot change {plain(name)}; remove it")
+    return header_ops(spec, "headers.response", where)
+
+
+def header_ops(spec: dict[str, Any] | None, field: str, where: str) -> HeaderOps:
+    spec = spec or {}
+    for name in spec.get("remove", []):
+        if is_internal_header(name):
+            raise BuildError(f"{where}: {field}.remove cannot remove {plain(name)}; remove it from the list")
     return HeaderOps(
-        set=tuple(sorted(spec.get("set", {}).items())),
-        add=tuple(sorted(spec.get("add", {}).items())),
+        set=tuple(sorted((k, v) for k, v in spec.get("set", {}).items() if not is_internal_header(k))),
+        add=tuple(sorted((k, v) for k, v in spec.get("add", {}).items() if not is_internal_header(k))),
         remove=tuple(spec.get("remove", [])),
     )
 
@@ -449,15 +571,17 @@ class Inputs:
     pods: list[Pod]
     gateways: list[GatewayPod]
     hosts: dict[str, str]
+    release: IstioRelease = DEFAULT_RELEASE
 
 
 def build_mesh(inputs: Inputs) -> Mesh:
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
+    context = Context(MESH, None, registry, rules, inputs.release)
     services = inputs.resources.of_kind("VirtualService")
     mesh_hosts: dict[str, Resource] = {}
     for vs in services:
-        check_virtual_service(vs, inputs.resources, registry, rules)
+        check_virtual_service(vs, inputs.resources, context)
         if MESH not in vs_gateways(vs):
             continue
         for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
@@ -470,28 +594,27 @@ def build_mesh(inputs: Inputs) -> Mesh:
     clusters = outbound_clusters(registry, rules)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, services, registry, rules, clusters)
+        proxies[pod.name] = sidecar(pod, services, context, clusters)
     for gateway in inputs.gateways:
-        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, registry, rules, clusters)
+        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
     return Mesh(proxies)
 
 
-def check_virtual_service(vs, resources: ResourceSet, registry, rules) -> None:
+def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context) -> None:
     for gateway in vs_gateways(vs):
         if gateway != MESH:
-            namespace, name = gateway.split("/")
+            namespace, _, name = gateway.partition("/")
             if Key("Gateway", namespace, name) not in resources.items:
-                raise BuildError(f"{vs.key}: gateway {gateway} does not exist; apply the Gateway first")
+                raise BuildError(f"{vs.key}: gateway {plain(gateway)} does not exist; apply the Gateway first")
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
-    if not vs.spec.get("hosts"):
-        raise BuildError(f"{vs.key}: spec.hosts is required")
     for index, http in enumerate(vs.spec.get("http", [])):
         for match_index, match in enumerate(http.get("match") or [{}]):
-            http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs.namespace, registry, rules)
+            http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
 
 
-def sidecar(pod: Pod, services, registry, rules, clusters: list[Cluster]) -> Proxy:
+def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster]) -> Proxy:
+    registry = context.registry
     bound = [vs for vs in services if MESH in vs_gateways(vs)]
     virtual_hosts = []
     for host, entry in sorted(registry.items()):
@@ -499,17 +622,20 @@ def sidecar(pod: Pod, services, registry, rules, clusters: list[Cluster]) -> Pro
             (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
         )
         for port in sorted(entry.ports):
-            routes = http_routes(owner, Context(MESH, port), registry, rules) if owner else [default_route(host, port)]
+            routes = http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port)]
             virtual_hosts.append(
                 VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
             )
     virtual_hosts.append(VirtualHost("block_all", ("*",), (unknown_host_route(),)))
+    # Istio's outbound listener keeps Envoy's own server name (util/proxy_headers.go at 1.30.3;
+    # 1.8.6 sets ServerName only on inbound listeners and gateways, listener.go and gateway.go).
     listeners = [Listener("outbound", pod.ip, OUTBOUND_PORT, tuple(virtual_hosts), forward_proxy=True)]
     for port in pod.ports:
         inbound = Route(
             "inbound", Match(uri=StringMatch("prefix", "/")), clusters=(WeightedCluster(f"inbound|{port}||", 100),)
         )
-        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (VirtualHost("inbound", ("*",), (inbound,)),)))
+        vhost = VirtualHost("inbound", ("*",), (inbound,), attempt_count=False)
+        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME))
     own = [inbound_cluster(pod, port) for port in pod.ports]
     return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own))
 
@@ -527,7 +653,9 @@ def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str
     return tuple(domains)
 
 
-def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registry, rules, clusters) -> Proxy:
+def gateway_proxy(
+    gateway: GatewayPod, resources: ResourceSet, services: list[Resource], context: Context, clusters: list[Cluster]
+) -> Proxy:
     servers: dict[int, list[tuple[str, str]]] = {}
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
@@ -548,12 +676,18 @@ def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registr
                 for host in vs.spec["hosts"]:
                     if host_matches(host, vs.namespace, server_host) and (vs.key, host) not in merged:
                         merged.add((vs.key, host))
-                        hosts.setdefault(host, []).extend(http_routes(vs, Context(gateway_key, port), registry, rules))
+                        hosts.setdefault(host, []).extend(http_routes(vs, context.at(gateway_key, port)))
         virtual_hosts = tuple(
-            VirtualHost(f"{host}:{port}", (host,), tuple(routes)) for host, routes in hosts.items() if routes
+            VirtualHost(f"{host}:{port}", (host,), tuple(sort_catch_all_last(routes, context.release)))
+            for host, routes in hosts.items()
+            if routes
         )
         address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
-        listeners.append(Listener(f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True))
+        listeners.append(
+            Listener(
+                f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True, server_name=ISTIO_SERVER_NAME
+            )
+        )
     return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +115,35 @@ def route_configuration(item: Listener) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class HttpFilter:
+    """An HTTP filter of every listener: its place is its index in HTTP_FILTERS.
+
+    `per_route` gives a route's typed_per_filter_config for the filter, or None
+    when the route does not use it; several filters' configs sit side by side.
+    """
+
+    name: str
+    type_url: str
+    per_route: Callable[[Route], dict[str, Any] | None]
+
+
+def route_fault(item: Route) -> dict[str, Any] | None:
+    return fault(item.fault) if item.fault else None
+
+
+# Istio's order: fault injection before the router (the router is always last).
+HTTP_FILTERS = (
+    HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
+    HttpFilter("envoy.filters.http.router", ROUTER, lambda item: None),
+)
+
+
+def per_filter_config(item: Route) -> dict[str, Any]:
+    configs = {f.name: f.per_route(item) for f in HTTP_FILTERS}
+    return {name: config for name, config in configs.items() if config is not None}
+
+
 def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
@@ -120,11 +151,10 @@ def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
         "@type": HCM,
         "stat_prefix": item.name,
         "rds": {"route_config_name": item.name, "config_source": config_source(config_dir, rds_file(item.name))},
-        "http_filters": [
-            {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
-        ],
+        "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
     }
+    if item.server_name:
+        manager["server_name"] = item.server_name
     if item.forward_proxy:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
     if item.strip_port:
@@ -140,13 +170,22 @@ def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
 
 
 def virtual_host(vh: VirtualHost) -> dict[str, Any]:
-    return {"name": vh.name, "domains": list(vh.domains), "routes": [route(r) for r in vh.routes]}
+    result: dict[str, Any] = {"name": vh.name, "domains": list(vh.domains), "routes": [route(r) for r in vh.routes]}
+    if vh.attempt_count:
+        result["include_request_attempt_count"] = True
+    return result
 
 
 def string_match(match: StringMatch) -> dict[str, Any]:
     if match.kind == "regex":
         return {"safe_regex": {"regex": match.value}}
     return {match.kind: match.value}
+
+
+def header_matcher(name: str, match: StringMatch) -> dict[str, Any]:
+    if match.kind == "present":
+        return {"name": name, "present_match": True}
+    return {"name": name, "string_match": string_match(match)}
 
 
 def route_match(item: Route) -> dict[str, Any]:
@@ -160,7 +199,7 @@ def route_match(item: Route) -> dict[str, Any]:
     else:
         result = {"safe_regex": {"regex": uri.value}}
     if item.match.headers:
-        result["headers"] = [{"name": name, "string_match": string_match(m)} for name, m in item.match.headers]
+        result["headers"] = [header_matcher(name, m) for name, m in item.match.headers]
     return result
 
 
@@ -178,8 +217,8 @@ def route(item: Route) -> dict[str, Any]:
         result["redirect"] = redirect
     else:
         result["route"] = route_action(item)
-    if item.fault:
-        result["typed_per_filter_config"] = {"envoy.filters.http.fault": fault(item.fault)}
+    if configs := per_filter_config(item):
+        result["typed_per_filter_config"] = configs
     result.update(header_ops(item.request_headers, "request"))
     result.update(header_ops(item.response_headers, "response"))
     return result
@@ -273,12 +312,15 @@ def cluster(item: Cluster) -> dict[str, Any]:
         ]
     }
     if item.outlier:
-        outlier: dict[str, Any] = {}
+        # As Istio's applyOutlierDetection: success-rate ejection off, a consecutive
+        # count enforced at 100% when above 0, and the panic threshold from minHealthPercent.
+        outlier: dict[str, Any] = {"enforcing_success_rate": 0}
         if item.outlier.consecutive_5xx is not None:
             outlier["consecutive_5xx"] = item.outlier.consecutive_5xx
+            outlier["enforcing_consecutive_5xx"] = 100 if item.outlier.consecutive_5xx > 0 else 0
         if item.outlier.consecutive_gateway is not None:
             outlier["consecutive_gateway_failure"] = item.outlier.consecutive_gateway
-            outlier["enforcing_consecutive_gateway_failure"] = 100
+            outlier["enforcing_consecutive_gateway_failure"] = 100 if item.outlier.consecutive_gateway > 0 else 0
         if item.outlier.interval is not None:
             outlier["interval"] = duration(item.outlier.interval)
         if item.outlier.base_ejection is not None:
@@ -286,6 +328,7 @@ def cluster(item: Cluster) -> dict[str, Any]:
         if item.outlier.max_ejection_percent is not None:
             outlier["max_ejection_percent"] = item.outlier.max_ejection_percent
         result["outlier_detection"] = outlier
+        result["common_lb_config"] = {"healthy_panic_threshold": {"value": item.outlier.min_health_percent}}
     if item.max_requests_per_connection:
         result["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {

@@ -43,7 +43,7 @@ class GatewayPod:
 
 @dataclass(frozen=True)
 class StringMatch:
-    kind: str  # exact | prefix | regex
+    kind: str  # exact | prefix | regex | present
     value: str
 
 
@@ -112,6 +112,8 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    # x-envoy-attempt-count to upstreams, as Istio's virtual hosts set it (IncludeRequestAttemptCount).
+    attempt_count: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class Listener:
     forward_proxy: bool = False
     # Gateways match hosts without the port, as Istio's gateways do.
     strip_port: bool = False
+    server_name: str | None = None  # the server response header; None: Envoy's own
 
 
 # --- Upstreams -------------------------------------------------------------------
@@ -150,6 +153,7 @@ class Outlier:
     interval: float | None = None
     base_ejection: float | None = None
     max_ejection_percent: int | None = None
+    min_health_percent: int = 0  # Envoy's healthy_panic_threshold; Istio sets 0 (no panic routing)
 
 
 @dataclass(frozen=True)

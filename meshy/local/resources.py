@@ -164,14 +164,17 @@ def load_documents(text: str, source: str) -> list[Any]:
 
 
 def parse_documents(
-    data: str | bytes, source: str = "<input>", release: IstioRelease = DEFAULT_RELEASE
+    data: str | bytes, source: str = "<input>", release: IstioRelease = DEFAULT_RELEASE, with_spec: bool = True
 ) -> list[Resource]:
-    """Every resource of a multi-document YAML text, validated; all problems at once, on one line."""
+    """Every resource of a multi-document YAML text, validated; all problems at once, on one line.
+
+    with_spec=False reads only what names a resource (kubectl delete -f ignores the rest).
+    """
     documents = load_documents(decode(data, source), source)
     resources, problems = [], []
     for index, document in enumerate(documents):
         try:
-            resources.append(parse_resource(document, release))
+            resources.append(parse_resource(document, release, with_spec))
         except ResourceError as error:
             problems.append(f"{source} document {index + 1}: {error}")
     if problems:
@@ -179,7 +182,7 @@ def parse_documents(
     return resources
 
 
-def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE) -> Resource:
+def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_spec: bool = True) -> Resource:
     if not isinstance(document, dict):
         raise ResourceError("a manifest must be a mapping with apiVersion, kind and metadata")
     kind = document.get("kind")
@@ -209,10 +212,10 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE) -> Re
     unknown_top = [key for key in document if key not in ("apiVersion", "kind", "metadata", "spec")]
     problems += [f"field {plain(key)} is not supported by the local backend" for key in unknown_top]
     spec = document.get("spec")
-    spec = {} if spec is None else spec
-    if shape is not None:
+    spec = {} if spec is None or not with_spec else spec
+    if shape is not None and with_spec:
         problems += check(spec, shape, "spec")
-    elif spec:
+    elif shape is None and spec:
         problems.append(f"{kind} takes no spec in the local backend")
     if problems:
         raise ResourceError(one_line([f"{where}: {problems[0]}"] + problems[1:]))

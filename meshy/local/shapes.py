@@ -180,6 +180,8 @@ def host_problem(value: Any, namespaced: bool) -> str | None:
 def regex_problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return "must be a regular expression"
+    if value == "*":
+        return None  # Istio's own "any value" for header matches (route.go canBeConvertedToPresentMatch)
     if _NOT_RE2.search(value):
         return "uses lookaround or back-references, which RE2 (Envoy's engine) does not support"
     try:
@@ -437,6 +439,7 @@ NO_LOCAL_EFFECT = {
     "imagePullPolicy": "nothing is pulled",
     "livenessProbe": "restarts follow process exits instead",
     "annotations": "no controller reads them locally",
+    "consecutiveErrors": "Istio's translation never reads it; Envoy's default of 5 consecutive 5xx applies",
     "spec.addresses": "the local registry routes by host name; there is no address capture",
     "spec.location": "no mTLS locally, so inside and outside the mesh are alike",
     "spec.http.match.name": "names only appear in access logs and stats Istio generates",
