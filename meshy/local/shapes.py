@@ -446,6 +446,28 @@ NO_LOCAL_EFFECT = {
 }
 
 
+# Fields that are accepted and do nothing locally - as in a cluster, or because only
+# one value is allowed - and so are not worth a note on every apply.
+INERT = {
+    "Deployment spec.template.spec.containers.name": "a container's name only labels it",
+    "Deployment spec.template.spec.containers.ports.name": "a port's name only labels it",
+    "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally",
+    "scheme": "HTTP is the only probe scheme accepted",
+    "type": "ClusterIP is the only Service type accepted",
+    "Service spec.ports.name": "a Service port's name only labels it locally (no protocol sniffing)",
+    "Gateway spec.servers.port.name": "a server port's name only labels it",
+    "Gateway spec.servers.name": "a server's name only labels it",
+    "VirtualService spec.http.name": "a route's name only labels it (and its Envoy route)",
+    "Deployment spec.template.spec.containers.readinessProbe.httpGet.port": "readiness is polled on every container port",
+    "ServiceEntry spec.resolution": "derived from endpoints locally (STATIC with them, DNS without); others are refused",
+    "initialDelaySeconds": "readiness is polled, its timings are not followed",
+    "periodSeconds": "readiness is polled, its timings are not followed",
+    "timeoutSeconds": "readiness is polled, its timings are not followed",
+    "failureThreshold": "readiness is polled, its timings are not followed",
+    "successThreshold": "readiness is polled, its timings are not followed",
+}
+
+
 def without_effect(value: Any, path: str = "spec") -> list[str]:
     """Paths of NO_LOCAL_EFFECT fields present in value."""
     found = []
