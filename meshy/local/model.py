@@ -6,7 +6,11 @@ Field names follow Istio's vocabulary; nothing here knows Envoy's JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 # --- Workloads ---------------------------------------------------------------
 
@@ -180,3 +184,38 @@ class Proxy:
 @dataclass(frozen=True)
 class Mesh:
     proxies: dict[str, Proxy] = field(default_factory=dict)
+
+
+# --- As data (the golden tests pin the model on its own) ---------------------------
+
+
+def to_data(value: Any) -> Any:
+    """A model value as JSON-ready data: dataclasses as mappings, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_data(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): to_data(item) for key, item in value.items()}
+    return value
+
+
+def from_data(kind: Any, data: Any) -> Any:
+    """The inverse of to_data for a model type such as Proxy."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{name: from_data(hints[name], item) for name, item in data.items()})
+    if origin in (types.UnionType, typing.Union):
+        if data is None:
+            return None
+        return from_data(next(a for a in args if a is not type(None)), data)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_data(args[0], item) for item in data)
+        return tuple(from_data(a, item) for a, item in zip(args, data, strict=True))
+    if origin is dict:
+        return {from_data(args[0], key): from_data(args[1], item) for key, item in data.items()}
+    if kind is int and isinstance(data, str):
+        return int(data)  # mapping keys come back from JSON as text
+    return data
