@@ -59,8 +59,8 @@ spec:
         ),
         (vs("    - route: [{destination: {host: web}}]\n      mirrorPercent: 5"), "field spec.http[0].mirrorPercent"),
         (
-            vs("    - route: [{destination: {host: web}}]\n      corsPolicy: {}"),
-            "field spec.http[0].corsPolicy is not supported locally",
+            vs("    - route: [{destination: {host: web}}]\n      rewrite: {uriRegexRewrite: {match: a, rewrite: b}}"),
+            "field spec.http[0].rewrite.uriRegexRewrite is not supported locally",
         ),
         (
             vs("    - route: [{destination: {host: web}}]\n      timeout: soon"),
@@ -97,7 +97,7 @@ def test_schema_refusals(text, message):
         (vs("    - redirect: {uri: /x, redirectCode: 399}"), "redirectCode 399"),
         (
             vs("    - route: [{destination: {host: web}}]\n      redirect: {uri: /x}"),
-            "exactly one of route or redirect",
+            "exactly one of route, redirect or directResponse",
         ),
         (
             "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: db}\nspec:\n  selector: {matchLabels: {app: db}}\n"

@@ -6,6 +6,7 @@ resource that cannot be honoured raises BuildError naming it.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
@@ -14,13 +15,17 @@ from typing import Any
 from meshy.local.model import (
     CircuitBreaker,
     Cluster,
+    Cors,
+    DirectResponse,
     Endpoint,
     Fault,
     GatewayPod,
+    HeaderMatch,
     HeaderOps,
     Listener,
     Match,
     Mesh,
+    Mirror,
     Outlier,
     Pod,
     Proxy,
@@ -331,7 +336,7 @@ def is_catch_all(route: Route, release: IstioRelease) -> bool:
     uri = route.match.uri
     path_all = uri is None or (uri.kind == "prefix" and uri.value == "/")
     path_all = path_all or (uri is not None and uri.kind == "regex" and uri.value == release.catch_all_regex)
-    return path_all and not route.match.headers
+    return path_all and not route.match.headers and not route.match.query
 
 
 def sort_catch_all_last(routes: list[Route], release: IstioRelease) -> list[Route]:
@@ -350,39 +355,93 @@ def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
 
 
 def http_route(http, match, name, where, vs: Resource, context: Context) -> Route:
-    registry, rules, namespace = context.registry, context.rules, vs.namespace
+    """One Envoy route of an http entry and one of its matches (route.go TranslateRoute)."""
     destinations = http.get("route", [])
-    redirect = http.get("redirect")
-    if bool(destinations) == bool(redirect):
-        raise BuildError(f"{where}: set exactly one of route or redirect")
+    actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
+    if len(actions) != 1:
+        raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
     clusters: tuple[WeightedCluster, ...] = ()
     if destinations:
         weights = route_weights(destinations, where, context.release)
         clusters = tuple(
-            WeightedCluster(destination_cluster(d["destination"], where, namespace, registry, rules), w)
-            for d, w in zip(destinations, weights, strict=True)
+            weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
+            for i, (d, w) in enumerate(zip(destinations, weights, strict=True))
             if w > 0
         )
-    mirror = http.get("mirror")
     rewrite = http.get("rewrite", {})
     headers = http.get("headers", {})
     request, authority = request_header_ops(headers.get("request"), where, context.release)
     return Route(
         name=name,
-        match=route_match(match, where),
+        match=route_match(match, where, context.release),
         clusters=clusters,
-        redirect=redirect_of(redirect, where) if redirect else None,
+        redirect=redirect_of(http["redirect"], where, context.port) if http.get("redirect") else None,
+        direct=direct_response(http["directResponse"], where) if http.get("directResponse") else None,
         retry=retry_policy(http.get("retries"), where) if destinations else None,
         timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
         fault=fault_of(http.get("fault")),
-        mirror_cluster=destination_cluster(mirror, where, namespace, registry, rules) if mirror else None,
-        mirror_percent=float(http.get("mirrorPercentage", {}).get("value", 100.0)),
+        mirrors=mirrors_of(http, where, vs, context),
+        cors=cors_of(http.get("corsPolicy")),
         prefix_rewrite=rewrite.get("uri"),
         # route.go applyHTTPRouteDestination: rewrite.authority wins over an ':authority' header.
         authority_rewrite=rewrite.get("authority") or authority,
         request_headers=request,
         response_headers=response_header_ops(headers.get("response"), where, context.release),
     )
+
+
+def weighted_cluster(destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context):
+    """A destination with its own header operations (route.go processWeightedDestination)."""
+    cluster = destination_cluster(destination["destination"], where, vs.namespace, context.registry, context.rules)
+    headers = destination.get("headers", {})
+    request, authority = request_header_ops(headers.get("request"), where, context.release)
+    response = response_header_ops(headers.get("response"), where, context.release)
+    return WeightedCluster(cluster, weight, request, response, authority)
+
+
+def mirrors_of(http: dict[str, Any], where: str, vs: Resource, context: Context) -> tuple[Mirror, ...]:
+    """mirror (with mirrorPercentage) and mirrors; a percentage of 0 mirrors nothing (route.go MirrorPercent)."""
+    wanted = []
+    if http.get("mirror"):
+        wanted.append((http["mirror"], http.get("mirrorPercentage")))
+    wanted += [(item["destination"], item.get("percentage")) for item in http.get("mirrors", [])]
+    result = []
+    for destination, percentage in wanted:
+        percent = 100.0 if percentage is None else float(percentage.get("value", 0.0))
+        if percent > 0:
+            cluster = destination_cluster(destination, where, vs.namespace, context.registry, context.rules)
+            result.append(Mirror(cluster, percent))
+    return tuple(result)
+
+
+def cors_of(spec: dict[str, Any] | None) -> Cors | None:
+    """route.go TranslateCORSPolicy: allowOrigins wins over the deprecated allowOrigin (exact matches)."""
+    if spec is None:
+        return None
+    origins = [string_match(m, "corsPolicy.allowOrigins", "") for m in spec.get("allowOrigins", [])]
+    if "allowOrigins" not in spec:
+        origins = [StringMatch("exact", origin) for origin in spec.get("allowOrigin", [])]
+    return Cors(
+        allow_origins=tuple(origins),
+        allow_methods=tuple(spec.get("allowMethods", [])),
+        allow_headers=tuple(spec.get("allowHeaders", [])),
+        expose_headers=tuple(spec.get("exposeHeaders", [])),
+        max_age=int(seconds(spec["maxAge"])) if "maxAge" in spec else None,
+        allow_credentials=spec.get("allowCredentials"),
+    )
+
+
+def direct_response(spec: dict[str, Any], where: str) -> DirectResponse:
+    body = spec.get("body") or {}
+    if len(body) > 1:
+        raise BuildError(f"{where}: directResponse.body takes string or bytes, not both")
+    if "bytes" in body:
+        try:
+            base64.b64decode(body["bytes"], validate=True)
+        except ValueError:
+            raise BuildError(f"{where}: directResponse.body.bytes must be base64; encode the body") from None
+        return DirectResponse(spec["status"], body["bytes"], base64=True)
+    return DirectResponse(spec["status"], body.get("string"))
 
 
 def route_weights(destinations: list[dict[str, Any]], where: str, release: IstioRelease) -> list[int]:
@@ -434,15 +493,26 @@ def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringM
     return StringMatch(kind, value)
 
 
-def route_match(match: dict[str, Any], where: str) -> Match:
+def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAULT_RELEASE) -> Match:
+    """route.go TranslateRouteMatch: headers and withoutHeaders sorted by name, then method and authority."""
     headers = [
-        (name.lower(), string_match(spec, f"headers.{plain(name)}", where))
-        for name, spec in sorted(match.get("headers", {}).items())
+        HeaderMatch(name.lower(), string_match(spec, f"headers.{plain(name)}", where))
+        for name, spec in match.get("headers", {}).items()
     ]
+    for name, spec in match.get("withoutHeaders", {}).items():
+        matcher = string_match(spec, f"withoutHeaders.{plain(name)}", where)
+        # From Istio 1.22 an absent header counts as "", so it does not match a value (route.go).
+        missing_as_empty = release.minor >= 22 and matcher.kind != "present"
+        headers.append(HeaderMatch(name.lower(), matcher, invert=True, missing_as_empty=missing_as_empty))
+    headers.sort(key=lambda header: header.name)
     if "method" in match:
-        headers.append((":method", string_match(match["method"], "method", where)))
+        headers.append(HeaderMatch(":method", string_match(match["method"], "method", where)))
     if "authority" in match:
-        headers.append((":authority", string_match(match["authority"], "authority", where)))
+        headers.append(HeaderMatch(":authority", string_match(match["authority"], "authority", where)))
+    query = tuple(
+        (name, string_match(spec, f"queryParams.{plain(name)}", where))
+        for name, spec in sorted(match.get("queryParams", {}).items())
+    )
     uri = None
     if "uri" in match:
         if match["uri"] == {"regex": "*"}:
@@ -450,7 +520,7 @@ def route_match(match: dict[str, Any], where: str) -> Match:
         uri = string_match(match["uri"], "uri", where)
         if uri.kind == "present":
             uri = None  # every request has a path
-    return Match(uri=uri, headers=tuple(headers))
+    return Match(uri=uri, headers=tuple(headers), query=query, ignore_case=bool(match.get("ignoreUriCase")))
 
 
 def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
@@ -493,11 +563,21 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
     )
 
 
-def redirect_of(spec: dict[str, Any], where: str) -> Redirect:
+def redirect_of(spec: dict[str, Any], where: str, port: int | None) -> Redirect:
+    """route.go ApplyRedirect: derivePort FROM_REQUEST_PORT is the port the route serves; :80 on http is left out."""
     code = spec.get("redirectCode", 301)
     if code not in REDIRECT_CODES:
         raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
-    return Redirect(path=spec.get("uri"), host=spec.get("authority"), code=code)
+    if "port" in spec and "derivePort" in spec:
+        raise BuildError(f"{where}: redirect takes port or derivePort, not both")
+    redirect_port = spec.get("port")
+    if spec.get("derivePort") == "FROM_REQUEST_PORT":
+        redirect_port = port
+    scheme = spec.get("scheme")
+    defaults = {80: "http", 443: "https"}
+    if ("port" in spec or "derivePort" in spec) and defaults.get(redirect_port or 0) == (scheme or "http"):
+        redirect_port = None
+    return Redirect(spec.get("uri"), spec.get("authority"), code, scheme, redirect_port)
 
 
 def is_internal_header(name: str) -> bool:
@@ -550,7 +630,7 @@ def unknown_host_route() -> Route:
     # neither a Service nor a ServiceEntry cannot be reached (Istio's
     # REGISTRY_ONLY answer); see the README for how this differs from ALLOW_ANY.
     reason = "host not in the mesh registry: add a ServiceEntry for it\n"
-    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=(502, reason))
+    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=DirectResponse(502, reason))
 
 
 def default_route(host: str, port: int) -> Route:

@@ -12,10 +12,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshy.local.model import Cluster, Fault, HeaderOps, Listener, Proxy, Route, StringMatch, VirtualHost
+from meshy.local.model import (
+    Cluster,
+    Cors,
+    Fault,
+    HeaderMatch,
+    HeaderOps,
+    Listener,
+    Proxy,
+    Redirect,
+    Route,
+    StringMatch,
+    VirtualHost,
+    WeightedCluster,
+)
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+# Istio raises Envoy's 4 KiB limit on direct response bodies to 1 MiB (route.go at 1.30.3).
+MAX_DIRECT_BODY = 1024 * 1024
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_CONFIGURATION = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -111,6 +128,7 @@ def route_configuration(item: Listener) -> dict[str, Any]:
         "name": item.name,
         # Routes may name clusters that arrive later or never exist: answer 503, not reject.
         "validate_clusters": False,
+        "max_direct_response_body_size_bytes": MAX_DIRECT_BODY,
         "virtual_hosts": [virtual_host(vh) for vh in item.virtual_hosts],
     }
 
@@ -132,8 +150,14 @@ def route_fault(item: Route) -> dict[str, Any] | None:
     return fault(item.fault) if item.fault else None
 
 
-# Istio's order: fault injection before the router (the router is always last).
+def route_cors(item: Route) -> dict[str, Any] | None:
+    return cors(item.cors) if item.cors else None
+
+
+# Istio's order: CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
+# route itself (a field Envoy has since removed); the per-route filter config behaves the same.
 HTTP_FILTERS = (
+    HttpFilter("envoy.filters.http.cors", CORS, route_cors),
     HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
     HttpFilter("envoy.filters.http.router", ROUTER, lambda item: None),
 )
@@ -182,7 +206,19 @@ def string_match(match: StringMatch) -> dict[str, Any]:
     return {match.kind: match.value}
 
 
-def header_matcher(name: str, match: StringMatch) -> dict[str, Any]:
+def header_matcher(header: HeaderMatch) -> dict[str, Any]:
+    if header.match.kind == "present":
+        result: dict[str, Any] = {"name": header.name, "present_match": True}
+    else:
+        result = {"name": header.name, "string_match": string_match(header.match)}
+    if header.invert:
+        result["invert_match"] = True
+    if header.missing_as_empty:
+        result["treat_missing_header_as_empty"] = True
+    return result
+
+
+def query_matcher(name: str, match: StringMatch) -> dict[str, Any]:
     if match.kind == "present":
         return {"name": name, "present_match": True}
     return {"name": name, "string_match": string_match(match)}
@@ -199,28 +235,85 @@ def route_match(item: Route) -> dict[str, Any]:
     else:
         result = {"safe_regex": {"regex": uri.value}}
     if item.match.headers:
-        result["headers"] = [header_matcher(name, m) for name, m in item.match.headers]
+        result["headers"] = [header_matcher(header) for header in item.match.headers]
+    if item.match.query:
+        result["query_parameters"] = [query_matcher(name, m) for name, m in item.match.query]
+    if item.match.ignore_case:
+        result["case_sensitive"] = False
     return result
 
 
 def route(item: Route) -> dict[str, Any]:
     result: dict[str, Any] = {"name": item.name, "match": route_match(item)}
     if item.direct:
-        status, body = item.direct
-        result["direct_response"] = {"status": status, "body": {"inline_string": body}}
+        result["direct_response"] = {"status": item.direct.status}
+        if item.direct.body is not None:
+            kind = "inline_bytes" if item.direct.base64 else "inline_string"
+            result["direct_response"]["body"] = {kind: item.direct.body}
     elif item.redirect:
-        redirect: dict[str, Any] = {"response_code": REDIRECT_CODES[item.redirect.code]}
-        if item.redirect.path:
-            redirect["path_redirect"] = item.redirect.path
-        if item.redirect.host:
-            redirect["host_redirect"] = item.redirect.host
-        result["redirect"] = redirect
+        result["redirect"] = redirect(item.redirect)
     else:
         result["route"] = route_action(item)
     if configs := per_filter_config(item):
         result["typed_per_filter_config"] = configs
+    request, response = route_header_ops(item)
+    result.update(header_ops(request, "request"))
+    result.update(header_ops(response, "response"))
+    return result
+
+
+def route_header_ops(item: Route) -> tuple[HeaderOps, HeaderOps]:
+    """The route's header operations; a single destination's own are appended (route.go processDestination)."""
+    if len(item.clusters) != 1:
+        return item.request_headers, item.response_headers
+    own = item.clusters[0]
+    return merged(item.request_headers, own.request_headers), merged(item.response_headers, own.response_headers)
+
+
+def merged(first: HeaderOps, then: HeaderOps) -> HeaderOps:
+    return HeaderOps(first.set + then.set, first.add + then.add, first.remove + then.remove)
+
+
+def redirect(item: Redirect) -> dict[str, Any]:
+    result: dict[str, Any] = {"response_code": REDIRECT_CODES[item.code]}
+    if item.path:
+        result["path_redirect"] = item.path
+    if item.host:
+        result["host_redirect"] = item.host
+    if item.scheme:
+        result["scheme_redirect"] = item.scheme
+    if item.port:
+        result["port_redirect"] = item.port
+    return result
+
+
+def weighted_cluster(item: WeightedCluster) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": item.cluster, "weight": item.weight}
     result.update(header_ops(item.request_headers, "request"))
     result.update(header_ops(item.response_headers, "response"))
+    if item.authority:
+        result["host_rewrite_literal"] = item.authority
+    return result
+
+
+def cors(item: Cors) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "@type": CORS_POLICY,
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+    }
+    if item.allow_origins:
+        result["allow_origin_string_match"] = [string_match(m) for m in item.allow_origins]
+    for field, values in (
+        ("allow_methods", item.allow_methods),
+        ("allow_headers", item.allow_headers),
+        ("expose_headers", item.expose_headers),
+    ):
+        if values:
+            result[field] = ",".join(values)
+    if item.max_age is not None:
+        result["max_age"] = str(item.max_age)
+    if item.allow_credentials is not None:
+        result["allow_credentials"] = item.allow_credentials
     return result
 
 
@@ -232,7 +325,7 @@ def route_action(item: Route) -> dict[str, Any]:
     if len(item.clusters) == 1:
         action["cluster"] = item.clusters[0].cluster
     else:
-        action["weighted_clusters"] = {"clusters": [{"name": c.cluster, "weight": c.weight} for c in item.clusters]}
+        action["weighted_clusters"] = {"clusters": [weighted_cluster(c) for c in item.clusters]}
     if item.retry:
         retry: dict[str, Any] = {
             "retry_on": item.retry.retry_on,
@@ -247,14 +340,16 @@ def route_action(item: Route) -> dict[str, Any]:
         if item.retry.per_try_timeout is not None:
             retry["per_try_timeout"] = duration(item.retry.per_try_timeout)
         action["retry_policy"] = retry
-    if item.mirror_cluster:
+    if item.mirrors:
         action["request_mirror_policies"] = [
-            {"cluster": item.mirror_cluster, "runtime_fraction": {"default_value": percent(item.mirror_percent)}}
+            {"cluster": m.cluster, "runtime_fraction": {"default_value": percent(m.percent)}} for m in item.mirrors
         ]
     if item.prefix_rewrite is not None:
         action["prefix_rewrite"] = item.prefix_rewrite
-    if item.authority_rewrite:
-        action["host_rewrite_literal"] = item.authority_rewrite
+    # route.go processDestination: a single destination's authority applies when no rewrite is set.
+    authority = item.authority_rewrite or (item.clusters[0].authority if len(item.clusters) == 1 else None)
+    if authority:
+        action["host_rewrite_literal"] = authority
     return action
 
 

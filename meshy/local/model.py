@@ -52,15 +52,36 @@ class StringMatch:
 
 
 @dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    match: StringMatch
+    invert: bool = False  # withoutHeaders
+    missing_as_empty: bool = False  # an absent header is compared as "" (withoutHeaders from Istio 1.22)
+
+
+@dataclass(frozen=True)
 class Match:
     uri: StringMatch | None = None
-    headers: tuple[tuple[str, StringMatch], ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[tuple[str, StringMatch], ...] = ()
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class WeightedCluster:
     cluster: str
     weight: int
+    # A destination's own header operations and authority (HTTPRouteDestination.headers).
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    authority: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,17 +101,35 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class HeaderOps:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Redirect:
     path: str | None = None
     host: str | None = None
     code: int = 301
+    scheme: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    status: int
+    body: str | None = None
+    base64: bool = False  # body holds base64 bytes (HTTPBody.bytes)
+
+
+@dataclass(frozen=True)
+class Mirror:
+    cluster: str
+    percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None  # seconds
+    allow_credentials: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +138,12 @@ class Route:
     match: Match
     clusters: tuple[WeightedCluster, ...] = ()
     redirect: Redirect | None = None
-    direct: tuple[int, str] | None = None  # a fixed answer (status, body)
+    direct: DirectResponse | None = None
     retry: Retry | None = None
     timeout: float = 0.0  # 0: no timeout, Istio's default
     fault: Fault | None = None
-    mirror_cluster: str | None = None
-    mirror_percent: float = 100.0
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
     prefix_rewrite: str | None = None
     authority_rewrite: str | None = None
     request_headers: HeaderOps = HeaderOps()

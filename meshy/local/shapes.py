@@ -74,6 +74,14 @@ class Regex:
 
 
 @dataclass(frozen=True)
+class Text:
+    """A string of at most `longest` characters without control characters (line breaks allowed if multiline)."""
+
+    longest: int
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
 class Required:
     shape: Any
     nonempty: bool = False  # a list or mapping that must hold at least one item
@@ -247,6 +255,12 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
         return host_problem(value, shape.namespaced)
     if isinstance(shape, Regex):
         return regex_problem(value)
+    if isinstance(shape, Text):
+        if not isinstance(value, str):
+            return "must be a string"
+        if len(value) > shape.longest:
+            return f"must be {shape.longest} characters or fewer"
+        return text_problem(re.sub(r"[\r\n\t]", "", value) if shape.multiline else value)
     if isinstance(shape, IntOrString):
         if isinstance(value, int) and not isinstance(value, bool):
             return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535 or a port name"
@@ -333,14 +347,44 @@ HTTP_ROUTE = {
             "name": str,
             "uri": STRING_MATCH,
             "headers": MapOf(STRING_MATCH, key=Name("header")),
+            "withoutHeaders": MapOf(STRING_MATCH, key=Name("header")),
+            "queryParams": MapOf(STRING_MATCH),
+            "ignoreUriCase": bool,
             "method": STRING_MATCH,
             "authority": STRING_MATCH,
             "port": PORT,
             "gateways": [Required(str)],
         }
     ],
-    "route": [{"destination": Required(DESTINATION), "weight": Range(0, 2**31 - 1)}],
-    "redirect": {"uri": str, "authority": Host(), "redirectCode": Range(300, 399)},
+    "route": [
+        {
+            "destination": Required(DESTINATION),
+            "weight": Range(0, 2**31 - 1),
+            "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
+        }
+    ],
+    "redirect": {
+        "uri": str,
+        "authority": Host(),
+        "redirectCode": Range(300, 399),
+        "scheme": Choice(("http", "https")),
+        "port": PORT,
+        "derivePort": Choice(("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")),
+    },
+    # Istio's webhook and route.go cap a direct response body at 1 MiB.
+    "directResponse": {
+        "status": Required(Range(200, 599)),
+        "body": {"string": Text(2**20, multiline=True), "bytes": Text(2**20)},
+    },
+    "corsPolicy": {
+        "allowOrigins": [STRING_MATCH],
+        "allowOrigin": [str],
+        "allowMethods": [Name("header")],
+        "allowHeaders": [Name("header")],
+        "exposeHeaders": [Name("header")],
+        "maxAge": Duration(),
+        "allowCredentials": bool,
+    },
     "rewrite": {"uri": str, "authority": Host()},
     "timeout": Duration(),
     "retries": {"attempts": Range(0, 2**31 - 1), "perTryTimeout": Duration(), "retryOn": str},
@@ -350,6 +394,7 @@ HTTP_ROUTE = {
     },
     "mirror": {"host": Required(Host()), "subset": Name("label"), "port": PORT_SELECTOR},
     "mirrorPercentage": PERCENT,
+    "mirrors": [{"destination": Required(DESTINATION), "percentage": PERCENT}],
     "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
 }
 VIRTUAL_SERVICE = {
@@ -452,7 +497,7 @@ INERT = {
     "Deployment spec.template.spec.containers.name": "a container's name only labels it",
     "Deployment spec.template.spec.containers.ports.name": "a port's name only labels it",
     "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally",
-    "scheme": "HTTP is the only probe scheme accepted",
+    "Deployment spec.template.spec.containers.readinessProbe.httpGet.scheme": "HTTP is the only scheme accepted",
     "type": "ClusterIP is the only Service type accepted",
     "Service spec.ports.name": "a Service port's name only labels it locally (no protocol sniffing)",
     "Gateway spec.servers.port.name": "a server port's name only labels it",
