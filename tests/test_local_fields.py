@@ -17,7 +17,7 @@ import yaml
 from meshy.local import topology
 from meshy.local.build import BuildError, Inputs, build_mesh
 from meshy.local.resources import ResourceError, ResourceSet, parse_resource
-from meshy.local.shapes import INERT, KINDS, NO_LOCAL_EFFECT, MapOf, Required
+from meshy.local.shapes import INERT, KINDS, NO_LOCAL_EFFECT, MapOf, Required, field_occurrences
 from tests.test_local_golden import CASES, DATA, HOSTS, directives
 
 
@@ -32,24 +32,6 @@ def field_paths(shape: Any, prefix: str = "spec") -> list[str]:
     if not isinstance(shape, dict):
         return []
     return [p for key, item in shape.items() for p in [f"{prefix}.{key}", *field_paths(item, f"{prefix}.{key}")]]
-
-
-def occurrences(value: Any, shape: Any, prefix: str = "spec", at: tuple = ()) -> list[tuple[str, tuple]]:
-    """(dotted path, concrete path) of every field present in a spec; map keys are data, not fields."""
-    if isinstance(shape, Required):
-        shape = shape.shape
-    found = []
-    if isinstance(value, list) and isinstance(shape, list):
-        for index, item in enumerate(value):
-            found += occurrences(item, shape[0], prefix, at + (index,))
-    elif isinstance(value, dict) and isinstance(shape, MapOf):
-        for key, item in value.items():
-            found += occurrences(item, shape.value, prefix, at + (key,))
-    elif isinstance(value, dict) and isinstance(shape, dict):
-        for key, item in value.items():
-            found.append((f"{prefix}.{key}", at + (key,)))
-            found += occurrences(item, shape.get(key), f"{prefix}.{key}", at + (key,))
-    return found
 
 
 def case_documents(case: str) -> list[dict[str, Any]]:
@@ -90,7 +72,7 @@ def honoured_fields() -> set[str]:
         documents = case_documents(case)
         original = model(documents)
         for index, document in enumerate(documents):
-            for dotted, at in occurrences(document.get("spec") or {}, KINDS[document["kind"]][1]):
+            for dotted, at in field_occurrences(document.get("spec") or {}, KINDS[document["kind"]][1]):
                 name = f"{document['kind']} {dotted}"
                 if name in honoured:
                     continue

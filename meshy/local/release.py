@@ -32,6 +32,10 @@ class IstioRelease:
         versions = ["v1alpha3", "v1beta1"] + (["v1"] if self.minor >= 22 else [])
         return tuple(f"{API_GROUP}/{v}" for v in versions)
 
+    def serves(self, kind: str, dotted: str) -> bool:
+        """Whether this release's schema has a field ('spec.http.mirrors' of a VirtualService)."""
+        return self.minor >= since(kind, dotted)
+
     @property
     def relative_weights(self) -> bool:
         # 1.8.6 pkg/config/validation/validation.go validateHTTPRouteDestinations: "total destination
@@ -48,6 +52,24 @@ class IstioRelease:
     def catch_all_regex(self) -> str:
         # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
         return "*" if self.minor <= 8 else ".*"
+
+
+# Fields of networking.istio.io that older releases do not serve, with the first minor release
+# that does (their CRD schemas, manifests/charts/base/.../crd-all.gen.yaml at each tag).
+FIELDS_SINCE = {
+    "VirtualService spec.http.redirect.scheme": 12,
+    "VirtualService spec.http.redirect.port": 12,
+    "VirtualService spec.http.redirect.derivePort": 12,
+    "VirtualService spec.http.directResponse": 15,
+    "VirtualService spec.http.mirrors": 19,
+}
+
+
+def since(kind: str, dotted: str) -> int:
+    """The first minor release serving a field: the newest of its own and its parents'."""
+    parts = dotted.split(".")
+    prefixes = (".".join(parts[:end]) for end in range(2, len(parts) + 1))
+    return max(FIELDS_SINCE.get(f"{kind} {prefix}", 0) for prefix in prefixes)
 
 
 def release_of(istio: str) -> IstioRelease:

@@ -8,8 +8,19 @@ from typing import Any
 
 import yaml
 
-from meshy.local.release import DEFAULT_RELEASE, IstioRelease
-from meshy.local.shapes import ISTIO_VERSIONS, KINDS, METADATA, NAME_SYNTAX, brief, check, name_problem, plain
+from meshy.local.release import DEFAULT_RELEASE, FIELDS_SINCE, IstioRelease
+from meshy.local.shapes import (
+    ISTIO_VERSIONS,
+    KINDS,
+    METADATA,
+    NAME_SYNTAX,
+    brief,
+    check,
+    field_occurrences,
+    name_problem,
+    plain,
+    written,
+)
 
 
 class ResourceError(ValueError):
@@ -215,6 +226,12 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_
     spec = {} if spec is None or not with_spec else spec
     if shape is not None and with_spec:
         problems += check(spec, shape, "spec")
+        problems += [
+            f"field {written(at)} is not served by Istio {release.version} "
+            f"(from Istio 1.{FIELDS_SINCE[f'{kind} {dotted}']})"
+            for dotted, at in field_occurrences(spec, shape)
+            if f"{kind} {dotted}" in FIELDS_SINCE and not release.serves(kind, dotted)
+        ]
     elif shape is None and spec:
         problems.append(f"{kind} takes no spec in the local backend")
     if problems:

@@ -207,6 +207,29 @@ def text_problem(value: Any) -> str | None:
     return None
 
 
+def field_occurrences(value: Any, shape: Any, prefix: str = "spec", at: tuple = ()) -> list[tuple[str, tuple]]:
+    """(dotted path, concrete path) of every field present in value; map keys are data, not fields."""
+    if isinstance(shape, Required):
+        shape = shape.shape
+    found = []
+    if isinstance(value, list) and isinstance(shape, list):
+        for index, item in enumerate(value):
+            found += field_occurrences(item, shape[0], prefix, at + (index,))
+    elif isinstance(value, dict) and isinstance(shape, MapOf):
+        for key, item in value.items():
+            found += field_occurrences(item, shape.value, prefix, at + (key,))
+    elif isinstance(value, dict) and isinstance(shape, dict):
+        for key, item in value.items():
+            found.append((f"{prefix}.{key}", at + (key,)))
+            found += field_occurrences(item, shape.get(key), f"{prefix}.{key}", at + (key,))
+    return found
+
+
+def written(at: tuple, prefix: str = "spec") -> str:
+    """A concrete path as a message shows it: spec.http[0].directResponse."""
+    return prefix + "".join(f"[{step}]" if isinstance(step, int) else f".{plain(step)}" for step in at)
+
+
 def check(value: Any, shape: Any, path: str) -> list[str]:
     """Problems of value against shape, each naming the field path, the rule and the value."""
     if isinstance(shape, Required):
