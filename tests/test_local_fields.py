@@ -92,14 +92,29 @@ def named(kind: str, dotted: str, tables: tuple[dict[str, str], ...] = (NO_LOCAL
     return False
 
 
+def shared_field(kind: str, dotted: str) -> tuple[int, str]:
+    """A field as the shape that holds it: one shape object (a traffic policy's parts, a
+    destination) reused at several places is read by one piece of build.py code."""
+    shape: Any = KINDS[kind][1]
+    holder: Any = shape
+    for key in dotted.split(".")[1:]:
+        holder = shape
+        shape = shape[key]
+        while isinstance(shape, (Required, MapOf, list)):
+            shape = (
+                shape.shape if isinstance(shape, Required) else shape.value if isinstance(shape, MapOf) else shape[0]
+            )
+    return id(holder), dotted.rsplit(".", 1)[-1]
+
+
 def test_every_accepted_field_is_honoured_or_named():
-    honoured = honoured_fields()
+    honoured = {shared_field(*name.split(" ", 1)) for name in honoured_fields()}
     silent = [
         f"{kind} {dotted}"
         for kind, (_, shape) in KINDS.items()
         if shape is not None
         for dotted in field_paths(shape)
-        if f"{kind} {dotted}" not in honoured and not named(kind, dotted)
+        if shared_field(kind, dotted) not in honoured and not named(kind, dotted)
     ]
     assert not silent, "accepted but neither honoured in a golden case nor named: " + ", ".join(silent)
 

@@ -256,3 +256,30 @@ def test_a_service_entry_cannot_take_a_services_host():
     )
     with pytest.raises(BuildError, match="is Service web's; a ServiceEntry cannot take it over"):
         mesh_of(entry)
+
+
+# --- retry.go ConvertPolicy: consistent hashing keeps retries on the same host from 1.23 ------
+
+
+@pytest.mark.parametrize(("release", "predicate"), [(ISTIO_18, True), (ISTIO_128, False), (ISTIO_130, False)])
+def test_consistent_hash_drops_the_previous_hosts_predicate_from_istio_123(release, predicate):
+    rule = (
+        "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: web}\n"
+        "spec: {host: web, trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user}}}}\n---\n"
+    )
+    (route,) = sidecar_routes(mesh_of(rule + virtual_service("    - " + ROUTE.strip()), release))
+    assert route["route"]["hash_policy"] == [{"header": {"header_name": "x-user"}}]
+    assert ("retry_host_predicate" in route["route"]["retry_policy"]) is predicate
+
+
+def test_port_level_settings_replace_the_rules_parts_without_inheriting():
+    rule = (
+        "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: web}\n"
+        "spec:\n  host: web\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n"
+        "    connectionPool: {tcp: {maxConnections: 5}}\n"
+        "    portLevelSettings: [{port: {number: 9090}, loadBalancer: {simple: ROUND_ROBIN}}]\n"
+    )
+    proxy = next(p for name, p in mesh_of(rule).proxies.items() if name.startswith("web-"))
+    cluster = envoy.cluster(next(c for c in proxy.clusters if c.name == "outbound|9090||web.default.svc.cluster.local"))
+    assert cluster["lb_policy"] == "ROUND_ROBIN"
+    assert cluster["circuit_breakers"]["thresholds"][0]["max_connections"] == envoy.UNLIMITED

@@ -20,6 +20,7 @@ from meshy.local.model import (
     Endpoint,
     Fault,
     GatewayPod,
+    HashPolicy,
     HeaderMatch,
     HeaderOps,
     Listener,
@@ -188,11 +189,40 @@ def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost])
         # Istio applies the oldest rule for a host; later ones are ignored, which we refuse instead.
         if host in rules:
             raise BuildError(f"{rule.key}: {rules[host].key} already sets the rules for {host}; merge them into one")
+        check_policies(rule)
         names = [s["name"] for s in rule.spec.get("subsets", [])]
         if len(names) != len(set(names)):
             raise BuildError(f"{rule.key}: subset names must be unique")
         rules[host] = rule
     return rules
+
+
+def check_policies(rule: Resource) -> None:
+    """One-of rules Istio's validation enforces on load balancer settings (validation.go validateLoadBalancer)."""
+    policies = [("spec.trafficPolicy", rule.spec.get("trafficPolicy") or {})]
+    policies += [
+        (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy") or {})
+        for i, s in enumerate(rule.spec.get("subsets", []))
+    ]
+    for path, policy in list(policies):
+        policies += [(f"{path}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.get("portLevelSettings", []))]
+    for path, policy in policies:
+        balancer = policy.get("loadBalancer", {})
+        if "simple" in balancer and "consistentHash" in balancer:
+            raise BuildError(f"{rule.key}: {path}.loadBalancer takes simple or consistentHash, not both")
+        keys = [
+            k
+            for k in ("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName")
+            if k in balancer.get("consistentHash", {})
+        ]
+        if "consistentHash" in balancer and len(keys) != 1:
+            raise BuildError(
+                f"{rule.key}: {path}.loadBalancer.consistentHash takes exactly one of httpHeaderName, "
+                "httpCookie, useSourceIp, httpQueryParameterName"
+            )
+    ports = [p["port"]["number"] for _, policy in policies[:1] for p in policy.get("portLevelSettings", [])]
+    if len(ports) != len(set(ports)):
+        raise BuildError(f"{rule.key}: spec.trafficPolicy.portLevelSettings names a port twice")
 
 
 def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
@@ -202,13 +232,28 @@ def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
     return None
 
 
-def traffic_policy(rule: Resource | None, subset: str) -> dict[str, Any]:
+POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer")
+
+
+def port_level(policy: dict[str, Any], port: int) -> tuple[dict[str, Any], bool]:
+    """A policy's settings for one port: a matching portLevelSettings entry replaces them whole (no inheritance)."""
+    for entry in policy.get("portLevelSettings", []):
+        if entry["port"]["number"] == port:
+            return {part: entry[part] for part in POLICY_PARTS if part in entry}, True
+    return {part: policy[part] for part in POLICY_PARTS if part in policy}, False
+
+
+def traffic_policy(rule: Resource | None, subset: str, port: int) -> dict[str, Any]:
+    """The policy of one subset on one port (util.go MergeSubsetTrafficPolicy at 1.30.3; 1.8.6
+    cluster_builder.go MergeTrafficPolicy): port-level settings first, then the subset's
+    parts override the rule's, all of them when the subset has port-level settings for the port."""
     if rule is None:
         return {}
-    policy = dict(rule.spec.get("trafficPolicy") or {})
+    policy, _ = port_level(rule.spec.get("trafficPolicy") or {}, port)
     for entry in rule.spec.get("subsets", []):
-        if entry["name"] == subset:
-            policy.update(entry.get("trafficPolicy") or {})
+        if entry["name"] == subset and entry.get("trafficPolicy") is not None:
+            own, whole = port_level(entry["trafficPolicy"], port)
+            policy = own if whole else {**policy, **own}
     return policy
 
 
@@ -227,7 +272,7 @@ def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resour
                 endpoints = tuple(ep for ep, ep_labels in entry.ports[port] if labels.items() <= ep_labels.items())
                 dns_name, dns_port = entry.dns.get(port, (None, 0))
                 clusters.append(
-                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset))
+                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset, port))
                     if not dns_name
                     else Cluster(
                         cluster_name(host, port, subset), dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN"
@@ -259,7 +304,12 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
             base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
             max_ejection_percent=detection.get("maxEjectionPercent"),
         )
-    lb = policy.get("loadBalancer", {}).get("simple", "LEAST_REQUEST")
+    balancer = policy.get("loadBalancer", {})
+    lb = balancer.get("simple", "LEAST_REQUEST")
+    ring_size = None
+    if "consistentHash" in balancer:
+        # cluster_traffic_policy.go ApplyRingHashLoadBalancer: RING_HASH, minimumRingSize or Envoy's 1024.
+        lb, ring_size = "RING_HASH", balancer["consistentHash"].get("minimumRingSize") or 1024
     return Cluster(
         name,
         endpoints=endpoints,
@@ -268,6 +318,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
         circuit=circuit,
         outlier=outlier,
         max_requests_per_connection=http.get("maxRequestsPerConnection"),
+        ring_size=ring_size,
+        idle_timeout=seconds(http["idleTimeout"]) if "idleTimeout" in http else None,
     )
 
 
@@ -360,14 +412,20 @@ def http_route(http, match, name, where, vs: Resource, context: Context) -> Rout
     actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
     if len(actions) != 1:
         raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
-    clusters: tuple[WeightedCluster, ...] = ()
-    if destinations:
-        weights = route_weights(destinations, where, context.release)
-        clusters = tuple(
-            weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
-            for i, (d, w) in enumerate(zip(destinations, weights, strict=True))
-            if w > 0
-        )
+    weights = route_weights(destinations, where, context.release) if destinations else []
+    clusters = tuple(
+        weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
+        for i, (d, w) in enumerate(zip(destinations, weights, strict=True))
+        if w > 0
+    )
+    hashes = [
+        hash_policy(d["destination"], where, vs, context) for d, w in zip(destinations, weights, strict=True) if w
+    ]
+    hashes = [h for h in hashes if h]
+    retry = retry_policy(http.get("retries"), where) if destinations else None
+    if retry and hashes and len(destinations) == 1 and context.release.minor >= 23:
+        # From Istio 1.23 retry.go ConvertPolicy drops the previous-hosts predicate under consistent hashing.
+        retry = dataclasses.replace(retry, previous_hosts=False)
     rewrite = http.get("rewrite", {})
     headers = http.get("headers", {})
     request, authority = request_header_ops(headers.get("request"), where, context.release)
@@ -377,7 +435,8 @@ def http_route(http, match, name, where, vs: Resource, context: Context) -> Rout
         clusters=clusters,
         redirect=redirect_of(http["redirect"], where, context.port) if http.get("redirect") else None,
         direct=direct_response(http["directResponse"], where) if http.get("directResponse") else None,
-        retry=retry_policy(http.get("retries"), where) if destinations else None,
+        retry=retry,
+        hash_policies=tuple(hashes),
         timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
         fault=fault_of(http.get("fault")),
         mirrors=mirrors_of(http, where, vs, context),
@@ -463,6 +522,11 @@ def route_weights(destinations: list[dict[str, Any]], where: str, release: Istio
 
 
 def destination_cluster(destination, where, namespace, registry, rules) -> str:
+    return cluster_name(*destination_key(destination, where, namespace, registry, rules))
+
+
+def destination_key(destination, where, namespace, registry, rules) -> tuple[str, int, str]:
+    """The registry host, port and subset a destination names."""
     host = resolve_host(destination["host"], namespace, registry)
     entry = registry.get(host)
     port = destination.get("port", {}).get("number")
@@ -477,7 +541,26 @@ def destination_cluster(destination, where, namespace, registry, rules) -> str:
             f"{where}: subset {subset!r} of {destination['host']} is defined by no DestinationRule; "
             "apply the DestinationRule first"
         )
-    return cluster_name(host, port, subset)
+    return host, port, subset
+
+
+def hash_policy(destination, where, vs: Resource, context: Context) -> HashPolicy | None:
+    """The consistent hash of a destination's DestinationRule (route.go consistentHashToHashPolicy)."""
+    host, port, subset = destination_key(destination, where, vs.namespace, context.registry, context.rules)
+    spec = traffic_policy(context.rules.get(host), subset, port).get("loadBalancer", {}).get("consistentHash")
+    if spec is None:
+        return None
+    if "httpHeaderName" in spec:
+        return HashPolicy("header", spec["httpHeaderName"])
+    if "httpCookie" in spec:
+        cookie = spec["httpCookie"]
+        ttl = seconds(cookie["ttl"]) if "ttl" in cookie else None
+        return HashPolicy("cookie", cookie["name"], cookie.get("path"), ttl)
+    if "httpQueryParameterName" in spec:
+        return HashPolicy("query", spec["httpQueryParameterName"])
+    if spec.get("useSourceIp"):
+        return HashPolicy("source_ip")
+    return None
 
 
 def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringMatch:

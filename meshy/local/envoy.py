@@ -16,6 +16,7 @@ from meshy.local.model import (
     Cluster,
     Cors,
     Fault,
+    HashPolicy,
     HeaderMatch,
     HeaderOps,
     Listener,
@@ -330,16 +331,19 @@ def route_action(item: Route) -> dict[str, Any]:
         retry: dict[str, Any] = {
             "retry_on": item.retry.retry_on,
             "num_retries": item.retry.attempts,
-            "retry_host_predicate": [
-                {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS}}
-            ],
             "host_selection_retry_max_attempts": 5,
         }
+        if item.retry.previous_hosts:
+            retry["retry_host_predicate"] = [
+                {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS}}
+            ]
         if item.retry.status_codes:
             retry["retriable_status_codes"] = list(item.retry.status_codes)
         if item.retry.per_try_timeout is not None:
             retry["per_try_timeout"] = duration(item.retry.per_try_timeout)
         action["retry_policy"] = retry
+    if item.hash_policies:
+        action["hash_policy"] = [hash_policy(h) for h in item.hash_policies]
     if item.mirrors:
         action["request_mirror_policies"] = [
             {"cluster": m.cluster, "runtime_fraction": {"default_value": percent(m.percent)}} for m in item.mirrors
@@ -351,6 +355,21 @@ def route_action(item: Route) -> dict[str, Any]:
     if authority:
         action["host_rewrite_literal"] = authority
     return action
+
+
+def hash_policy(item: HashPolicy) -> dict[str, Any]:
+    if item.kind == "header":
+        return {"header": {"header_name": item.name}}
+    if item.kind == "query":
+        return {"query_parameter": {"name": item.name}}
+    if item.kind == "source_ip":
+        return {"connection_properties": {"source_ip": True}}
+    cookie: dict[str, Any] = {"name": item.name}
+    if item.path:
+        cookie["path"] = item.path
+    if item.ttl is not None:
+        cookie["ttl"] = duration(item.ttl)
+    return {"cookie": cookie}
 
 
 def fault(item: Fault) -> dict[str, Any]:
@@ -424,11 +443,18 @@ def cluster(item: Cluster) -> dict[str, Any]:
             outlier["max_ejection_percent"] = item.outlier.max_ejection_percent
         result["outlier_detection"] = outlier
         result["common_lb_config"] = {"healthy_panic_threshold": {"value": item.outlier.min_health_percent}}
+    if item.ring_size:
+        result["ring_hash_lb_config"] = {"minimum_ring_size": item.ring_size}
+    common: dict[str, Any] = {}
     if item.max_requests_per_connection:
+        common["max_requests_per_connection"] = item.max_requests_per_connection
+    if item.idle_timeout is not None:
+        common["idle_timeout"] = duration(item.idle_timeout)
+    if common:
         result["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
-                "common_http_protocol_options": {"max_requests_per_connection": item.max_requests_per_connection},
+                "common_http_protocol_options": common,
                 "explicit_http_config": {"http_protocol_options": {}},
             }
         }

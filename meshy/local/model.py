@@ -90,6 +90,7 @@ class Retry:
     retry_on: str
     status_codes: tuple[int, ...] = ()
     per_try_timeout: float | None = None
+    previous_hosts: bool = True  # retry another host than the one that failed
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ class DirectResponse:
     status: int
     body: str | None = None
     base64: bool = False  # body holds base64 bytes (HTTPBody.bytes)
+
+
+@dataclass(frozen=True)
+class HashPolicy:
+    """What a consistent-hash route hashes on: header | cookie | query | source_ip."""
+
+    kind: str
+    name: str = ""
+    path: str | None = None  # cookie only
+    ttl: float | None = None  # cookie only: Envoy sets the cookie when given
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,7 @@ class Route:
     timeout: float = 0.0  # 0: no timeout, Istio's default
     fault: Fault | None = None
     mirrors: tuple[Mirror, ...] = ()
+    hash_policies: tuple[HashPolicy, ...] = ()
     cors: Cors | None = None
     prefix_rewrite: str | None = None
     authority_rewrite: str | None = None
@@ -210,6 +222,8 @@ class Cluster:
     circuit: CircuitBreaker | None = None
     outlier: Outlier | None = None
     max_requests_per_connection: int | None = None
+    ring_size: int | None = None  # RING_HASH's minimum ring size
+    idle_timeout: float | None = None  # upstream HTTP connections
 
 
 @dataclass(frozen=True)

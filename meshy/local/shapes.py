@@ -24,6 +24,8 @@ class Number:
 class Duration:
     """A protobuf duration string such as 2s, 100ms or 1.5s; Istio wants >= 1ms, in whole milliseconds."""
 
+    allow_zero: bool = False  # 0s means "unset" (a session cookie's ttl)
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -136,6 +138,10 @@ def seconds(duration: str) -> float:
     if not match:
         raise ValueError(f"{brief(duration)} is not a duration such as 2s or 100ms")
     return float(match.group(1)) * _UNITS[match.group(3)]
+
+
+def seconds_or_none(value: str) -> float | None:
+    return seconds(value) if _DURATION.match(value) else None
 
 
 def duration_problem(value: Any) -> str | None:
@@ -269,6 +275,8 @@ def check(value: Any, shape: Any, path: str) -> list[str]:
 
 def scalar_problem(value: Any, shape: Any) -> str | None:
     if isinstance(shape, Duration):
+        if shape.allow_zero and isinstance(value, str) and duration_problem(value) and seconds_or_none(value) == 0:
+            return None
         return duration_problem(value)
     if isinstance(shape, Choice):
         return None if value in shape.values else f"must be one of {', '.join(shape.values)}"
@@ -442,8 +450,17 @@ GATEWAY = {
     ),
 }
 COUNT = Range(0, 2**31 - 1)
-TRAFFIC_POLICY = {
-    "loadBalancer": {"simple": Choice(("ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
+POLICY_PARTS = {
+    "loadBalancer": {
+        "simple": Choice(("ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM")),
+        "consistentHash": {
+            "httpHeaderName": Name("header"),
+            "httpCookie": {"name": Required(Name("header")), "path": str, "ttl": Duration(allow_zero=True)},
+            "useSourceIp": bool,
+            "httpQueryParameterName": str,
+            "minimumRingSize": Range(0, 2**23),
+        },
+    },
     "connectionPool": {
         "tcp": {"maxConnections": COUNT, "connectTimeout": Duration()},
         "http": {
@@ -451,6 +468,7 @@ TRAFFIC_POLICY = {
             "http2MaxRequests": COUNT,
             "maxRequestsPerConnection": COUNT,
             "maxRetries": COUNT,
+            "idleTimeout": Duration(),
         },
     },
     "outlierDetection": {
@@ -462,6 +480,7 @@ TRAFFIC_POLICY = {
         "maxEjectionPercent": Range(0, 100),
     },
 }
+TRAFFIC_POLICY = {**POLICY_PARTS, "portLevelSettings": [{"port": Required(PORT_SELECTOR), **POLICY_PARTS}]}
 DESTINATION_RULE = {
     "host": Required(Host()),
     "trafficPolicy": TRAFFIC_POLICY,
