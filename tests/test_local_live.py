@@ -102,6 +102,35 @@ def test_outlier_ejection_of_the_only_pod_answers_503(clean):
     assert all(body.startswith("503") for body in bodies[-20:]), bodies
 
 
+def test_direct_response_cors_and_without_headers_on_real_envoy(clean):
+    clean.apply(
+        vs(
+            "    - match: [{uri: {exact: /teapot}}]\n"
+            "      directResponse: {status: 418, body: {string: short and stout}}\n"
+            "    - match: [{uri: {prefix: /}, withoutHeaders: {x-block: {}}}]\n"
+            "      corsPolicy: {allowOrigins: [{exact: 'https://ok.example.org'}], allowMethods: [GET], maxAge: 1h}\n"
+            "      route: [{destination: {host: minimal-service}}]\n"
+            "    - route: [{destination: {host: bounced-service}}]"
+        )
+    )
+    teapot = clean.get("/teapot")
+    assert (teapot.status_code, teapot.text) == (418, "short and stout")
+    preflight = clean.session.options(
+        clean.backend.ingress_url + "/",
+        headers={
+            "Host": "minimal.svc.kind.org",
+            "Origin": "https://ok.example.org",
+            "Access-Control-Request-Method": "GET",
+        },
+        timeout=10,
+    )
+    assert preflight.headers["access-control-allow-origin"] == "https://ok.example.org"
+    assert preflight.headers["access-control-max-age"] == "3600"
+    assert clean.get("/").json()["servedBy"].startswith("minimal-service-")
+    blocked = clean.get("/", headers={"x-block": "1"})
+    assert blocked.status_code == 500 or blocked.json()["servedBy"].startswith("bounced-service-")
+
+
 def test_retries_turn_70_percent_failures_into_successes(clean):
     n = 200
     before = sum(clean.bounce("http://bounced-service:9090").json()["body"] == "200 OK" for _ in range(n))

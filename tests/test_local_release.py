@@ -74,3 +74,19 @@ def test_a_field_newer_than_the_release_is_refused_by_name():
     with pytest.raises(ResourceError, match=r"field spec\.http\[0\]\.directResponse is not served by Istio 1\.8"):
         parse_documents(text, "x", release_of("1.8.6"))
     assert parse_documents(text, "x", release_of("1.28.10"))
+
+
+def test_the_mesh_keeps_its_pair_for_every_later_apply(tmp_path):
+    from meshy.console import Console
+    from meshy.local.backend import LocalBackend, LocalConfig, State
+    from meshy.local.resources import ResourceSet
+
+    backend = LocalBackend(LocalConfig(tmp_path), Console(quiet=True))
+    old = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: vs}\nspec: {hosts: [web]}\n"
+    resources = ResourceSet().applied(parse_documents(old, "x", release_of("1.8")))
+    backend.save(State(resources=resources, istio="1.8.6"))
+    state = backend.load()
+    assert state.release.version == "1.8"
+    with pytest.raises(ResourceError, match="not served by Istio 1.8"):
+        parse_documents(old.replace("v1alpha3", "v1"), "x", state.release)
+    assert State().release.version == load_matrix()[-1].istio
