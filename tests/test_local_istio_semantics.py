@@ -157,10 +157,25 @@ def test_authority_header_set_is_a_host_rewrite(release):
     assert [h["header"]["key"] for h in route["request_headers_to_add"]] == ["x-a"]
 
 
-def test_rewrite_authority_wins_over_the_header():
+def test_the_authority_may_be_set_in_one_place_only():
     http = "    - rewrite: {authority: r.example.org}\n      headers: {request: {add: {host: h.example.org}}}\n"
-    (route,) = sidecar_routes(mesh_of(virtual_service(http + ROUTE)))
-    assert route["route"]["host_rewrite_literal"] == "r.example.org"
+    with pytest.raises(BuildError, match="the authority is set more than once"):
+        mesh_of(virtual_service(http + ROUTE))
+
+
+@pytest.mark.parametrize(
+    ("http", "message"),
+    [
+        ("    - redirect: {uri: /x}\n      fault: {abort: {httpStatus: 500}}", "fault and redirect cannot be set"),
+        ("    - directResponse: {status: 200}\n      rewrite: {uri: /x}", "rewrite and directResponse cannot"),
+        ("    - mirror: {host: web}\n      mirrors: [{destination: {host: web}}]\n" + ROUTE, "mirror and mirrors"),
+        ("    - match: [{headers: {x-a: {prefix: ''}}}]\n" + ROUTE, "headers.x-a.prefix must not be empty"),
+        ("    - match: [{uri: {regex: ''}}]\n" + ROUTE, "uri.regex must not be empty"),
+    ],
+)
+def test_combinations_istio_validation_refuses(http, message):
+    with pytest.raises(BuildError, match=message):
+        mesh_of(virtual_service(http))
 
 
 def test_authority_header_is_refused_by_istio_18():

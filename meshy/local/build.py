@@ -408,10 +408,8 @@ def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
 
 def http_route(http, match, name, where, vs: Resource, context: Context) -> Route:
     """One Envoy route of an http entry and one of its matches (route.go TranslateRoute)."""
+    check_http_entry(http, where, context.release)
     destinations = http.get("route", [])
-    actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
-    if len(actions) != 1:
-        raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
     weights = route_weights(destinations, where, context.release) if destinations else []
     clusters = tuple(
         weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
@@ -447,6 +445,31 @@ def http_route(http, match, name, where, vs: Resource, context: Context) -> Rout
         request_headers=request,
         response_headers=response_header_ops(headers.get("response"), where, context.release),
     )
+
+
+# Pairs an http entry may not hold together (virtualservice.go validateHTTPRoute at 1.30.3).
+EXCLUSIVE = (
+    ("fault", "redirect"),
+    ("rewrite", "redirect"),
+    ("fault", "directResponse"),
+    ("rewrite", "directResponse"),
+    ("mirror", "mirrors"),
+)
+
+
+def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) -> None:
+    """The combinations Istio's validation refuses in one http entry."""
+    actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
+    if len(actions) != 1:
+        raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
+    for first, second in EXCLUSIVE:
+        if http.get(first) is not None and http.get(second) is not None:
+            raise BuildError(f"{where}: {first} and {second} cannot be set together")
+    request = (http.get("headers") or {}).get("request") or {}
+    authorities = [k for verb in ("set", "add") for k in request.get(verb, {}) if k.lower() in (":authority", "host")]
+    if release.authority_header_rewrite and len(authorities) + bool((http.get("rewrite") or {}).get("authority")) > 1:
+        # virtualservice.go validateAuthorityRewrite (from 1.10): one place sets the authority.
+        raise BuildError(f"{where}: the authority is set more than once (rewrite.authority, headers.request); keep one")
 
 
 def weighted_cluster(destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context):
@@ -571,6 +594,9 @@ def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringM
     if not spec:
         return StringMatch("present", "")
     ((kind, value),) = spec.items()
+    if kind in ("prefix", "regex") and value == "" and not (field == "uri" and kind == "prefix"):
+        # validation.go validateStringMatch; Envoy's StringMatcher refuses it too (only a uri prefix may be empty).
+        raise BuildError(f"{where}: {field}.{kind} must not be empty")
     if kind == "regex" and value == "*":
         return StringMatch("present", "")
     return StringMatch(kind, value)
