@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, render, e2e-local, e2e-<k8s>-istio-<istio>, bench.
+"""nox sessions: tests, lint, render, e2e-local, e2e-local-<pair>, e2e-<k8s>-istio-<istio>, bench.
 
 The sessions that need the project's packages share one environment: the
 .venv that scripts/run creates from requirements.txt (they run with
@@ -107,11 +107,10 @@ def render(session: nox.Session, pair: str) -> None:
     session.run(python, "-m", "meshy.validate", pair, env=crds_env(), external=True)
 
 
-@nox.session(name="e2e-local", venv_backend=PROJECT_ENV)
-def e2e_local(session: nox.Session) -> None:
-    """The whole demo on the local backend (real Envoy, no cluster); fails if any verdict fails."""
+def run_local_demo(session: nox.Session, *pair_options: str) -> None:
+    """inv demo on the local backend with its own state, address block and ingress port."""
     install(session)
-    # Its own state, address block and ingress port: a mesh the user keeps running is left alone.
+    # A mesh the user keeps running is left alone.
     state = Path(session.create_tmp()) / "meshy-state"
     base, _claim = claim_address_base()  # held until the session ends
     env = {
@@ -119,7 +118,27 @@ def e2e_local(session: nox.Session) -> None:
         "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
     }
-    session.run(sys.executable, "-m", "invoke", "demo", "--backend", "local", "--down", env=env, external=True)
+    session.run(sys.executable, "-m", "invoke", "demo", "--backend", "local", *pair_options, "--down", env=env, external=True)
+
+
+@nox.session(name="e2e-local", venv_backend=PROJECT_ENV)
+def e2e_local(session: nox.Session) -> None:
+    """The whole demo on the local backend (real Envoy, no cluster) with the default pair."""
+    run_local_demo(session)
+
+
+def e2e_local_pair(pair: str):
+    k8s, istio = pair.split("-istio-")
+
+    def session_function(session: nox.Session) -> None:
+        run_local_demo(session, "--k8s", k8s, "--istio", istio)
+
+    session_function.__doc__ = f"The whole demo on the local backend, behaving as Istio {istio} (Kubernetes {k8s})."
+    return session_function
+
+
+for _pair in PAIRS:
+    nox.session(name=f"e2e-local-{_pair}", venv_backend=PROJECT_ENV)(e2e_local_pair(_pair))
 
 
 def docker_running() -> bool:

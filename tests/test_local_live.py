@@ -55,7 +55,9 @@ def test_gateway_routes_known_hosts_and_404s_unknown(clean):
     response = clean.get()
     assert response.status_code == 200
     assert response.json()["servedBy"].startswith("minimal-service-")
-    assert response.headers["server"] == "envoy"
+    # Istio's gateways answer as istio-envoy and upstreams see the attempt count (see test_local_istio_semantics).
+    assert response.headers["server"] == "istio-envoy"
+    assert response.json()["headers"]["X-Envoy-Attempt-Count"] == "1"
     assert clean.get(host="nobody.svc.kind.org").status_code == 404
 
 
@@ -76,6 +78,55 @@ def test_subset_without_endpoints_answers_503(clean):
     response = clean.get()
     assert response.status_code == 503
     assert "no healthy upstream" in response.text
+
+
+def test_outlier_ejection_of_the_only_pod_answers_503(clean):
+    # Istio sets healthy_panic_threshold 0: once bounced-service's only pod is ejected, callers get
+    # 503 instead of Envoy's panic routing to it (cluster_traffic_policy.go applyOutlierDetection).
+    # maxEjectionPercent 100: with Envoy's default of 10% one host of one is never ejected.
+    rule = (
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: bounced-outlier}\n"
+        "spec: {host: bounced-service, trafficPolicy: {outlierDetection: "
+        "{consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100}}}\n"
+    )
+    clean.apply(rule)
+    try:
+        bodies = [clean.bounce("http://bounced-service:9090").json()["body"] for _ in range(40)]
+    finally:
+        clean.delete(rule)
+    # Each minimal-service pod's sidecar ejects on the first 500 it sees; after the last
+    # 20 calls nothing but 503 may come back (P(a caller saw no 500 in 20 calls) < 1e-10).
+    assert "500 Internal Server Error" in bodies[:20]
+    assert all(body.startswith("503") for body in bodies[-20:]), bodies
+
+
+def test_direct_response_cors_and_without_headers_on_real_envoy(clean):
+    clean.apply(
+        vs(
+            "    - match: [{uri: {exact: /teapot}}]\n"
+            "      directResponse: {status: 418, body: {string: short and stout}}\n"
+            "    - match: [{uri: {prefix: /}, withoutHeaders: {x-block: {}}}]\n"
+            "      corsPolicy: {allowOrigins: [{exact: 'https://ok.example.org'}], allowMethods: [GET], maxAge: 1h}\n"
+            "      route: [{destination: {host: minimal-service}}]\n"
+            "    - route: [{destination: {host: bounced-service}}]"
+        )
+    )
+    teapot = clean.get("/teapot")
+    assert (teapot.status_code, teapot.text) == (418, "short and stout")
+    preflight = clean.session.options(
+        clean.backend.ingress_url + "/",
+        headers={
+            "Host": "minimal.svc.kind.org",
+            "Origin": "https://ok.example.org",
+            "Access-Control-Request-Method": "GET",
+        },
+        timeout=10,
+    )
+    assert preflight.headers["access-control-allow-origin"] == "https://ok.example.org"
+    assert preflight.headers["access-control-max-age"] == "3600"
+    assert clean.get("/").json()["servedBy"].startswith("minimal-service-")
+    blocked = clean.get("/", headers={"x-block": "1"})
+    assert blocked.status_code == 500 or blocked.json()["servedBy"].startswith("bounced-service-")
 
 
 def test_retries_turn_70_percent_failures_into_successes(clean):

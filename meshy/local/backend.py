@@ -33,6 +33,7 @@ from meshy.local import admin, envoy, limits, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
+from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all, summary
@@ -102,11 +103,19 @@ class State:
     hosts: dict[str, str] = field(default_factory=dict)
     layout: topology.Layout | None = None
     external: bool = False
-    pair: str | None = None  # the version pair local.up started, e.g. 1.36-istio-1.30
+    pair: str | None = None  # the version pair local.up started, e.g. 1.36-istio-1.30; it rules every apply
     # Per proxy, the hash of its model: a proxy whose hash is unchanged gets no push.
     digests: dict[str, str] = field(default_factory=dict)
     # Every "address:port" a listener binds: a new one is checked before anything changes.
     binds: list[str] = field(default_factory=list)
+
+    @property
+    def istio(self) -> str | None:
+        return self.pair.split("-istio-")[1] if self.pair else None
+
+    @property
+    def release(self) -> IstioRelease:
+        return release_of(self.istio) if self.istio else DEFAULT_RELEASE
 
 
 @dataclass(frozen=True)
@@ -176,13 +185,15 @@ class LocalBackend:
     def read_state(self) -> State:
         try:
             data = orjson.loads(self.state_file.read_bytes())
+            pair = data.get("pair")
+            release = State(pair=pair).release
             return State(
-                ResourceSet.from_list(data["resources"]),
+                ResourceSet.from_list(data["resources"], release),
                 dict(data["allocation"]),
                 dict(data["hosts"]),
                 topology.Layout(**data["layout"]),
                 bool(data.get("external", False)),
-                data.get("pair"),
+                pair,
                 dict(data.get("digests", {})),
                 list(data.get("binds", [])),
             )
@@ -264,6 +275,11 @@ class LocalBackend:
         started = time.monotonic()
         with self.locked():
             state = self.load()
+            if self.is_up() and state.external and state.istio not in (None, pair.istio):
+                raise LocalError(
+                    f"the local mesh in {self.dir} runs Istio {state.istio}'s rules, not {pair.istio}'s; "
+                    "run inv local.down first to start it with another pair."
+                )
             if self.is_up() and state.external:
                 revived = self.supervisor.revive()
                 if not revived:
@@ -280,7 +296,8 @@ class LocalBackend:
             layout = self.layout_of(state)
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
-                resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
+                release = release_of(pair.istio)
+                resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t, release)]
             with self.console.step("Starting supervisord"):
                 limits.raise_open_files()
                 self.supervisor.start()
@@ -399,7 +416,7 @@ class LocalBackend:
     # --- apply / delete ------------------------------------------------------------------
 
     def apply(self, text: str, source: str) -> list[str]:
-        resources = parse_documents(text, source)
+        resources = parse_documents(text, source, self.load().release)
         with self.locked():
             state = self.require_up()
             changes = [f"{r.key} {change_word(state.resources, r)}" for r in resources]
@@ -408,7 +425,7 @@ class LocalBackend:
         return changes + notes
 
     def delete(self, text: str, source: str) -> list[str]:
-        resources = parse_documents(text, source)
+        resources = parse_documents(text, source, self.load().release, with_spec=False)
         with self.locked():
             state = self.require_up()
             remaining, missing = state.resources.deleted(resources)
@@ -469,7 +486,7 @@ class LocalBackend:
             state.resources, state.allocation, layout, busy=frozenset(previous.allocation.values())
         )
         state.allocation = allocation
-        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts))
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts, state.release))
         binds = listener_binds(mesh)
         check_binds(binds - set(previous.binds), mesh)
         names = {pod.name for pod in pods}
@@ -518,8 +535,8 @@ class LocalBackend:
     ) -> list[Pod]:
         """Start pods and configure their sidecars; no proxy routes to them until their apps are ready."""
         gateways = topology.gateways(self.layout_of(state))
-        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts)).proxies
-        after = build_mesh(Inputs(state.resources, serving + start, gateways, state.hosts)).proxies
+        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts, state.release)).proxies
+        after = build_mesh(Inputs(state.resources, serving + start, gateways, state.hosts, state.release)).proxies
         proxies = {**before, **{pod.name: after[pod.name] for pod in start}}
         self.write_bootstraps(proxies)
         self.supervisor.sync(self.programs(serving + start, gateways, state))
@@ -539,7 +556,7 @@ class LocalBackend:
         gateways = topology.gateways(self.layout_of(state))
         leaving = {pod.name for pod in retire}
         remaining = [pod for pod in serving if pod.name not in leaving]
-        proxies = build_mesh(Inputs(state.resources, remaining, gateways, state.hosts)).proxies
+        proxies = build_mesh(Inputs(state.resources, remaining, gateways, state.hosts, state.release)).proxies
         self.push(client, proxies, pushed, work_timeout(0, len(proxies)))
         with self.console.step(f"Draining {len(retire)} old pods"):
             for pod in retire:

@@ -6,6 +6,8 @@ resource that cannot be honoured raises BuildError naming it.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,13 +15,18 @@ from typing import Any
 from meshy.local.model import (
     CircuitBreaker,
     Cluster,
+    Cors,
+    DirectResponse,
     Endpoint,
     Fault,
     GatewayPod,
+    HashPolicy,
+    HeaderMatch,
     HeaderOps,
     Listener,
     Match,
     Mesh,
+    Mirror,
     Outlier,
     Pod,
     Proxy,
@@ -30,8 +37,9 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
-from meshy.local.shapes import seconds
+from meshy.local.shapes import plain, seconds
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -60,6 +68,8 @@ RETRY_CONDITIONS = {
     "unavailable",
 }
 REDIRECT_CODES = {301, 302, 303, 307, 308}
+# The server header of gateway and inbound sidecar responses (EnvoyServerName, accesslog.go at each tag).
+ISTIO_SERVER_NAME = "istio-envoy"
 
 
 class BuildError(ResourceError):
@@ -119,6 +129,11 @@ def service_registry(
         registry[entry.host] = entry
     for entry_resource in resources.of_kind("ServiceEntry"):
         for host, entry in service_entry_hosts(entry_resource, hosts).items():
+            if host in registry and registry[host].short_name is not None:
+                raise BuildError(
+                    f"{entry_resource.key}: host {host} is Service {registry[host].short_name}'s; "
+                    "a ServiceEntry cannot take it over: choose another host"
+                )
             registry[host] = entry
     return registry
 
@@ -174,11 +189,40 @@ def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost])
         # Istio applies the oldest rule for a host; later ones are ignored, which we refuse instead.
         if host in rules:
             raise BuildError(f"{rule.key}: {rules[host].key} already sets the rules for {host}; merge them into one")
+        check_policies(rule)
         names = [s["name"] for s in rule.spec.get("subsets", [])]
         if len(names) != len(set(names)):
             raise BuildError(f"{rule.key}: subset names must be unique")
         rules[host] = rule
     return rules
+
+
+def check_policies(rule: Resource) -> None:
+    """One-of rules Istio's validation enforces on load balancer settings (validation.go validateLoadBalancer)."""
+    policies = [("spec.trafficPolicy", rule.spec.get("trafficPolicy") or {})]
+    policies += [
+        (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy") or {})
+        for i, s in enumerate(rule.spec.get("subsets", []))
+    ]
+    for path, policy in list(policies):
+        policies += [(f"{path}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.get("portLevelSettings", []))]
+    for path, policy in policies:
+        balancer = policy.get("loadBalancer", {})
+        if "simple" in balancer and "consistentHash" in balancer:
+            raise BuildError(f"{rule.key}: {path}.loadBalancer takes simple or consistentHash, not both")
+        keys = [
+            k
+            for k in ("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName")
+            if k in balancer.get("consistentHash", {})
+        ]
+        if "consistentHash" in balancer and len(keys) != 1:
+            raise BuildError(
+                f"{rule.key}: {path}.loadBalancer.consistentHash takes exactly one of httpHeaderName, "
+                "httpCookie, useSourceIp, httpQueryParameterName"
+            )
+    ports = [p["port"]["number"] for _, policy in policies[:1] for p in policy.get("portLevelSettings", [])]
+    if len(ports) != len(set(ports)):
+        raise BuildError(f"{rule.key}: spec.trafficPolicy.portLevelSettings names a port twice")
 
 
 def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
@@ -188,13 +232,28 @@ def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
     return None
 
 
-def traffic_policy(rule: Resource | None, subset: str) -> dict[str, Any]:
+POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer")
+
+
+def port_level(policy: dict[str, Any], port: int) -> tuple[dict[str, Any], bool]:
+    """A policy's settings for one port: a matching portLevelSettings entry replaces them whole (no inheritance)."""
+    for entry in policy.get("portLevelSettings", []):
+        if entry["port"]["number"] == port:
+            return {part: entry[part] for part in POLICY_PARTS if part in entry}, True
+    return {part: policy[part] for part in POLICY_PARTS if part in policy}, False
+
+
+def traffic_policy(rule: Resource | None, subset: str, port: int) -> dict[str, Any]:
+    """The policy of one subset on one port (util.go MergeSubsetTrafficPolicy at 1.30.3; 1.8.6
+    cluster_builder.go MergeTrafficPolicy): port-level settings first, then the subset's
+    parts override the rule's, all of them when the subset has port-level settings for the port."""
     if rule is None:
         return {}
-    policy = dict(rule.spec.get("trafficPolicy") or {})
+    policy, _ = port_level(rule.spec.get("trafficPolicy") or {}, port)
     for entry in rule.spec.get("subsets", []):
-        if entry["name"] == subset:
-            policy.update(entry.get("trafficPolicy") or {})
+        if entry["name"] == subset and entry.get("trafficPolicy") is not None:
+            own, whole = port_level(entry["trafficPolicy"], port)
+            policy = own if whole else {**policy, **own}
     return policy
 
 
@@ -213,7 +272,7 @@ def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resour
                 endpoints = tuple(ep for ep, ep_labels in entry.ports[port] if labels.items() <= ep_labels.items())
                 dns_name, dns_port = entry.dns.get(port, (None, 0))
                 clusters.append(
-                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset))
+                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset, port))
                     if not dns_name
                     else Cluster(
                         cluster_name(host, port, subset), dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN"
@@ -235,14 +294,22 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
         )
     outlier = None
     if detection := policy.get("outlierDetection"):
+        # Istio's applyOutlierDetection (1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go,
+        # 1.30.3 pilot/pkg/networking/core/cluster_traffic_policy.go) never reads the deprecated
+        # consecutiveErrors, so Envoy's default of 5 applies; the panic threshold becomes 0.
         outlier = Outlier(
-            consecutive_5xx=detection.get("consecutive5xxErrors", detection.get("consecutiveErrors")),
+            consecutive_5xx=detection.get("consecutive5xxErrors"),
             consecutive_gateway=detection.get("consecutiveGatewayErrors"),
             interval=seconds(detection["interval"]) if "interval" in detection else None,
             base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
             max_ejection_percent=detection.get("maxEjectionPercent"),
         )
-    lb = policy.get("loadBalancer", {}).get("simple", "LEAST_REQUEST")
+    balancer = policy.get("loadBalancer", {})
+    lb = balancer.get("simple", "LEAST_REQUEST")
+    ring_size = None
+    if "consistentHash" in balancer:
+        # cluster_traffic_policy.go ApplyRingHashLoadBalancer: RING_HASH, minimumRingSize or Envoy's 1024.
+        lb, ring_size = "RING_HASH", balancer["consistentHash"].get("minimumRingSize") or 1024
     return Cluster(
         name,
         endpoints=endpoints,
@@ -251,6 +318,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
         circuit=circuit,
         outlier=outlier,
         max_requests_per_connection=http.get("maxRequestsPerConnection"),
+        ring_size=ring_size,
+        idle_timeout=seconds(http["idleTimeout"]) if "idleTimeout" in http else None,
     )
 
 
@@ -267,6 +336,12 @@ class Context:
 
     gateway: str  # "mesh" or "namespace/name" of a Gateway
     port: int | None  # None: every port (validation)
+    registry: dict[str, RegistryHost]
+    rules: dict[str, Resource]
+    release: IstioRelease = DEFAULT_RELEASE
+
+    def at(self, gateway: str, port: int | None) -> Context:
+        return dataclasses.replace(self, gateway=gateway, port=port)
 
 
 def vs_gateways(vs: Resource) -> list[str]:
@@ -277,17 +352,51 @@ def qualify_gateway(name: str, namespace: str) -> str:
     return name if name == MESH or "/" in name else f"{namespace}/{name}"
 
 
-def http_routes(vs: Resource, context: Context, registry: dict[str, RegistryHost], rules: dict[str, Resource]):
+def http_routes(vs: Resource, context: Context) -> list[Route]:
+    """The routes of a VirtualService where context applies, up to its first catch-all.
+
+    As BuildHTTPRoutesForVirtualService (route.go at each tag) does: an http entry
+    without match, or a match that catches all, ends the list.
+    """
     routes = []
     for index, http in enumerate(vs.spec.get("http", [])):
         where = f"{vs.key} http[{index}]"
-        matches = [m for m in http.get("match") or [{}] if applies(m, vs, context)]
-        if not matches:
-            continue
-        for match_index, match in enumerate(matches):
+        if not http.get("match"):
+            routes.append(http_route(http, {}, http.get("name") or f"{vs.name}.{index}.0", where, vs, context))
+            break
+        for match_index, match in enumerate(http["match"]):
+            if not applies(match, vs, context):
+                continue
             name = http.get("name") or f"{vs.name}.{index}.{match_index}"
-            routes.append(http_route(http, match, name, where, vs.namespace, registry, rules))
+            route = http_route(http, match, name, where, vs, context)
+            routes.append(route)
+            if ends_routes(match, route, context.release):
+                return routes
     return routes
+
+
+def ends_routes(match: dict[str, Any], route: Route, release: IstioRelease) -> bool:
+    """Whether a match catches every request, so later routes of its VirtualService are dropped."""
+    if release.minor <= 8:
+        # 1.8.6 isCatchAllMatch looks at the Istio match: port and gateways count as conditions.
+        return is_catch_all(route, release) and not match.get("port") and not match.get("gateways")
+    return is_catch_all(route, release)
+
+
+def is_catch_all(route: Route, release: IstioRelease) -> bool:
+    """route.go isCatchAllRoute: path prefix '/' (or the release's catch-all regex) and no header match."""
+    uri = route.match.uri
+    path_all = uri is None or (uri.kind == "prefix" and uri.value == "/")
+    path_all = path_all or (uri is not None and uri.kind == "regex" and uri.value == release.catch_all_regex)
+    return path_all and not route.match.headers and not route.match.query
+
+
+def sort_catch_all_last(routes: list[Route], release: IstioRelease) -> list[Route]:
+    """Gateway routes merged from several VirtualServices: catch-alls after the rest, order kept otherwise.
+
+    1.8.6 gateway.go calls CombineVHostRoutes, 1.30.3 gateway.go SortVHostRoutes (both in route.go).
+    """
+    return [r for r in routes if not is_catch_all(r, release)] + [r for r in routes if is_catch_all(r, release)]
 
 
 def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
@@ -297,46 +406,150 @@ def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
     return not ("port" in match and context.port is not None and match["port"] != context.port)
 
 
-def http_route(http, match, name, where, namespace, registry, rules) -> Route:
+def http_route(http, match, name, where, vs: Resource, context: Context) -> Route:
+    """One Envoy route of an http entry and one of its matches (route.go TranslateRoute)."""
+    check_http_entry(http, where, context.release)
     destinations = http.get("route", [])
-    redirect = http.get("redirect")
-    if bool(destinations) == bool(redirect):
-        raise BuildError(f"{where}: set exactly one of route or redirect")
-    clusters: tuple[WeightedCluster, ...] = ()
-    if destinations:
-        weights = [d.get("weight") for d in destinations]
-        if len(destinations) == 1:
-            weights = [weights[0] if weights[0] is not None else 100]
-        if any(w is None for w in weights):
-            raise BuildError(f"{where}: with several destinations every one needs a weight")
-        if sum(weights) != 100:
-            raise BuildError(f"{where}: destination weights add up to {sum(weights)}, not 100")
-        clusters = tuple(
-            WeightedCluster(destination_cluster(d["destination"], where, namespace, registry, rules), w)
-            for d, w in zip(destinations, weights, strict=True)
-            if w > 0
-        )
-    mirror = http.get("mirror")
+    weights = route_weights(destinations, where, context.release) if destinations else []
+    clusters = tuple(
+        weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
+        for i, (d, w) in enumerate(zip(destinations, weights, strict=True))
+        if w > 0
+    )
+    hashes = [
+        hash_policy(d["destination"], where, vs, context) for d, w in zip(destinations, weights, strict=True) if w
+    ]
+    hashes = [h for h in hashes if h]
+    retry = retry_policy(http.get("retries"), where) if destinations else None
+    if retry and hashes and len(destinations) == 1 and context.release.minor >= 23:
+        # From Istio 1.23 retry.go ConvertPolicy drops the previous-hosts predicate under consistent hashing.
+        retry = dataclasses.replace(retry, previous_hosts=False)
     rewrite = http.get("rewrite", {})
     headers = http.get("headers", {})
+    request, authority = request_header_ops(headers.get("request"), where, context.release)
     return Route(
         name=name,
-        match=route_match(match),
+        match=route_match(match, where, context.release),
         clusters=clusters,
-        redirect=redirect_of(redirect, where) if redirect else None,
-        retry=retry_policy(http.get("retries"), where) if destinations else None,
+        redirect=redirect_of(http["redirect"], where, context.port) if http.get("redirect") else None,
+        direct=direct_response(http["directResponse"], where) if http.get("directResponse") else None,
+        retry=retry,
+        hash_policies=tuple(hashes),
         timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
         fault=fault_of(http.get("fault")),
-        mirror_cluster=destination_cluster(mirror, where, namespace, registry, rules) if mirror else None,
-        mirror_percent=float(http.get("mirrorPercentage", {}).get("value", 100.0)),
+        mirrors=mirrors_of(http, where, vs, context),
+        cors=cors_of(http.get("corsPolicy")),
         prefix_rewrite=rewrite.get("uri"),
-        authority_rewrite=rewrite.get("authority"),
-        request_headers=header_ops(headers.get("request")),
-        response_headers=header_ops(headers.get("response")),
+        # route.go applyHTTPRouteDestination: rewrite.authority wins over an ':authority' header.
+        authority_rewrite=rewrite.get("authority") or authority,
+        request_headers=request,
+        response_headers=response_header_ops(headers.get("response"), where, context.release),
     )
 
 
+# Pairs an http entry may not hold together (virtualservice.go validateHTTPRoute at 1.30.3).
+EXCLUSIVE = (
+    ("fault", "redirect"),
+    ("rewrite", "redirect"),
+    ("fault", "directResponse"),
+    ("rewrite", "directResponse"),
+    ("mirror", "mirrors"),
+)
+
+
+def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) -> None:
+    """The combinations Istio's validation refuses in one http entry."""
+    actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
+    if len(actions) != 1:
+        raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
+    for first, second in EXCLUSIVE:
+        if http.get(first) is not None and http.get(second) is not None:
+            raise BuildError(f"{where}: {first} and {second} cannot be set together")
+    request = (http.get("headers") or {}).get("request") or {}
+    authorities = [k for verb in ("set", "add") for k in request.get(verb, {}) if k.lower() in (":authority", "host")]
+    if release.authority_header_rewrite and len(authorities) + bool((http.get("rewrite") or {}).get("authority")) > 1:
+        # virtualservice.go validateAuthorityRewrite (from 1.10): one place sets the authority.
+        raise BuildError(f"{where}: the authority is set more than once (rewrite.authority, headers.request); keep one")
+
+
+def weighted_cluster(destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context):
+    """A destination with its own header operations (route.go processWeightedDestination)."""
+    cluster = destination_cluster(destination["destination"], where, vs.namespace, context.registry, context.rules)
+    headers = destination.get("headers", {})
+    request, authority = request_header_ops(headers.get("request"), where, context.release)
+    response = response_header_ops(headers.get("response"), where, context.release)
+    return WeightedCluster(cluster, weight, request, response, authority)
+
+
+def mirrors_of(http: dict[str, Any], where: str, vs: Resource, context: Context) -> tuple[Mirror, ...]:
+    """mirror (with mirrorPercentage) and mirrors; a percentage of 0 mirrors nothing (route.go MirrorPercent)."""
+    wanted = []
+    if http.get("mirror"):
+        wanted.append((http["mirror"], http.get("mirrorPercentage")))
+    wanted += [(item["destination"], item.get("percentage")) for item in http.get("mirrors", [])]
+    result = []
+    for destination, percentage in wanted:
+        percent = 100.0 if percentage is None else float(percentage.get("value", 0.0))
+        if percent > 0:
+            cluster = destination_cluster(destination, where, vs.namespace, context.registry, context.rules)
+            result.append(Mirror(cluster, percent))
+    return tuple(result)
+
+
+def cors_of(spec: dict[str, Any] | None) -> Cors | None:
+    """route.go TranslateCORSPolicy: allowOrigins wins over the deprecated allowOrigin (exact matches)."""
+    if spec is None:
+        return None
+    origins = [string_match(m, "corsPolicy.allowOrigins", "") for m in spec.get("allowOrigins", [])]
+    if "allowOrigins" not in spec:
+        origins = [StringMatch("exact", origin) for origin in spec.get("allowOrigin", [])]
+    return Cors(
+        allow_origins=tuple(origins),
+        allow_methods=tuple(spec.get("allowMethods", [])),
+        allow_headers=tuple(spec.get("allowHeaders", [])),
+        expose_headers=tuple(spec.get("exposeHeaders", [])),
+        max_age=int(seconds(spec["maxAge"])) if "maxAge" in spec else None,
+        allow_credentials=spec.get("allowCredentials"),
+    )
+
+
+def direct_response(spec: dict[str, Any], where: str) -> DirectResponse:
+    body = spec.get("body") or {}
+    if len(body) > 1:
+        raise BuildError(f"{where}: directResponse.body takes string or bytes, not both")
+    if "bytes" in body:
+        try:
+            base64.b64decode(body["bytes"], validate=True)
+        except ValueError:
+            raise BuildError(f"{where}: directResponse.body.bytes must be base64; encode the body") from None
+        return DirectResponse(spec["status"], body["bytes"], base64=True)
+    return DirectResponse(spec["status"], body.get("string"))
+
+
+def route_weights(destinations: list[dict[str, Any]], where: str, release: IstioRelease) -> list[int]:
+    """Each destination's weight; an unset weight is 0, a single destination takes everything."""
+    if len(destinations) == 1:
+        return [100]
+    weights = [d.get("weight", 0) for d in destinations]
+    total = sum(weights)
+    if not release.relative_weights:
+        if any(w > 100 for w in weights):
+            raise BuildError(f"{where}: Istio {release.version} takes weights from 0 to 100, not {max(weights)}")
+        if total != 100:
+            raise BuildError(
+                f"{where}: destination weights add up to {total}; Istio {release.version} needs a total of 100"
+            )
+    elif total == 0:
+        raise BuildError(f"{where}: destination weights add up to 0; give at least one destination a weight")
+    return weights
+
+
 def destination_cluster(destination, where, namespace, registry, rules) -> str:
+    return cluster_name(*destination_key(destination, where, namespace, registry, rules))
+
+
+def destination_key(destination, where, namespace, registry, rules) -> tuple[str, int, str]:
+    """The registry host, port and subset a destination names."""
     host = resolve_host(destination["host"], namespace, registry)
     entry = registry.get(host)
     port = destination.get("port", {}).get("number")
@@ -351,22 +564,72 @@ def destination_cluster(destination, where, namespace, registry, rules) -> str:
             f"{where}: subset {subset!r} of {destination['host']} is defined by no DestinationRule; "
             "apply the DestinationRule first"
         )
-    return cluster_name(host, port, subset)
+    return host, port, subset
 
 
-def route_match(match: dict[str, Any]) -> Match:
-    def string_match(spec: dict[str, str]) -> StringMatch:
-        (kind, value), *rest = spec.items()
-        if rest or kind not in ("exact", "prefix", "regex"):
-            raise BuildError(f"a string match takes exactly one of exact, prefix, regex: {spec}")
-        return StringMatch(kind, value)
+def hash_policy(destination, where, vs: Resource, context: Context) -> HashPolicy | None:
+    """The consistent hash of a destination's DestinationRule (route.go consistentHashToHashPolicy)."""
+    host, port, subset = destination_key(destination, where, vs.namespace, context.registry, context.rules)
+    spec = traffic_policy(context.rules.get(host), subset, port).get("loadBalancer", {}).get("consistentHash")
+    if spec is None:
+        return None
+    if "httpHeaderName" in spec:
+        return HashPolicy("header", spec["httpHeaderName"])
+    if "httpCookie" in spec:
+        cookie = spec["httpCookie"]
+        ttl = seconds(cookie["ttl"]) if "ttl" in cookie else None
+        return HashPolicy("cookie", cookie["name"], cookie.get("path"), ttl)
+    if "httpQueryParameterName" in spec:
+        return HashPolicy("query", spec["httpQueryParameterName"])
+    if spec.get("useSourceIp"):
+        return HashPolicy("source_ip")
+    return None
 
-    headers = [(name.lower(), string_match(spec)) for name, spec in sorted(match.get("headers", {}).items())]
+
+def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringMatch:
+    """An Istio StringMatch; empty (or regex '*') is a presence match, as route.go translateHeaderMatch makes it."""
+    spec = spec or {}
+    if len(spec) > 1:
+        raise BuildError(f"{where}: {field} takes one of exact, prefix, regex, not {len(spec)} of them")
+    if not spec:
+        return StringMatch("present", "")
+    ((kind, value),) = spec.items()
+    if kind in ("prefix", "regex") and value == "" and not (field == "uri" and kind == "prefix"):
+        # validation.go validateStringMatch; Envoy's StringMatcher refuses it too (only a uri prefix may be empty).
+        raise BuildError(f"{where}: {field}.{kind} must not be empty")
+    if kind == "regex" and value == "*":
+        return StringMatch("present", "")
+    return StringMatch(kind, value)
+
+
+def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAULT_RELEASE) -> Match:
+    """route.go TranslateRouteMatch: headers and withoutHeaders sorted by name, then method and authority."""
+    headers = [
+        HeaderMatch(name.lower(), string_match(spec, f"headers.{plain(name)}", where))
+        for name, spec in match.get("headers", {}).items()
+    ]
+    for name, spec in match.get("withoutHeaders", {}).items():
+        matcher = string_match(spec, f"withoutHeaders.{plain(name)}", where)
+        # From Istio 1.22 an absent header counts as "", so it does not match a value (route.go).
+        missing_as_empty = release.minor >= 22 and matcher.kind != "present"
+        headers.append(HeaderMatch(name.lower(), matcher, invert=True, missing_as_empty=missing_as_empty))
+    headers.sort(key=lambda header: header.name)
     if "method" in match:
-        headers.append((":method", string_match(match["method"])))
+        headers.append(HeaderMatch(":method", string_match(match["method"], "method", where)))
     if "authority" in match:
-        headers.append((":authority", string_match(match["authority"])))
-    return Match(uri=string_match(match["uri"]) if "uri" in match else None, headers=tuple(headers))
+        headers.append(HeaderMatch(":authority", string_match(match["authority"], "authority", where)))
+    query = tuple(
+        (name, string_match(spec, f"queryParams.{plain(name)}", where))
+        for name, spec in sorted(match.get("queryParams", {}).items())
+    )
+    uri = None
+    if "uri" in match:
+        if match["uri"] == {"regex": "*"}:
+            raise BuildError(f"{where}: uri regex '*' is not valid RE2, so Envoy would reject it; use prefix: /")
+        uri = string_match(match["uri"], "uri", where)
+        if uri.kind == "present":
+            uri = None  # every request has a path
+    return Match(uri=uri, headers=tuple(headers), query=query, ignore_case=bool(match.get("ignoreUriCase")))
 
 
 def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
@@ -394,10 +657,12 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
         return None
     delay, abort = spec.get("delay"), spec.get("abort")
 
+    # route.go TranslateFault (1.8.6 and 1.30.3): without percentage, delay uses the deprecated
+    # integer percent (default 0) and abort leaves Envoy's percentage unset, which is 0%.
     def percent(part: dict[str, Any]) -> float:
         if "percentage" in part:
             return float(part["percentage"].get("value", 0.0))
-        return float(part.get("percent", 100))
+        return float(part.get("percent", 0))
 
     return Fault(
         delay=seconds(delay["fixedDelay"]) if delay else None,
@@ -407,18 +672,64 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
     )
 
 
-def redirect_of(spec: dict[str, Any], where: str) -> Redirect:
+def redirect_of(spec: dict[str, Any], where: str, port: int | None) -> Redirect:
+    """route.go ApplyRedirect: derivePort FROM_REQUEST_PORT is the port the route serves; :80 on http is left out."""
     code = spec.get("redirectCode", 301)
     if code not in REDIRECT_CODES:
         raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
-    return Redirect(path=spec.get("uri"), host=spec.get("authority"), code=code)
+    if "port" in spec and "derivePort" in spec:
+        raise BuildError(f"{where}: redirect takes port or derivePort, not both")
+    redirect_port = spec.get("port")
+    if spec.get("derivePort") == "FROM_REQUEST_PORT":
+        redirect_port = port
+    scheme = spec.get("scheme")
+    defaults = {80: "http", 443: "https"}
+    if ("port" in spec or "derivePort" in spec) and defaults.get(redirect_port or 0) == (scheme or "http"):
+        redirect_port = None
+    return Redirect(spec.get("uri"), spec.get("authority"), code, scheme, redirect_port)
 
 
-def header_ops(spec: dict[str, Any] | None) -> HeaderOps:
+def is_internal_header(name: str) -> bool:
+    """Headers Envoy will not let a route modify (route.go isInternalHeader)."""
+    return name.startswith(":") or name.lower() == "host"
+
+
+def request_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> tuple[HeaderOps, str | None]:
+    """Request header operations, and the authority a set/add of ':authority' or 'host' rewrites to.
+
+    From Istio 1.10, route.go TranslateHeadersOperations turns those into a host
+    rewrite ('set' wins over 'add'); 1.8.6 passes them to Envoy, which rejects them.
+    """
     spec = spec or {}
+    authority = None
+    for verb in ("add", "set"):
+        for name, value in spec.get(verb, {}).items():
+            if name.lower() in (":authority", "host") and release.authority_header_rewrite:
+                authority = value
+            elif is_internal_header(name):
+                raise BuildError(
+                    f"{where}: headers.request.{verb} cannot change {plain(name)} in Istio {release.version}; "
+                    + ("use rewrite.authority" if name.lower() in (":authority", "host") else "remove it")
+                )
+    return header_ops(spec, "headers.request", where), authority
+
+
+def response_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> HeaderOps:
+    for verb in ("add", "set"):
+        for name in (spec or {}).get(verb, {}):
+            if is_internal_header(name):
+                raise BuildError(f"{where}: headers.response.{verb} cannot change {plain(name)}; remove it")
+    return header_ops(spec, "headers.response", where)
+
+
+def header_ops(spec: dict[str, Any] | None, field: str, where: str) -> HeaderOps:
+    spec = spec or {}
+    for name in spec.get("remove", []):
+        if is_internal_header(name):
+            raise BuildError(f"{where}: {field}.remove cannot remove {plain(name)}; remove it from the list")
     return HeaderOps(
-        set=tuple(sorted(spec.get("set", {}).items())),
-        add=tuple(sorted(spec.get("add", {}).items())),
+        set=tuple(sorted((k, v) for k, v in spec.get("set", {}).items() if not is_internal_header(k))),
+        add=tuple(sorted((k, v) for k, v in spec.get("add", {}).items() if not is_internal_header(k))),
         remove=tuple(spec.get("remove", [])),
     )
 
@@ -428,7 +739,7 @@ def unknown_host_route() -> Route:
     # neither a Service nor a ServiceEntry cannot be reached (Istio's
     # REGISTRY_ONLY answer); see the README for how this differs from ALLOW_ANY.
     reason = "host not in the mesh registry: add a ServiceEntry for it\n"
-    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=(502, reason))
+    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=DirectResponse(502, reason))
 
 
 def default_route(host: str, port: int) -> Route:
@@ -449,15 +760,17 @@ class Inputs:
     pods: list[Pod]
     gateways: list[GatewayPod]
     hosts: dict[str, str]
+    release: IstioRelease = DEFAULT_RELEASE
 
 
 def build_mesh(inputs: Inputs) -> Mesh:
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
+    context = Context(MESH, None, registry, rules, inputs.release)
     services = inputs.resources.of_kind("VirtualService")
     mesh_hosts: dict[str, Resource] = {}
     for vs in services:
-        check_virtual_service(vs, inputs.resources, registry, rules)
+        check_virtual_service(vs, inputs.resources, context)
         if MESH not in vs_gateways(vs):
             continue
         for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
@@ -470,28 +783,27 @@ def build_mesh(inputs: Inputs) -> Mesh:
     clusters = outbound_clusters(registry, rules)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, services, registry, rules, clusters)
+        proxies[pod.name] = sidecar(pod, services, context, clusters)
     for gateway in inputs.gateways:
-        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, registry, rules, clusters)
+        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
     return Mesh(proxies)
 
 
-def check_virtual_service(vs, resources: ResourceSet, registry, rules) -> None:
+def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context) -> None:
     for gateway in vs_gateways(vs):
         if gateway != MESH:
-            namespace, name = gateway.split("/")
+            namespace, _, name = gateway.partition("/")
             if Key("Gateway", namespace, name) not in resources.items:
-                raise BuildError(f"{vs.key}: gateway {gateway} does not exist; apply the Gateway first")
+                raise BuildError(f"{vs.key}: gateway {plain(gateway)} does not exist; apply the Gateway first")
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
-    if not vs.spec.get("hosts"):
-        raise BuildError(f"{vs.key}: spec.hosts is required")
     for index, http in enumerate(vs.spec.get("http", [])):
         for match_index, match in enumerate(http.get("match") or [{}]):
-            http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs.namespace, registry, rules)
+            http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
 
 
-def sidecar(pod: Pod, services, registry, rules, clusters: list[Cluster]) -> Proxy:
+def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster]) -> Proxy:
+    registry = context.registry
     bound = [vs for vs in services if MESH in vs_gateways(vs)]
     virtual_hosts = []
     for host, entry in sorted(registry.items()):
@@ -499,17 +811,20 @@ def sidecar(pod: Pod, services, registry, rules, clusters: list[Cluster]) -> Pro
             (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
         )
         for port in sorted(entry.ports):
-            routes = http_routes(owner, Context(MESH, port), registry, rules) if owner else [default_route(host, port)]
+            routes = http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port)]
             virtual_hosts.append(
                 VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
             )
     virtual_hosts.append(VirtualHost("block_all", ("*",), (unknown_host_route(),)))
+    # Istio's outbound listener keeps Envoy's own server name (util/proxy_headers.go at 1.30.3;
+    # 1.8.6 sets ServerName only on inbound listeners and gateways, listener.go and gateway.go).
     listeners = [Listener("outbound", pod.ip, OUTBOUND_PORT, tuple(virtual_hosts), forward_proxy=True)]
     for port in pod.ports:
         inbound = Route(
             "inbound", Match(uri=StringMatch("prefix", "/")), clusters=(WeightedCluster(f"inbound|{port}||", 100),)
         )
-        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (VirtualHost("inbound", ("*",), (inbound,)),)))
+        vhost = VirtualHost("inbound", ("*",), (inbound,), attempt_count=False)
+        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME))
     own = [inbound_cluster(pod, port) for port in pod.ports]
     return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own))
 
@@ -527,7 +842,9 @@ def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str
     return tuple(domains)
 
 
-def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registry, rules, clusters) -> Proxy:
+def gateway_proxy(
+    gateway: GatewayPod, resources: ResourceSet, services: list[Resource], context: Context, clusters: list[Cluster]
+) -> Proxy:
     servers: dict[int, list[tuple[str, str]]] = {}
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
@@ -548,12 +865,18 @@ def gateway_proxy(gateway: GatewayPod, resources: ResourceSet, services, registr
                 for host in vs.spec["hosts"]:
                     if host_matches(host, vs.namespace, server_host) and (vs.key, host) not in merged:
                         merged.add((vs.key, host))
-                        hosts.setdefault(host, []).extend(http_routes(vs, Context(gateway_key, port), registry, rules))
+                        hosts.setdefault(host, []).extend(http_routes(vs, context.at(gateway_key, port)))
         virtual_hosts = tuple(
-            VirtualHost(f"{host}:{port}", (host,), tuple(routes)) for host, routes in hosts.items() if routes
+            VirtualHost(f"{host}:{port}", (host,), tuple(sort_catch_all_last(routes, context.release)))
+            for host, routes in hosts.items()
+            if routes
         )
         address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
-        listeners.append(Listener(f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True))
+        listeners.append(
+            Listener(
+                f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True, server_name=ISTIO_SERVER_NAME
+            )
+        )
     return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))
 
 

@@ -7,13 +7,33 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshy.local.model import Cluster, Fault, HeaderOps, Listener, Proxy, Route, StringMatch, VirtualHost
+from meshy.local.model import (
+    Cluster,
+    Cors,
+    Fault,
+    HashPolicy,
+    HeaderMatch,
+    HeaderOps,
+    Listener,
+    Proxy,
+    Redirect,
+    Route,
+    StringMatch,
+    VirtualHost,
+    WeightedCluster,
+)
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
+CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+# Istio raises Envoy's 4 KiB limit on direct response bodies to 1 MiB (route.go at 1.30.3).
+MAX_DIRECT_BODY = 1024 * 1024
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE_CONFIGURATION = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
@@ -144,8 +164,44 @@ def route_configuration(item: Listener) -> dict[str, Any]:
         "name": item.name,
         # Routes may name clusters that arrive later or never exist: answer 503, not reject.
         "validate_clusters": False,
+        "max_direct_response_body_size_bytes": MAX_DIRECT_BODY,
         "virtual_hosts": [virtual_host(vh) for vh in item.virtual_hosts],
     }
+
+
+@dataclass(frozen=True)
+class HttpFilter:
+    """An HTTP filter of every listener: its place is its index in HTTP_FILTERS.
+
+    `per_route` gives a route's typed_per_filter_config for the filter, or None
+    when the route does not use it; several filters' configs sit side by side.
+    """
+
+    name: str
+    type_url: str
+    per_route: Callable[[Route], dict[str, Any] | None]
+
+
+def route_fault(item: Route) -> dict[str, Any] | None:
+    return fault(item.fault) if item.fault else None
+
+
+def route_cors(item: Route) -> dict[str, Any] | None:
+    return cors(item.cors) if item.cors else None
+
+
+# Istio's order: CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
+# route itself (a field Envoy has since removed); the per-route filter config behaves the same.
+HTTP_FILTERS = (
+    HttpFilter("envoy.filters.http.cors", CORS, route_cors),
+    HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
+    HttpFilter("envoy.filters.http.router", ROUTER, lambda item: None),
+)
+
+
+def per_filter_config(item: Route) -> dict[str, Any]:
+    configs = {f.name: f.per_route(item) for f in HTTP_FILTERS}
+    return {name: config for name, config in configs.items() if config is not None}
 
 
 def listener(item: Listener) -> dict[str, Any]:
@@ -155,11 +211,10 @@ def listener(item: Listener) -> dict[str, Any]:
         "@type": HCM,
         "stat_prefix": item.name,
         "rds": {"route_config_name": item.name, "config_source": ads_source()},
-        "http_filters": [
-            {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
-            {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
-        ],
+        "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
     }
+    if item.server_name:
+        manager["server_name"] = item.server_name
     if item.forward_proxy:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
     if item.strip_port:
@@ -175,13 +230,34 @@ def listener(item: Listener) -> dict[str, Any]:
 
 
 def virtual_host(vh: VirtualHost) -> dict[str, Any]:
-    return {"name": vh.name, "domains": list(vh.domains), "routes": [route(r) for r in vh.routes]}
+    result: dict[str, Any] = {"name": vh.name, "domains": list(vh.domains), "routes": [route(r) for r in vh.routes]}
+    if vh.attempt_count:
+        result["include_request_attempt_count"] = True
+    return result
 
 
 def string_match(match: StringMatch) -> dict[str, Any]:
     if match.kind == "regex":
         return {"safe_regex": {"regex": match.value}}
     return {match.kind: match.value}
+
+
+def header_matcher(header: HeaderMatch) -> dict[str, Any]:
+    if header.match.kind == "present":
+        result: dict[str, Any] = {"name": header.name, "present_match": True}
+    else:
+        result = {"name": header.name, "string_match": string_match(header.match)}
+    if header.invert:
+        result["invert_match"] = True
+    if header.missing_as_empty:
+        result["treat_missing_header_as_empty"] = True
+    return result
+
+
+def query_matcher(name: str, match: StringMatch) -> dict[str, Any]:
+    if match.kind == "present":
+        return {"name": name, "present_match": True}
+    return {"name": name, "string_match": string_match(match)}
 
 
 def route_match(item: Route) -> dict[str, Any]:
@@ -195,28 +271,85 @@ def route_match(item: Route) -> dict[str, Any]:
     else:
         result = {"safe_regex": {"regex": uri.value}}
     if item.match.headers:
-        result["headers"] = [{"name": name, "string_match": string_match(m)} for name, m in item.match.headers]
+        result["headers"] = [header_matcher(header) for header in item.match.headers]
+    if item.match.query:
+        result["query_parameters"] = [query_matcher(name, m) for name, m in item.match.query]
+    if item.match.ignore_case:
+        result["case_sensitive"] = False
     return result
 
 
 def route(item: Route) -> dict[str, Any]:
     result: dict[str, Any] = {"name": item.name, "match": route_match(item)}
     if item.direct:
-        status, body = item.direct
-        result["direct_response"] = {"status": status, "body": {"inline_string": body}}
+        result["direct_response"] = {"status": item.direct.status}
+        if item.direct.body is not None:
+            kind = "inline_bytes" if item.direct.base64 else "inline_string"
+            result["direct_response"]["body"] = {kind: item.direct.body}
     elif item.redirect:
-        redirect: dict[str, Any] = {"response_code": REDIRECT_CODES[item.redirect.code]}
-        if item.redirect.path:
-            redirect["path_redirect"] = item.redirect.path
-        if item.redirect.host:
-            redirect["host_redirect"] = item.redirect.host
-        result["redirect"] = redirect
+        result["redirect"] = redirect(item.redirect)
     else:
         result["route"] = route_action(item)
-    if item.fault:
-        result["typed_per_filter_config"] = {"envoy.filters.http.fault": fault(item.fault)}
+    if configs := per_filter_config(item):
+        result["typed_per_filter_config"] = configs
+    request, response = route_header_ops(item)
+    result.update(header_ops(request, "request"))
+    result.update(header_ops(response, "response"))
+    return result
+
+
+def route_header_ops(item: Route) -> tuple[HeaderOps, HeaderOps]:
+    """The route's header operations; a single destination's own are appended (route.go processDestination)."""
+    if len(item.clusters) != 1:
+        return item.request_headers, item.response_headers
+    own = item.clusters[0]
+    return merged(item.request_headers, own.request_headers), merged(item.response_headers, own.response_headers)
+
+
+def merged(first: HeaderOps, then: HeaderOps) -> HeaderOps:
+    return HeaderOps(first.set + then.set, first.add + then.add, first.remove + then.remove)
+
+
+def redirect(item: Redirect) -> dict[str, Any]:
+    result: dict[str, Any] = {"response_code": REDIRECT_CODES[item.code]}
+    if item.path:
+        result["path_redirect"] = item.path
+    if item.host:
+        result["host_redirect"] = item.host
+    if item.scheme:
+        result["scheme_redirect"] = item.scheme
+    if item.port:
+        result["port_redirect"] = item.port
+    return result
+
+
+def weighted_cluster(item: WeightedCluster) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": item.cluster, "weight": item.weight}
     result.update(header_ops(item.request_headers, "request"))
     result.update(header_ops(item.response_headers, "response"))
+    if item.authority:
+        result["host_rewrite_literal"] = item.authority
+    return result
+
+
+def cors(item: Cors) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "@type": CORS_POLICY,
+        "filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}},
+    }
+    if item.allow_origins:
+        result["allow_origin_string_match"] = [string_match(m) for m in item.allow_origins]
+    for field, values in (
+        ("allow_methods", item.allow_methods),
+        ("allow_headers", item.allow_headers),
+        ("expose_headers", item.expose_headers),
+    ):
+        if values:
+            result[field] = ",".join(values)
+    if item.max_age is not None:
+        result["max_age"] = str(item.max_age)
+    if item.allow_credentials is not None:
+        result["allow_credentials"] = item.allow_credentials
     return result
 
 
@@ -228,30 +361,50 @@ def route_action(item: Route) -> dict[str, Any]:
     if len(item.clusters) == 1:
         action["cluster"] = item.clusters[0].cluster
     else:
-        action["weighted_clusters"] = {"clusters": [{"name": c.cluster, "weight": c.weight} for c in item.clusters]}
+        action["weighted_clusters"] = {"clusters": [weighted_cluster(c) for c in item.clusters]}
     if item.retry:
         retry: dict[str, Any] = {
             "retry_on": item.retry.retry_on,
             "num_retries": item.retry.attempts,
-            "retry_host_predicate": [
-                {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS}}
-            ],
             "host_selection_retry_max_attempts": 5,
         }
+        if item.retry.previous_hosts:
+            retry["retry_host_predicate"] = [
+                {"name": "envoy.retry_host_predicates.previous_hosts", "typed_config": {"@type": PREVIOUS_HOSTS}}
+            ]
         if item.retry.status_codes:
             retry["retriable_status_codes"] = list(item.retry.status_codes)
         if item.retry.per_try_timeout is not None:
             retry["per_try_timeout"] = duration(item.retry.per_try_timeout)
         action["retry_policy"] = retry
-    if item.mirror_cluster:
+    if item.hash_policies:
+        action["hash_policy"] = [hash_policy(h) for h in item.hash_policies]
+    if item.mirrors:
         action["request_mirror_policies"] = [
-            {"cluster": item.mirror_cluster, "runtime_fraction": {"default_value": percent(item.mirror_percent)}}
+            {"cluster": m.cluster, "runtime_fraction": {"default_value": percent(m.percent)}} for m in item.mirrors
         ]
     if item.prefix_rewrite is not None:
         action["prefix_rewrite"] = item.prefix_rewrite
-    if item.authority_rewrite:
-        action["host_rewrite_literal"] = item.authority_rewrite
+    # route.go processDestination: a single destination's authority applies when no rewrite is set.
+    authority = item.authority_rewrite or (item.clusters[0].authority if len(item.clusters) == 1 else None)
+    if authority:
+        action["host_rewrite_literal"] = authority
     return action
+
+
+def hash_policy(item: HashPolicy) -> dict[str, Any]:
+    if item.kind == "header":
+        return {"header": {"header_name": item.name}}
+    if item.kind == "query":
+        return {"query_parameter": {"name": item.name}}
+    if item.kind == "source_ip":
+        return {"connection_properties": {"source_ip": True}}
+    cookie: dict[str, Any] = {"name": item.name}
+    if item.path:
+        cookie["path"] = item.path
+    if item.ttl is not None:
+        cookie["ttl"] = duration(item.ttl)
+    return {"cookie": cookie}
 
 
 def fault(item: Fault) -> dict[str, Any]:
@@ -308,12 +461,15 @@ def cluster(item: Cluster) -> dict[str, Any]:
         ]
     }
     if item.outlier:
-        outlier: dict[str, Any] = {}
+        # As Istio's applyOutlierDetection: success-rate ejection off, a consecutive
+        # count enforced at 100% when above 0, and the panic threshold from minHealthPercent.
+        outlier: dict[str, Any] = {"enforcing_success_rate": 0}
         if item.outlier.consecutive_5xx is not None:
             outlier["consecutive_5xx"] = item.outlier.consecutive_5xx
+            outlier["enforcing_consecutive_5xx"] = 100 if item.outlier.consecutive_5xx > 0 else 0
         if item.outlier.consecutive_gateway is not None:
             outlier["consecutive_gateway_failure"] = item.outlier.consecutive_gateway
-            outlier["enforcing_consecutive_gateway_failure"] = 100
+            outlier["enforcing_consecutive_gateway_failure"] = 100 if item.outlier.consecutive_gateway > 0 else 0
         if item.outlier.interval is not None:
             outlier["interval"] = duration(item.outlier.interval)
         if item.outlier.base_ejection is not None:
@@ -321,11 +477,19 @@ def cluster(item: Cluster) -> dict[str, Any]:
         if item.outlier.max_ejection_percent is not None:
             outlier["max_ejection_percent"] = item.outlier.max_ejection_percent
         result["outlier_detection"] = outlier
+        result["common_lb_config"] = {"healthy_panic_threshold": {"value": item.outlier.min_health_percent}}
+    if item.ring_size:
+        result["ring_hash_lb_config"] = {"minimum_ring_size": item.ring_size}
+    common: dict[str, Any] = {}
     if item.max_requests_per_connection:
+        common["max_requests_per_connection"] = item.max_requests_per_connection
+    if item.idle_timeout is not None:
+        common["idle_timeout"] = duration(item.idle_timeout)
+    if common:
         result["typed_extension_protocol_options"] = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": HTTP_OPTIONS,
-                "common_http_protocol_options": {"max_requests_per_connection": item.max_requests_per_connection},
+                "common_http_protocol_options": common,
                 "explicit_http_config": {"http_protocol_options": {}},
             }
         }

@@ -6,7 +6,11 @@ Field names follow Istio's vocabulary; nothing here knows Envoy's JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 # --- Workloads ---------------------------------------------------------------
 
@@ -43,20 +47,41 @@ class GatewayPod:
 
 @dataclass(frozen=True)
 class StringMatch:
-    kind: str  # exact | prefix | regex
+    kind: str  # exact | prefix | regex | present
     value: str
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    name: str
+    match: StringMatch
+    invert: bool = False  # withoutHeaders
+    missing_as_empty: bool = False  # an absent header is compared as "" (withoutHeaders from Istio 1.22)
 
 
 @dataclass(frozen=True)
 class Match:
     uri: StringMatch | None = None
-    headers: tuple[tuple[str, StringMatch], ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[tuple[str, StringMatch], ...] = ()
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class HeaderOps:
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class WeightedCluster:
     cluster: str
     weight: int
+    # A destination's own header operations and authority (HTTPRouteDestination.headers).
+    request_headers: HeaderOps = HeaderOps()
+    response_headers: HeaderOps = HeaderOps()
+    authority: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ class Retry:
     retry_on: str
     status_codes: tuple[int, ...] = ()
     per_try_timeout: float | None = None
+    previous_hosts: bool = True  # retry another host than the one that failed
 
 
 @dataclass(frozen=True)
@@ -76,17 +102,45 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class HeaderOps:
-    set: tuple[tuple[str, str], ...] = ()
-    add: tuple[tuple[str, str], ...] = ()
-    remove: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class Redirect:
     path: str | None = None
     host: str | None = None
     code: int = 301
+    scheme: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True)
+class DirectResponse:
+    status: int
+    body: str | None = None
+    base64: bool = False  # body holds base64 bytes (HTTPBody.bytes)
+
+
+@dataclass(frozen=True)
+class HashPolicy:
+    """What a consistent-hash route hashes on: header | cookie | query | source_ip."""
+
+    kind: str
+    name: str = ""
+    path: str | None = None  # cookie only
+    ttl: float | None = None  # cookie only: Envoy sets the cookie when given
+
+
+@dataclass(frozen=True)
+class Mirror:
+    cluster: str
+    percent: float = 100.0
+
+
+@dataclass(frozen=True)
+class Cors:
+    allow_origins: tuple[StringMatch, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    max_age: int | None = None  # seconds
+    allow_credentials: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -95,12 +149,13 @@ class Route:
     match: Match
     clusters: tuple[WeightedCluster, ...] = ()
     redirect: Redirect | None = None
-    direct: tuple[int, str] | None = None  # a fixed answer (status, body)
+    direct: DirectResponse | None = None
     retry: Retry | None = None
     timeout: float = 0.0  # 0: no timeout, Istio's default
     fault: Fault | None = None
-    mirror_cluster: str | None = None
-    mirror_percent: float = 100.0
+    mirrors: tuple[Mirror, ...] = ()
+    hash_policies: tuple[HashPolicy, ...] = ()
+    cors: Cors | None = None
     prefix_rewrite: str | None = None
     authority_rewrite: str | None = None
     request_headers: HeaderOps = HeaderOps()
@@ -112,6 +167,8 @@ class VirtualHost:
     name: str
     domains: tuple[str, ...]
     routes: tuple[Route, ...]
+    # x-envoy-attempt-count to upstreams, as Istio's virtual hosts set it (IncludeRequestAttemptCount).
+    attempt_count: bool = True
 
 
 @dataclass(frozen=True)
@@ -124,6 +181,7 @@ class Listener:
     forward_proxy: bool = False
     # Gateways match hosts without the port, as Istio's gateways do.
     strip_port: bool = False
+    server_name: str | None = None  # the server response header; None: Envoy's own
 
 
 # --- Upstreams -------------------------------------------------------------------
@@ -150,6 +208,7 @@ class Outlier:
     interval: float | None = None
     base_ejection: float | None = None
     max_ejection_percent: int | None = None
+    min_health_percent: int = 0  # Envoy's healthy_panic_threshold; Istio sets 0 (no panic routing)
 
 
 @dataclass(frozen=True)
@@ -163,6 +222,8 @@ class Cluster:
     circuit: CircuitBreaker | None = None
     outlier: Outlier | None = None
     max_requests_per_connection: int | None = None
+    ring_size: int | None = None  # RING_HASH's minimum ring size
+    idle_timeout: float | None = None  # upstream HTTP connections
 
 
 @dataclass(frozen=True)
@@ -176,3 +237,38 @@ class Proxy:
 @dataclass(frozen=True)
 class Mesh:
     proxies: dict[str, Proxy] = field(default_factory=dict)
+
+
+# --- As data (the golden tests pin the model on its own) ---------------------------
+
+
+def to_data(value: Any) -> Any:
+    """A model value as JSON-ready data: dataclasses as mappings, tuples as lists."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [to_data(item) for item in value]
+    if isinstance(value, dict):
+        return {str(key): to_data(item) for key, item in value.items()}
+    return value
+
+
+def from_data(kind: Any, data: Any) -> Any:
+    """The inverse of to_data for a model type such as Proxy."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if dataclasses.is_dataclass(kind):
+        hints = typing.get_type_hints(kind)
+        return kind(**{name: from_data(hints[name], item) for name, item in data.items()})
+    if origin in (types.UnionType, typing.Union):
+        if data is None:
+            return None
+        return from_data(next(a for a in args if a is not type(None)), data)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_data(args[0], item) for item in data)
+        return tuple(from_data(a, item) for a, item in zip(args, data, strict=True))
+    if origin is dict:
+        return {from_data(args[0], key): from_data(args[1], item) for key, item in data.items()}
+    if kind is int and isinstance(data, str):
+        return int(data)  # mapping keys come back from JSON as text
+    return data

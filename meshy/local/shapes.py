@@ -1,8 +1,12 @@
-"""What the local backend accepts of each kind, field by field.
+"""What the local backend accepts of each kind, field by field, and the value rules.
 
 A shape is a type (str, int, bool, Number), a Duration(), a Choice(...), a
-MapOf(shape), a list holding one shape, or a dict of field -> shape. Dicts are
-closed: a field that is not listed is refused by name, never ignored.
+Range(low, high), a Name(...), a Host(...), a MapOf(shape), a list holding one
+shape, or a dict of field -> shape; Required(shape) marks a field that must be
+present. Dicts are closed: a field that is not listed is refused by name, never
+ignored. The value rules follow the Kubernetes API server
+(k8s.io/apimachinery/pkg/util/validation/validation.go) and Istio's validation
+(pkg/config/validation/validation.go at the matrix's tags).
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ class Number:
 
 @dataclass(frozen=True)
 class Duration:
-    """A protobuf duration string such as 2s, 100ms or 1.5s."""
+    """A protobuf duration string such as 2s, 100ms or 1.5s; Istio wants >= 1ms, in whole milliseconds."""
+
+    allow_zero: bool = False  # 0s means "unset" (a session cookie's ttl)
 
 
 @dataclass(frozen=True)
@@ -29,181 +35,472 @@ class Choice:
 @dataclass(frozen=True)
 class MapOf:
     value: Any
+    key: Any = None  # a shape for the keys (Name, LabelKey); None: any text
 
 
 @dataclass(frozen=True)
 class IntOrString:
-    pass
+    """A port number 1-65535 or an IANA service name (Kubernetes targetPort, probe port)."""
 
 
-_DURATION = re.compile(r"^(\d+(\.\d+)?)(h|m|s|ms|us|µs|ns)$")
+@dataclass(frozen=True)
+class Range:
+    """An integer from low to high, both included."""
+
+    low: int
+    high: int
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A number from 0 to 100 (Istio's Percent.value)."""
+
+
+@dataclass(frozen=True)
+class Name:
+    """An object name: DNS-1123 subdomain, DNS-1123 label, DNS-1035 label, or a C identifier."""
+
+    syntax: str  # subdomain | label | label1035 | c_identifier | label_key | label_value | port_name
+
+
+@dataclass(frozen=True)
+class Host:
+    """A host as Istio takes it: a DNS name, optionally a leading '*.' or '*'; gateway servers may add 'ns/'."""
+
+    namespaced: bool = False
+
+
+@dataclass(frozen=True)
+class Regex:
+    """A regular expression in RE2's grammar (what Envoy compiles)."""
+
+
+@dataclass(frozen=True)
+class Text:
+    """A string of at most `longest` characters without control characters (line breaks allowed if multiline)."""
+
+    longest: int
+    multiline: bool = False
+
+
+@dataclass(frozen=True)
+class Required:
+    shape: Any
+    nonempty: bool = False  # a list or mapping that must hold at least one item
+
+
+PORT = Range(1, 65535)
+# Envoy caps a duration at about 10,000 years (google.protobuf.Duration).
+MAX_SECONDS = 315_576_000_000
+_DURATION = re.compile(r"^(\d{1,15}(\.\d{1,9})?)(h|m|s|ms|us|µs|ns)$")
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
+_SYNTAX = {
+    "subdomain": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"), 253),
+    "label": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), 63),
+    "label1035": (re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$"), 63),
+    "c_identifier": (re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), 1000),
+    "label_value": (re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), 63),
+    "port_name": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), 63),
+    "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
+}
+_RULE = {
+    "subdomain": "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)",
+    "label": "a DNS-1123 label (lower-case letters, digits and '-', at most 63)",
+    "label1035": "a DNS-1035 label (a lower-case letter, then letters, digits and '-', at most 63)",
+    "c_identifier": "a C identifier (letters, digits and '_', not starting with a digit)",
+    "label_key": "a label key ([prefix/]name: letters, digits, '-', '_', '.', at most 63)",
+    "label_value": "a label value (letters, digits, '-', '_', '.', at most 63)",
+    "port_name": "an IANA port name (lower-case letters, digits and '-', at most 15)",
+    "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+}
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Constructs RE2 (and so Envoy) refuses although Python's re accepts them.
+_NOT_RE2 = re.compile(r"\(\?[=!<]|\(\?<[=!]|\\[1-9]|\(\?P=|\(\?\(")
+
+
+def brief(value: Any, limit: int = 40) -> str:
+    """A value as it appears in a one-line message: repr, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def plain(value: Any) -> str:
+    """A name as written when it is short printable text; abbreviated and quoted otherwise."""
+    if isinstance(value, str) and len(value) <= 60 and value.isprintable():
+        return value
+    return brief(value, 40)
 
 
 def seconds(duration: str) -> float:
     match = _DURATION.match(duration)
     if not match:
-        raise ValueError(f"{duration!r} is not a duration such as 2s or 100ms")
+        raise ValueError(f"{brief(duration)} is not a duration such as 2s or 100ms")
     return float(match.group(1)) * _UNITS[match.group(3)]
 
 
+def seconds_or_none(value: str) -> float | None:
+    return seconds(value) if _DURATION.match(value) else None
+
+
+def duration_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not _DURATION.match(value):
+        return "must be a duration such as 2s or 100ms"
+    amount = seconds(value)
+    if amount < 1e-3:
+        return "must be at least 1ms"
+    if amount > MAX_SECONDS:
+        return f"must be at most {MAX_SECONDS}s"
+    if round(amount * 1e9) % 1_000_000:
+        return "must be whole milliseconds (Istio's precision)"
+    return None
+
+
+def name_problem(value: Any, syntax: str) -> str | None:
+    if not isinstance(value, str):
+        return f"must be {_RULE[syntax]}"
+    if syntax == "label_key":
+        prefix, _, name = value.rpartition("/")
+        ok = bool(_LABEL_NAME.match(name)) and len(name) <= 63
+        if prefix:
+            ok = ok and len(prefix) <= 253 and bool(_SYNTAX["subdomain"][0].match(prefix))
+        return None if ok else f"must be {_RULE[syntax]}"
+    pattern, longest = _SYNTAX[syntax]
+    ok = len(value) <= longest and bool(pattern.match(value))
+    if syntax == "port_name":
+        ok = ok and "--" not in value and any(c.isalpha() for c in value) and len(value) <= 15
+    if syntax == "subdomain" and ok and not value:
+        ok = False
+    return None if ok else f"must be {_RULE[syntax]}"
+
+
+def host_problem(value: Any, namespaced: bool) -> str | None:
+    rule = "must be a host name such as web, a.example.org or *.example.org"
+    if not isinstance(value, str) or not value:
+        return rule
+    if namespaced and "/" in value:
+        namespace, value = value.split("/", 1)
+        if namespace not in ("*", ".", "~") and name_problem(namespace, "label"):
+            return "must be HOST or NAMESPACE/HOST with NAMESPACE '*', '.' or a DNS-1123 label"
+    if value == "*":
+        return None
+    labels = value[2:] if value.startswith("*.") else value
+    if len(value) > 255 or not all(_DNS_LABEL.match(part) and len(part) <= 63 for part in labels.split(".")):
+        return rule
+    return None
+
+
+def regex_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a regular expression"
+    if value == "*":
+        return None  # Istio's own "any value" for header matches (route.go canBeConvertedToPresentMatch)
+    if _NOT_RE2.search(value):
+        return "uses lookaround or back-references, which RE2 (Envoy's engine) does not support"
+    try:
+        re.compile(value)
+    except (re.error, RecursionError, OverflowError):
+        return "is not a valid regular expression"
+    return None
+
+
+def text_problem(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    if _CONTROL.search(value):
+        return "must not contain line breaks or control characters"
+    return None
+
+
+def field_occurrences(value: Any, shape: Any, prefix: str = "spec", at: tuple = ()) -> list[tuple[str, tuple]]:
+    """(dotted path, concrete path) of every field present in value; map keys are data, not fields."""
+    if isinstance(shape, Required):
+        shape = shape.shape
+    found = []
+    if isinstance(value, list) and isinstance(shape, list):
+        for index, item in enumerate(value):
+            found += field_occurrences(item, shape[0], prefix, at + (index,))
+    elif isinstance(value, dict) and isinstance(shape, MapOf):
+        for key, item in value.items():
+            found += field_occurrences(item, shape.value, prefix, at + (key,))
+    elif isinstance(value, dict) and isinstance(shape, dict):
+        for key, item in value.items():
+            found.append((f"{prefix}.{key}", at + (key,)))
+            found += field_occurrences(item, shape.get(key), f"{prefix}.{key}", at + (key,))
+    return found
+
+
+def written(at: tuple, prefix: str = "spec") -> str:
+    """A concrete path as a message shows it: spec.http[0].directResponse."""
+    return prefix + "".join(f"[{step}]" if isinstance(step, int) else f".{plain(step)}" for step in at)
+
+
 def check(value: Any, shape: Any, path: str) -> list[str]:
-    """Problems of value against shape, each naming the field path."""
+    """Problems of value against shape, each naming the field path, the rule and the value."""
+    if isinstance(shape, Required):
+        shape = shape.shape
     if isinstance(shape, dict):
         if not isinstance(value, dict):
-            return [f"{path} must be a mapping"]
+            return [f"{path} must be a mapping, not {brief(value)}"]
         problems = []
         for key, item in value.items():
             if key not in shape:
                 supported = ", ".join(sorted(shape))
-                problems.append(f"field {path}.{key} is not supported by the local backend (supported: {supported})")
+                problems.append(f"field {path}.{plain(key)} is not supported locally (supported: {supported})")
             else:
-                problems += check(item, shape[key], f"{path}.{key}")
+                problems += check(item, shape[key], f"{path}.{plain(key)}")
+        for key, item in shape.items():
+            if isinstance(item, Required):
+                if key not in value or value[key] is None:
+                    problems.append(f"{path}.{key} is required")
+                elif item.nonempty and not value[key]:
+                    problems.append(f"{path}.{key} must not be empty")
         return problems
     if isinstance(shape, list):
         if not isinstance(value, list):
-            return [f"{path} must be a list"]
+            return [f"{path} must be a list, not {brief(value)}"]
         return [p for i, item in enumerate(value) for p in check(item, shape[0], f"{path}[{i}]")]
     if isinstance(shape, MapOf):
         if not isinstance(value, dict):
-            return [f"{path} must be a mapping"]
-        return [p for key, item in value.items() for p in check(item, shape.value, f"{path}.{key}")]
+            return [f"{path} must be a mapping, not {brief(value)}"]
+        problems = []
+        for key, item in value.items():
+            key_problem = check(key, shape.key, f"{path} key") if shape.key else check(key, str, f"{path} key")
+            problems += key_problem or check(item, shape.value, f"{path}.{plain(key)}")
+        return problems
+    problem = scalar_problem(value, shape)
+    return [f"{path} {problem}, not {brief(value)}"] if problem else []
+
+
+def scalar_problem(value: Any, shape: Any) -> str | None:
     if isinstance(shape, Duration):
-        if not isinstance(value, str) or not _DURATION.match(value):
-            return [f"{path} must be a duration such as 2s or 100ms, not {value!r}"]
-        return []
+        if shape.allow_zero and isinstance(value, str) and duration_problem(value) and seconds_or_none(value) == 0:
+            return None
+        return duration_problem(value)
     if isinstance(shape, Choice):
-        if value not in shape.values:
-            return [f"{path} must be one of {', '.join(shape.values)}, not {value!r}"]
-        return []
+        return None if value in shape.values else f"must be one of {', '.join(shape.values)}"
+    if isinstance(shape, Name):
+        return name_problem(value, shape.syntax)
+    if isinstance(shape, Host):
+        return host_problem(value, shape.namespaced)
+    if isinstance(shape, Regex):
+        return regex_problem(value)
+    if isinstance(shape, Text):
+        if not isinstance(value, str):
+            return "must be a string"
+        if len(value) > shape.longest:
+            return f"must be {shape.longest} characters or fewer"
+        return text_problem(re.sub(r"[\r\n\t]", "", value) if shape.multiline else value)
     if isinstance(shape, IntOrString):
-        return (
-            []
-            if isinstance(value, (int, str)) and not isinstance(value, bool)
-            else [f"{path} must be a number or name"]
-        )
+        if isinstance(value, int) and not isinstance(value, bool):
+            return None if 1 <= value <= 65535 else "must be a port number from 1 to 65535 or a port name"
+        return name_problem(value, "port_name") and "must be a port number from 1 to 65535 or a port name"
+    if isinstance(shape, Range):
+        rule = f"must be an integer from {shape.low} to {shape.high}"
+        ok = isinstance(value, int) and not isinstance(value, bool) and shape.low <= value <= shape.high
+        return None if ok else rule
+    if isinstance(shape, Percent):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100
+        return None if ok else "must be a number from 0 to 100"
     if shape is Number:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return [] if ok else [f"{path} must be a number, not {value!r}"]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 2**53
+        return None if ok else "must be a number"
     if shape is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        return [] if ok else [f"{path} must be an integer, not {value!r}"]
+        ok = isinstance(value, int) and not isinstance(value, bool) and -(2**31) <= value < 2**31
+        return None if ok else "must be an integer"
     if shape is str:
-        return [] if isinstance(value, str) else [f"{path} must be a string, not {value!r}"]
+        return text_problem(value)
     if shape is bool:
-        return [] if isinstance(value, bool) else [f"{path} must be true or false, not {value!r}"]
+        return None if isinstance(value, bool) else "must be true or false"
     raise TypeError(f"unknown shape {shape!r}")
 
 
 # --- Kubernetes kinds -------------------------------------------------------
 
-METADATA = {"name": str, "namespace": str, "labels": MapOf(str), "annotations": MapOf(str)}
+LABELS = MapOf(Name("label_value"), key=Name("label_key"))
+METADATA = {
+    "name": Required(Name("subdomain")),
+    "namespace": Name("label"),
+    "labels": LABELS,
+    "annotations": MapOf(str, key=Name("label_key")),
+}
 PROBE = {
     "httpGet": {"path": str, "port": IntOrString(), "scheme": Choice(("HTTP",))},
-    "initialDelaySeconds": int,
-    "periodSeconds": int,
-    "timeoutSeconds": int,
-    "failureThreshold": int,
-    "successThreshold": int,
+    "initialDelaySeconds": Range(0, 3600),
+    "periodSeconds": Range(1, 3600),
+    "timeoutSeconds": Range(1, 3600),
+    "failureThreshold": Range(1, 1000),
+    "successThreshold": Range(1, 1000),
 }
 CONTAINER = {
-    "name": str,
-    "image": str,
+    "name": Required(Name("label")),
+    "image": Required(str),
     "imagePullPolicy": Choice(("Always", "IfNotPresent", "Never")),
-    "ports": [{"name": str, "containerPort": int, "protocol": Choice(("TCP",))}],
-    "env": [{"name": str, "value": str}],
+    "ports": [{"name": Name("port_name"), "containerPort": Required(PORT), "protocol": Choice(("TCP",))}],
+    "env": [{"name": Required(Name("c_identifier")), "value": str}],
     "readinessProbe": PROBE,
     "livenessProbe": PROBE,
     "resources": {"limits": MapOf(IntOrString()), "requests": MapOf(IntOrString())},
 }
+# A local bound: each replica is two processes on a shared machine.
+MAX_REPLICAS = 200
 DEPLOYMENT = {
-    "replicas": int,
-    "selector": {"matchLabels": MapOf(str)},
-    "template": {"metadata": {"labels": MapOf(str), "annotations": MapOf(str)}, "spec": {"containers": [CONTAINER]}},
+    "replicas": Range(0, MAX_REPLICAS),
+    "selector": Required({"matchLabels": Required(LABELS, nonempty=True)}),
+    "template": Required(
+        {
+            "metadata": {"labels": LABELS, "annotations": MapOf(str, key=Name("label_key"))},
+            "spec": Required({"containers": Required([CONTAINER], nonempty=True)}),
+        }
+    ),
 }
 SERVICE = {
-    "selector": MapOf(str),
-    "ports": [{"name": str, "port": int, "targetPort": IntOrString(), "protocol": Choice(("TCP",))}],
+    "selector": LABELS,
+    "ports": Required(
+        [{"name": Name("label"), "port": Required(PORT), "targetPort": IntOrString(), "protocol": Choice(("TCP",))}],
+        nonempty=True,
+    ),
     "type": Choice(("ClusterIP",)),
 }
 
-# --- Istio kinds (networking.istio.io) --------------------------------------
+# --- Istio kinds (networking.istio.io), as istio/api's networking/v1alpha3/*.proto define them -------------
 
-STRING_MATCH = {"exact": str, "prefix": str, "regex": str}
-PERCENT = {"value": Number}
-PORT_SELECTOR = {"number": int}
-DESTINATION = {"host": str, "subset": str, "port": PORT_SELECTOR}
-HEADER_OPS = {"set": MapOf(str), "add": MapOf(str), "remove": [str]}
+STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
+PERCENT = {"value": Percent()}
+PORT_SELECTOR = {"number": Required(PORT)}
+DESTINATION = {"host": Required(Host()), "subset": Name("label"), "port": PORT_SELECTOR}
+HEADER_OPS = {"set": MapOf(str, key=Name("header")), "add": MapOf(str, key=Name("header")), "remove": [Name("header")]}
 HTTP_ROUTE = {
     "name": str,
     "match": [
         {
             "name": str,
             "uri": STRING_MATCH,
-            "headers": MapOf(STRING_MATCH),
+            "headers": MapOf(STRING_MATCH, key=Name("header")),
+            "withoutHeaders": MapOf(STRING_MATCH, key=Name("header")),
+            "queryParams": MapOf(STRING_MATCH),
+            "ignoreUriCase": bool,
             "method": STRING_MATCH,
             "authority": STRING_MATCH,
-            "port": int,
-            "gateways": [str],
+            "port": PORT,
+            "gateways": [Required(str)],
         }
     ],
-    "route": [{"destination": DESTINATION, "weight": int}],
-    "redirect": {"uri": str, "authority": str, "redirectCode": int},
-    "rewrite": {"uri": str, "authority": str},
-    "timeout": Duration(),
-    "retries": {"attempts": int, "perTryTimeout": Duration(), "retryOn": str},
-    "fault": {
-        "delay": {"fixedDelay": Duration(), "percentage": PERCENT, "percent": int},
-        "abort": {"httpStatus": int, "percentage": PERCENT},
+    "route": [
+        {
+            "destination": Required(DESTINATION),
+            "weight": Range(0, 2**31 - 1),
+            "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
+        }
+    ],
+    "redirect": {
+        "uri": str,
+        "authority": Host(),
+        "redirectCode": Range(300, 399),
+        "scheme": Choice(("http", "https")),
+        "port": PORT,
+        "derivePort": Choice(("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")),
     },
-    "mirror": DESTINATION,
+    # Istio's webhook and route.go cap a direct response body at 1 MiB.
+    "directResponse": {
+        "status": Required(Range(200, 599)),
+        "body": {"string": Text(2**20, multiline=True), "bytes": Text(2**20)},
+    },
+    "corsPolicy": {
+        "allowOrigins": [STRING_MATCH],
+        "allowOrigin": [str],
+        "allowMethods": [Name("header")],
+        "allowHeaders": [Name("header")],
+        "exposeHeaders": [Name("header")],
+        "maxAge": Duration(),
+        "allowCredentials": bool,
+    },
+    "rewrite": {"uri": str, "authority": Host()},
+    "timeout": Duration(),
+    "retries": {"attempts": Range(0, 2**31 - 1), "perTryTimeout": Duration(), "retryOn": str},
+    "fault": {
+        "delay": {"fixedDelay": Required(Duration()), "percentage": PERCENT, "percent": Range(0, 100)},
+        "abort": {"httpStatus": Required(Range(200, 599)), "percentage": PERCENT},
+    },
+    "mirror": {"host": Required(Host()), "subset": Name("label"), "port": PORT_SELECTOR},
     "mirrorPercentage": PERCENT,
+    "mirrors": [{"destination": Required(DESTINATION), "percentage": PERCENT}],
     "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
 }
-VIRTUAL_SERVICE = {"hosts": [str], "gateways": [str], "exportTo": [str], "http": [HTTP_ROUTE]}
-GATEWAY = {
-    "selector": MapOf(str),
-    "servers": [
-        {
-            "port": {"number": int, "name": str, "protocol": Choice(("HTTP", "HTTP2"))},
-            "hosts": [str],
-            "name": str,
-        }
-    ],
+VIRTUAL_SERVICE = {
+    "hosts": Required([Host()], nonempty=True),
+    "gateways": [str],
+    "exportTo": [str],
+    "http": [HTTP_ROUTE],
 }
-TRAFFIC_POLICY = {
-    "loadBalancer": {"simple": Choice(("ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM"))},
+GATEWAY = {
+    "selector": Required(LABELS, nonempty=True),
+    "servers": Required(
+        [
+            {
+                "port": Required(
+                    {"number": Required(PORT), "name": str, "protocol": Required(Choice(("HTTP", "HTTP2")))}
+                ),
+                "hosts": Required([Host(namespaced=True)], nonempty=True),
+                "name": str,
+            }
+        ],
+        nonempty=True,
+    ),
+}
+COUNT = Range(0, 2**31 - 1)
+POLICY_PARTS = {
+    "loadBalancer": {
+        "simple": Choice(("ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM")),
+        "consistentHash": {
+            "httpHeaderName": Name("header"),
+            "httpCookie": {"name": Required(Name("header")), "path": str, "ttl": Duration(allow_zero=True)},
+            "useSourceIp": bool,
+            "httpQueryParameterName": str,
+            "minimumRingSize": Range(0, 2**23),
+        },
+    },
     "connectionPool": {
-        "tcp": {"maxConnections": int, "connectTimeout": Duration()},
+        "tcp": {"maxConnections": COUNT, "connectTimeout": Duration()},
         "http": {
-            "http1MaxPendingRequests": int,
-            "http2MaxRequests": int,
-            "maxRequestsPerConnection": int,
-            "maxRetries": int,
+            "http1MaxPendingRequests": COUNT,
+            "http2MaxRequests": COUNT,
+            "maxRequestsPerConnection": COUNT,
+            "maxRetries": COUNT,
+            "idleTimeout": Duration(),
         },
     },
     "outlierDetection": {
-        "consecutive5xxErrors": int,
-        "consecutiveErrors": int,
-        "consecutiveGatewayErrors": int,
+        "consecutive5xxErrors": COUNT,
+        "consecutiveErrors": COUNT,
+        "consecutiveGatewayErrors": COUNT,
         "interval": Duration(),
         "baseEjectionTime": Duration(),
-        "maxEjectionPercent": int,
+        "maxEjectionPercent": Range(0, 100),
     },
 }
+TRAFFIC_POLICY = {**POLICY_PARTS, "portLevelSettings": [{"port": Required(PORT_SELECTOR), **POLICY_PARTS}]}
 DESTINATION_RULE = {
-    "host": str,
+    "host": Required(Host()),
     "trafficPolicy": TRAFFIC_POLICY,
-    "subsets": [{"name": str, "labels": MapOf(str), "trafficPolicy": TRAFFIC_POLICY}],
+    "subsets": [{"name": Required(Name("label")), "labels": LABELS, "trafficPolicy": TRAFFIC_POLICY}],
     "exportTo": [str],
 }
 SERVICE_ENTRY = {
-    "hosts": [str],
+    "hosts": Required([Host()], nonempty=True),
     "addresses": [str],
-    "ports": [{"number": int, "name": str, "protocol": Choice(("HTTP", "HTTP2")), "targetPort": int}],
+    "ports": [
+        {
+            "number": Required(PORT),
+            "name": Required(str),
+            "protocol": Choice(("HTTP", "HTTP2")),
+            "targetPort": PORT,
+        }
+    ],
     "location": Choice(("MESH_EXTERNAL", "MESH_INTERNAL")),
     "resolution": Choice(("STATIC", "DNS")),
-    "endpoints": [{"address": str, "ports": MapOf(int), "labels": MapOf(str)}],
+    "endpoints": [{"address": Required(str), "ports": MapOf(PORT), "labels": LABELS}],
     "exportTo": [str],
 }
 
@@ -217,14 +514,44 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "DestinationRule": (ISTIO_VERSIONS, DESTINATION_RULE),
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
 }
+# Object names: Services are DNS-1035 labels, Namespaces DNS-1123 labels, the rest DNS-1123 subdomains.
+NAME_SYNTAX = {"Service": "label1035", "Namespace": "label"}
 
 
-# Fields the local backend accepts but cannot honour; `local.apply` names each one it meets.
+# Fields the local backend accepts but cannot honour, by field name or by path
+# (list indexes dropped); `local.apply` names each one it meets.
 NO_LOCAL_EFFECT = {
     "exportTo": "every workload sees every resource",
     "resources": "processes are not resource-limited",
     "imagePullPolicy": "nothing is pulled",
     "livenessProbe": "restarts follow process exits instead",
+    "annotations": "no controller reads them locally",
+    "consecutiveErrors": "Istio's translation never reads it; Envoy's default of 5 consecutive 5xx applies",
+    "spec.addresses": "the local registry routes by host name; there is no address capture",
+    "spec.location": "no mTLS locally, so inside and outside the mesh are alike",
+    "spec.http.match.name": "names only appear in access logs and stats Istio generates",
+}
+
+
+# Fields that are accepted and do nothing locally - as in a cluster, or because only
+# one value is allowed - and so are not worth a note on every apply.
+INERT = {
+    "Deployment spec.template.spec.containers.name": "a container's name only labels it",
+    "Deployment spec.template.spec.containers.ports.name": "a port's name only labels it",
+    "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally",
+    "Deployment spec.template.spec.containers.readinessProbe.httpGet.scheme": "HTTP is the only scheme accepted",
+    "type": "ClusterIP is the only Service type accepted",
+    "Service spec.ports.name": "a Service port's name only labels it locally (no protocol sniffing)",
+    "Gateway spec.servers.port.name": "a server port's name only labels it",
+    "Gateway spec.servers.name": "a server's name only labels it",
+    "VirtualService spec.http.name": "a route's name only labels it (and its Envoy route)",
+    "Deployment spec.template.spec.containers.readinessProbe.httpGet.port": "readiness is polled on every container port",
+    "ServiceEntry spec.resolution": "derived from endpoints locally (STATIC with them, DNS without); others are refused",
+    "initialDelaySeconds": "readiness is polled, its timings are not followed",
+    "periodSeconds": "readiness is polled, its timings are not followed",
+    "timeoutSeconds": "readiness is polled, its timings are not followed",
+    "failureThreshold": "readiness is polled, its timings are not followed",
+    "successThreshold": "readiness is polled, its timings are not followed",
 }
 
 
@@ -233,10 +560,12 @@ def without_effect(value: Any, path: str = "spec") -> list[str]:
     found = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if key in NO_LOCAL_EFFECT:
-                found.append(f"{path}.{key} has no local effect ({NO_LOCAL_EFFECT[key]})")
+            here = f"{path}.{key}"
+            reason = NO_LOCAL_EFFECT.get(key) or NO_LOCAL_EFFECT.get(re.sub(r"\[\d+\]", "", here))
+            if reason:
+                found.append(f"{here} has no local effect ({reason})")
             else:
-                found += without_effect(item, f"{path}.{key}")
+                found += without_effect(item, here)
     elif isinstance(value, list):
         for index, item in enumerate(value):
             found += without_effect(item, f"{path}[{index}]")

@@ -1,0 +1,82 @@
+"""What changes with the Istio release: served API versions, validation rules, translation details.
+
+Each rule names the upstream file (github.com/istio/istio at the matrix's tags
+1.8.6, 1.28.10 and 1.30.3) it was read from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+API_GROUP = "networking.istio.io"
+
+
+def _minor(version: str) -> int:
+    parts = version.split(".")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+@dataclass(frozen=True)
+class IstioRelease:
+    """The behaviour of one Istio minor release, as the local backend reproduces it."""
+
+    version: str  # "1.8", "1.30", ...
+
+    @property
+    def minor(self) -> int:
+        return _minor(self.version)
+
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        # networking.istio.io/v1 is served from Istio 1.22 (manifests/charts/base/files/crd-all.gen.yaml).
+        versions = ["v1alpha3", "v1beta1"] + (["v1"] if self.minor >= 22 else [])
+        return tuple(f"{API_GROUP}/{v}" for v in versions)
+
+    def serves(self, kind: str, dotted: str) -> bool:
+        """Whether this release's schema has a field ('spec.http.mirrors' of a VirtualService)."""
+        return self.minor >= since(kind, dotted)
+
+    @property
+    def relative_weights(self) -> bool:
+        # 1.8.6 pkg/config/validation/validation.go validateHTTPRouteDestinations: "total destination
+        # weight != 100"; from 1.15 weights are relative and only a total of 0 is refused.
+        return self.minor >= 15
+
+    @property
+    def authority_header_rewrite(self) -> bool:
+        # From 1.10, route.go translateHeadersOperations turns a set/add of ':authority' (or 'host')
+        # into host_rewrite_literal; 1.8.6 passes it to Envoy as a header, which Envoy rejects.
+        return self.minor >= 10
+
+    @property
+    def catch_all_regex(self) -> str:
+        # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
+        return "*" if self.minor <= 8 else ".*"
+
+
+# Fields of networking.istio.io that older releases do not serve, with the first minor release
+# that does (their CRD schemas, manifests/charts/base/.../crd-all.gen.yaml at each tag).
+FIELDS_SINCE = {
+    "VirtualService spec.http.redirect.scheme": 12,
+    "VirtualService spec.http.redirect.port": 12,
+    "VirtualService spec.http.redirect.derivePort": 12,
+    "VirtualService spec.http.directResponse": 15,
+    "VirtualService spec.http.mirrors": 19,
+}
+
+
+def since(kind: str, dotted: str) -> int:
+    """The first minor release serving a field: the newest of its own and its parents'."""
+    parts = dotted.split(".")
+    prefixes = (".".join(parts[:end]) for end in range(2, len(parts) + 1))
+    return max(FIELDS_SINCE.get(f"{kind} {prefix}", 0) for prefix in prefixes)
+
+
+def release_of(istio: str) -> IstioRelease:
+    """The release for an Istio version such as 1.8, 1.8.6 or 1.30.3."""
+    major_minor = ".".join(istio.split(".")[:2])
+    return IstioRelease(major_minor)
+
+
+# The newest release of the matrix (manifests/matrix.yaml); what a mesh without a stored pair behaves as.
+DEFAULT_RELEASE = IstioRelease("1.30")
