@@ -133,7 +133,7 @@ def test_bootstrap_points_ads_at_the_socket_and_watches_no_file(tmp_path):
     layout = topology.Layout()
     pods, _ = topology.pods(resources, {}, layout)
     proxy = build_mesh(Inputs(resources, pods, topology.gateways(layout), {})).proxies[INGRESS]
-    text = orjson.dumps(envoy.bootstrap(proxy, tmp_path / "xds.sock")).decode()
+    text = orjson.dumps(envoy.bootstrap(proxy, tmp_path / "xds.sock", tmp_path / "admin.sock")).decode()
     assert "path_config_source" not in text and "watched_directory" not in text
     assert f'"pipe":{{"path":"{tmp_path / "xds.sock"}"}}' in text
     assert '"node":{"id":"istio-ingressgateway"' in text

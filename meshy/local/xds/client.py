@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import orjson
 
+from meshy.errors import MeshyError
 from meshy.local.xds.server import CONTROL
 from meshy.local.xds.snapshot import Snapshot, snapshot_to_json
 
@@ -26,7 +27,7 @@ def socket_path(state_dir: Path) -> Path:
     return Path("/tmp") / f"meshy-xds-{digest}.sock"
 
 
-class XdsError(RuntimeError):
+class XdsError(MeshyError, RuntimeError):
     pass
 
 

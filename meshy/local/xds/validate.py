@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from meshy.errors import MeshyError
 from meshy.local.xds.snapshot import CLUSTER, LISTENER, ROUTE, Resources, Snapshot
 
 # Envoy's line for a configuration it refuses: "... error initializing configuration '<file>': <why>".
@@ -25,7 +26,7 @@ MAX_DETAIL = 220
 MAX_ACCEPTED_HOSTS = 100_000
 
 
-class ConfigRejected(ValueError):
+class ConfigRejected(MeshyError, ValueError):
     def __init__(self, proxy: str, detail: str) -> None:
         super().__init__(f"{proxy}: {detail}")
         self.proxy = proxy
