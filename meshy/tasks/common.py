@@ -64,11 +64,18 @@ def export_pair_options(argv: list[str], environ: dict[str, str]) -> None:
 
 
 def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
-    """The cluster path's step environment; under --dry the Kubernetes client only says what it would do."""
+    """The cluster path's step environment; under --dry its runner prints each command instead of running it."""
+    import os
+
     from meshy.console import Console
-    from meshy.kind.context import Env, Kube, PlanKube
+    from meshy.kind.context import Env, PrintRunner, ShellRunner
+    from meshy.render import Ports, RenderOptions
 
     pair = pair_of(k8s, istio)
-    context = f"kind-{pair.cluster_name}"
-    kube = PlanKube(context, print) if is_dry(c) else Kube(context)
-    return Env(c, pair, Console(stream=sys.stdout if is_dry(c) else None, planning=is_dry(c)), kube)
+    dry = is_dry(c)
+    try:
+        ports = Ports.from_env(os.environ.get("MESHY_HOST_PORTS"))
+    except ValueError as error:
+        raise Exit(f"error: {error}", code=1) from None
+    console = Console(stream=sys.stdout, planning=True) if dry else Console()
+    return Env(pair, console, PrintRunner() if dry else ShellRunner(), dry, RenderOptions.for_kind(ports))

@@ -33,6 +33,13 @@ def make_backend(c: Context, backend: str, k8s: str | None, istio: str | None, s
 
 
 def run_scenarios(c: Context, names: list[str], backend: str, k8s, istio, state=None) -> list[Report]:
+    if is_dry(c) and backend == "kind":
+        with clear_errors():
+            target = make_backend(c, backend, k8s, istio, state)
+            for name in names:
+                with target.env.console.step(f"scenario {name} (dry run: commands only, no traffic, no verdict)"):
+                    runner.SCENARIOS[name](target, target.env.console)
+        return []
     if is_dry(c):
         print(f"would run scenario(s) {', '.join(names)} on the {backend} backend and write reports/{backend}/")
         return []
