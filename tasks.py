@@ -33,8 +33,10 @@ def up(c, k8s=None, istio=None, with_ingress=False):
             steps.ingress_install(env)
         steps.baseline(env)
     if not env.dry:
+        ports = env.ports
         print(
-            "kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:8080/  (Kiali :8081, Grafana :3000)"
+            f"kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:{ports.ingress_host}/"
+            f"  (Kiali :{ports.kiali_host}, Grafana :{ports.grafana_host})"
         )
 
 

@@ -60,7 +60,9 @@ class ShellRunner:
 
     def __call__(self, argv: list[str], stdin: str | None, capture: bool) -> Completed:
         try:
-            result = subprocess.run(argv, input=stdin, text=True, capture_output=capture)
+            # No input: the command must not read the caller's terminal or pipe.
+            feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+            result = subprocess.run(argv, text=True, capture_output=capture, **feed)
         except FileNotFoundError:
             return Completed(127, "", f"{argv[0]}: command not found")
         return Completed(result.returncode, result.stdout or "", result.stderr or "")

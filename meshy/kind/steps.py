@@ -53,9 +53,9 @@ def registry_up(env: Env) -> None:
 
 
 def remove_container(env: Env, name: str, what: str) -> None:
-    with env.console.step(f"Removing {what} {name}"):
-        removed = env.run(["docker", "rm", "-f", name], absent=NO_CONTAINER)
-    if not removed:
+    if env.run(["docker", "rm", "-f", name], absent=NO_CONTAINER):
+        env.console.info(f" ✓ Removed {what} {name}")
+    else:
         env.done(f"{what} {name} is not there")
 
 
