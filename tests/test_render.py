@@ -77,7 +77,18 @@ def test_split_weights_and_external_address_are_options():
         render("istio/service-entry.yaml.j2", pair, RenderOptions(external=External(address="172.18.0.9")))
     )
     assert entry["spec"]["resolution"] == "STATIC" and entry["spec"]["endpoints"] == [{"address": "172.18.0.9"}]
-    assert yaml.safe_load(render("istio/service-entry.yaml.j2", pair))["spec"]["resolution"] == "DNS"
+    # In the sidecars' DNS table only with an address (istio pkg/dns/server/name_table.go): cluster DNS has no record.
+    assert entry["spec"]["addresses"] == ["172.18.0.9"]
+    local = yaml.safe_load(render("istio/service-entry.yaml.j2", pair))["spec"]
+    assert local["resolution"] == "DNS" and "addresses" not in local
+
+
+@pytest.mark.parametrize("pair", load_matrix(), ids=lambda p: p.name)
+def test_every_pair_installs_istio_with_dns_capture_and_both_gateways(pair):
+    # ISTIO_META_DNS_CAPTURE is off by default (pilot-agent), so the app could not resolve the external host.
+    operator = yaml.safe_load(render("kind/istio-operator.yaml.j2", pair))
+    assert operator["spec"]["meshConfig"]["defaultConfig"]["proxyMetadata"] == {"ISTIO_META_DNS_CAPTURE": "true"}
+    assert operator["spec"]["components"]["egressGateways"][0]["enabled"] is True
 
 
 def test_every_template_renders_for_every_pair():

@@ -22,6 +22,7 @@ ADDONS = ("grafana", "jaeger", "kiali", "prometheus")
 
 def standin_env(work: Path, address_base: int, python: str = sys.executable) -> dict[str, str]:
     """Environment variables that put the stand-ins first on PATH and keep everything inside `work`."""
+    work = work.resolve()
     ports = {name: free_port() for name in ("ingress", "kiali", "grafana", "registry", "nginx")}
     return {
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -15,6 +15,7 @@ a run against it is never a real e2e run.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -270,10 +271,8 @@ def stop_mesh(state: dict) -> None:
         local_backend(state).down()
     pid = state.pop("kiali_pid", None)
     if pid:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
 def start_kiali(state: dict) -> str:
@@ -381,18 +380,18 @@ def apply(state: dict, cluster: dict, text: str) -> str:
         if doc["kind"] == "Service":
             entry["selector"] = dict(doc.get("spec", {}).get("selector", {}))
         lines.append(f"{doc['kind'].lower()}/{doc['metadata']['name']} configured")
-        if doc["kind"] in LOCAL_KINDS and "ingress-nginx" not in key_of(doc) and "MonitoringDashboard" != doc["kind"]:
+        if doc["kind"] in LOCAL_KINDS and not is_addon(doc):
             for_mesh.append(doc)
     if "istio-system/Deployment/kiali" in {key_of(doc) for doc in docs}:
         for_mesh.append(kiali_service_entry(start_kiali(state)))
-    for_mesh = [doc for doc in for_mesh if not is_addon(doc)]
     if for_mesh:
         local_backend(state).apply(yaml.safe_dump_all([mesh_view(doc) for doc in for_mesh]), "kubectl")
     return "\n".join(lines) + "\n"
 
 
 def is_addon(doc: dict) -> bool:
-    return doc["kind"] in ("Deployment", "Service") and doc.get("metadata", {}).get("namespace") == "istio-system"
+    """Workloads outside the mesh's namespace (add-ons, ingress-nginx): recorded, not run."""
+    return doc["kind"] in ("Deployment", "Service") and doc.get("metadata", {}).get("namespace", "default") != "default"
 
 
 def mesh_view(doc: dict) -> dict:
