@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -119,3 +120,18 @@ def test_newest_pair_validates_cleanly(tmp_path):
 def test_missing_schemas_say_where_to_point(tmp_path):
     with pytest.raises(ValidationSetupError, match="no CRD schemas for Istio 1.30.3"):
         crd_file(select_pair(), str(tmp_path))
+
+
+def test_workflow_runs_every_pair_with_time_limits_and_a_pinned_kubectl():
+    workflow = yaml.safe_load((Path(__file__).parents[1] / ".github/workflows/e2e.yml").read_text())
+    jobs = workflow["jobs"]
+    assert all(job.get("timeout-minutes") for job in jobs.values())
+    names = [pair.name for pair in load_matrix()]
+    assert jobs["kind"]["strategy"]["matrix"]["pair"] == names
+    assert jobs["standins"]["strategy"]["matrix"]["pair"] == names
+    setup = next(
+        step["run"] for step in jobs["kind"]["steps"] if step.get("name") == "kind and kubectl matching the pair"
+    )
+    # kubectl of the cluster's own version: the runner's kubectl is far outside the skew for Kubernetes 1.19.
+    assert "dl.k8s.io/release/v$node_version/bin/linux/amd64/kubectl" in setup
+    assert "kind.sigs.k8s.io/dl/$kind_version/" in setup
