@@ -31,7 +31,8 @@ NOT_FOUND = ("NotFound", "not found")
 
 def container_status(env: Env, name: str) -> str:
     """docker ps's Status column ("Up 3 minutes", "Exited (0) ..."), empty when there is no such container."""
-    return env.query(["docker", "ps", "-a", "--filter", f"name=^{name}$", "--format", "{{.Status}}"])
+    # The daemon keeps names with a leading "/": the pattern allows it either way.
+    return env.query(["docker", "ps", "-a", "--filter", f"name=^/?{name}$", "--format", "{{.Status}}"])
 
 
 def registry_up(env: Env) -> None:

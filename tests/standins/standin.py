@@ -90,8 +90,8 @@ def docker(state: dict, args: list[str], stdin: str) -> str:
     if command == "info":
         return "27.3.1\n"
     if command == "ps":
-        # `docker ps -a --filter name=^NAME$ --format {{.Status}}`: empty output when nothing matches.
-        name = next(a for a in rest if a.startswith("name=")).removeprefix("name=^").removesuffix("$")
+        # `docker ps -a --filter name=^/?NAME$ --format {{.Status}}`: empty output when nothing matches.
+        name = next(a for a in rest if a.startswith("name=")).removeprefix("name=^/?").removesuffix("$")
         container = containers.get(name)
         if container is None:
             return ""
