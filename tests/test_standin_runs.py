@@ -177,3 +177,12 @@ def test_missing_tool_is_one_clear_sentence(machine, tmp_path):
     result = machine.inv("cluster.up", extra={"PATH": f"{only}:/usr/bin:/bin"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: kind is not on PATH; install kind")
+
+
+def test_ingress_controller_install_waits_on_its_rollout(machine):
+    result = machine.inv("ingress.install", "--k8s", "1.36", "--istio", "1.30")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "kubectl --context kind-kube-meshy-1-36 -n ingress-nginx rollout status deploy/ingress-nginx-controller --timeout=300s"
+        in machine.log()
+    )

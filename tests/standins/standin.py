@@ -37,6 +37,11 @@ STATE = Path(os.environ.get("MESHY_STANDIN_STATE", ROOT / ".standins"))
 LOCAL_KINDS = {"Deployment", "Service", "Gateway", "VirtualService", "DestinationRule", "ServiceEntry"}
 # docker CLI's answer when the daemon does not answer.
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
+# The Envoy stats an Istio proxy keeps by default: requiredEnvoyStatsMatcherInclusionPrefixes in
+# pkg/bootstrap/config.go (1.8.6, 1.28.10, 1.30.3); per-cluster counters such as
+# cluster.outbound|...upstream_rq_total are not among them.
+DEFAULT_STATS = ("cluster_manager", "listener_manager", "server", "cluster.xds-grpc", "wasm")
+DEFAULT_PROMETHEUS = ("envoy_cluster_manager_", "envoy_listener_manager_", "envoy_server_", "envoy_wasm")
 KIALI_ADDRESS_BLOCK_OFFSET = 3  # the local mesh's external block (127.(base+3).x.x); Kiali takes .200.1 there
 
 
@@ -139,6 +144,11 @@ def docker(state: dict, args: list[str], stdin: str) -> str:
     if command == "tag":
         state["images"].append(rest[1])
         return ""
+    if command == "image" and rest[0] == "inspect":
+        # The local image store: it keeps images after the registry container is gone.
+        if rest[-1] not in state["images"]:
+            raise Fail(f"Error response from daemon: No such image: {rest[-1]}")
+        return f"sha256:{'1' * 64}\n"
     if command == "push":
         reference = rest[0]
         if not containers.get("kind-registry", {}).get("running"):
@@ -319,6 +329,10 @@ def kubectl(state: dict, args: list[str], stdin: str) -> str:
             raise Fail(f'Error from server (NotFound): deployments.apps "{name}" not found')
         return f'deployment "{name}" successfully rolled out\n'
     if verb == "wait":
+        # `kubectl wait pod --selector=...` fails at once while no pod matches (pods of a Deployment just
+        # applied do not exist yet); the stand-in never models those pods.
+        if "pod" in args:
+            raise Fail("error: no matching resources found")
         return ""
     if verb == "label":
         cluster["injection"] = "istio-injection=enabled" in args
@@ -510,8 +524,11 @@ def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
     backend = local_backend(state)
     address = backend.admin_address(proxy)
     text = requests.get(f"http://{address}/{path}", timeout=10, proxies={"http": ""}).text
+    if path == "stats":
+        return "".join(line + "\n" for line in text.splitlines() if line.startswith(DEFAULT_STATS))
     if path == "stats/prometheus":
-        text += standard_metrics(backend, proxy)
+        kept = [line for line in text.splitlines() if line.startswith(DEFAULT_PROMETHEUS)]
+        return "\n".join(kept) + "\n" + standard_metrics(backend, proxy)
     return text
 
 
