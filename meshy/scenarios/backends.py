@@ -164,7 +164,9 @@ class KindScenarioBackend:
     def gateway_requests(self, gateway: str, host: str) -> int:
         """istio_requests_total of the gateway towards host: Istio's standard metric, on by default in 1.8
         (telemetry v2 EnvoyFilters with a GATEWAY context, manifests/charts/istio-control/istio-discovery/
-        templates/telemetryv2_1.8.yaml) and built in from then on; served on the proxy's stats/prometheus."""
+        templates/telemetryv2_1.8.yaml) and built in from then on; its stats (named "reporter=...") pass the
+        bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all three releases), and the
+        proxy serves them on stats/prometheus."""
         return istio_requests(self._admin(gateway, "stats/prometheus"), host)
 
     def config_dump(self, proxy: str) -> dict:

@@ -73,9 +73,10 @@ def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
 
     pair = pair_of(k8s, istio)
     dry = is_dry(c)
-    try:
-        ports = Ports.from_env(os.environ.get("MESHY_HOST_PORTS"))
-    except ValueError as error:
-        raise Exit(f"error: {error}", code=1) from None
+    with clear_errors():
+        try:
+            ports = Ports.from_env(os.environ.get("MESHY_HOST_PORTS"))
+        except ValueError as error:
+            raise TaskError(str(error)) from None
     console = Console(stream=sys.stdout, planning=True) if dry else Console()
     return Env(pair, console, PrintRunner() if dry else ShellRunner(), dry, RenderOptions.for_kind(ports))
