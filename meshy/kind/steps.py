@@ -54,10 +54,10 @@ def registry_up(env: Env) -> None:
 
 
 def remove_container(env: Env, name: str, what: str) -> None:
-    if env.run(["docker", "rm", "-f", name], absent=NO_CONTAINER):
-        env.console.info(f" ✓ Removed {what} {name}")
-    else:
-        env.done(f"{what} {name} is not there")
+    with env.console.step(f"Removing {what} {name} (if it exists)"):
+        removed = env.run(["docker", "rm", "-f", name], absent=NO_CONTAINER)
+    if not removed:
+        env.done(f"{what} {name} was not there")
 
 
 def registry_down(env: Env) -> None:
