@@ -147,26 +147,67 @@ def docker_running() -> bool:
     return subprocess.run(["docker", "info"], capture_output=True).returncode == 0
 
 
-def e2e_kind(pair: str):
+def pair_args(pair: str) -> list[str]:
     k8s, istio = pair.split("-istio-")
+    return ["--k8s", k8s, "--istio", istio]
 
+
+def e2e_kind(pair: str):
     def session_function(session: nox.Session) -> None:
+        install(session)
+        if "--dry" in session.posargs:
+            session.run("inv", "--dry", "demo", "--backend", "kind", *pair_args(pair))
+            session.run("inv", "--dry", "down", *pair_args(pair))
+            return
         if not docker_running():
             session.error(
-                f"e2e-{pair} needs a running Docker engine (plus kind and kubectl); on this machine use e2e-local"
+                f"e2e-{pair} needs a running Docker engine (plus kind and kubectl); on this machine use e2e-local, "
+                f"or standins-{pair} for the same steps against recording stand-ins"
             )
-        install(session)
         try:
-            session.run("inv", "demo", "--backend", "kind", "--k8s", k8s, "--istio", istio)
+            session.run("inv", "demo", "--backend", "kind", *pair_args(pair))
         finally:
-            session.run("inv", "down", "--k8s", k8s, "--istio", istio)
+            session.run("inv", "down", *pair_args(pair))
 
-    session_function.__doc__ = f"Build kind {k8s} + Istio {istio} from nothing, run every scenario, tear down."
+    session_function.__doc__ = (
+        f"Real e2e: build kind + Istio for {pair} from nothing, run every scenario, tear down "
+        "(`-- --dry` prints the plan)."
+    )
+    return session_function
+
+
+def standins(pair: str):
+    def session_function(session: nox.Session) -> None:
+        from meshy.versions import select_pair
+        from tests.standins import harness
+
+        install(session)
+        work = Path(session.create_tmp()).resolve() / f"standins-{pair}"
+        shutil.rmtree(work, ignore_errors=True)
+        base, _claim = claim_address_base()  # held until the session ends
+        env = harness.standin_env(work, base, python=str(Path(session.bin) / "python"))
+        harness.seed_istio(work / "cache", select_pair(*pair.split("-istio-")))
+        plan = session.run("inv", "--dry", "demo", "--backend", "kind", *pair_args(pair), env=env, silent=True)
+        plan += session.run("inv", "--dry", "down", *pair_args(pair), env=env, silent=True)
+        try:
+            session.run("inv", "demo", "--backend", "kind", *pair_args(pair), env=env)
+        finally:
+            session.run("inv", "down", *pair_args(pair), env=env)
+        planned, ran = harness.plan_commands(plan), harness.logged_commands(work / "standins")
+        if planned != ran:
+            session.error(f"the dry plan and the commands run differ: {harness.first_difference(planned, ran)}")
+        session.log(f"the dry plan equals the {len(ran)} commands run")
+
+    session_function.__doc__ = (
+        f"e2e-{pair}'s steps against recording stand-ins for docker/kind/kubectl/istioctl over a real local "
+        "mesh (not a real e2e run); checks that the dry plan equals the commands run."
+    )
     return session_function
 
 
 for _pair in PAIRS:
     nox.session(name=f"e2e-{_pair}")(e2e_kind(_pair))
+    nox.session(name=f"standins-{_pair}")(standins(_pair))
 
 
 @nox.session(venv_backend=PROJECT_ENV)

@@ -7,7 +7,7 @@ the meshy package and is tested without invoke.
 import os
 import sys
 
-from invoke import Collection
+from invoke import Collection, Executor
 
 from meshy.tasks import addons, cluster, images, ingress, istio, local, mesh, registry, scenario, services
 from meshy.tasks.common import PAIR_HELP, cluster_env, export_pair_options
@@ -33,8 +33,10 @@ def up(c, k8s=None, istio=None, with_ingress=False):
         steps.ingress_install(env)
     steps.baseline(env)
     if not env.dry:
+        ports = env.ports
         print(
-            "kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:8080/  (Kiali :8081, Grafana :3000)"
+            f"kind environment ready: curl -H 'Host: minimal.svc.kind.org' http://127.0.0.1:{ports.ingress_host}/"
+            f"  (Kiali :{ports.kiali_host}, Grafana :{ports.grafana_host})"
         )
 
 
@@ -54,14 +56,13 @@ def demo(c, backend="local", k8s=None, istio=None, state=None, down=False):
     """The whole walkthrough: bring the backend up, run every scenario, print one summary table."""
     from meshy.scenarios import runner
 
-    if backend == "kind" and not c.config.run.dry:
-        # Called directly, a task skips its pre-tasks: run the chain itself.
-        for step in [*UP_CHAIN, up]:
-            step(c, k8s=k8s, istio=istio)
+    if backend == "kind":
+        # Task.__call__ runs a task's body only (invoke/tasks.py); the Executor runs its pre-tasks too.
+        Executor(namespace, config=c.config).execute(("up", {"k8s": k8s, "istio": istio}))
     results = scenario.run_scenarios(c, list(runner.SCENARIOS), backend, k8s, istio, state)
     if results:
         print("\n" + runner.summary_table(results))
-    if down and not c.config.run.dry:
+    if down and (backend == "kind" or not c.config.run.dry):
         if backend == "local":
             local.down(c, state=state)
         else:

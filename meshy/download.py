@@ -7,6 +7,7 @@ so an interrupted or corrupt transfer never leaves a usable-looking cache.
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import shutil
 import tarfile
@@ -24,6 +25,11 @@ from meshy.versions import Pair
 CACHE = ROOT / ".cache"
 RELEASES = "https://github.com/istio/istio/releases/download"
 CHUNK = 1 << 16
+
+
+def cache_dir() -> Path:
+    """Where releases are downloaded and unpacked (MESHY_CACHE, default .cache/)."""
+    return Path(os.environ.get("MESHY_CACHE") or CACHE)
 
 
 class DownloadError(MeshyError, RuntimeError):
@@ -45,9 +51,22 @@ def istio_artifact(pair: Pair, system: str | None = None, machine: str | None = 
     if os_name is None:
         raise DownloadError(f"Istio publishes no archive for {system}; use Linux or macOS.")
     arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
-    name = f"istio-{pair.istio_release}-{os_name}-{arch}.tar.gz"
+    platform_name = archive_platform(os_name, arch, pair.istio_release)
+    name = f"istio-{pair.istio_release}-{platform_name}.tar.gz"
     url = f"{RELEASES}/{pair.istio_release}/{name}"
-    return Artifact(url, pair.istio_sha256.get(f"{os_name}-{arch}"), url + ".sha256", name)
+    return Artifact(url, pair.istio_sha256.get(platform_name), url + ".sha256", name)
+
+
+def archive_platform(os_name: str, arch: str, release: str) -> str:
+    """The platform part of the archive name, as istio/istio release/downloadIstioCandidate.sh builds it.
+
+    Linux archives always name the architecture; macOS ones are plain `osx`
+    except `osx-arm64`, published from Istio 1.10 on.
+    """
+    if os_name == "linux":
+        return f"linux-{arch}"
+    major, minor = (int(part) for part in release.split(".")[:2])
+    return "osx-arm64" if arch == "arm64" and (major, minor) >= (1, 10) else "osx"
 
 
 def sha256_of(path: Path) -> str:

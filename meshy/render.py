@@ -6,6 +6,7 @@ The output keeps the walkthrough's file names (istio/services-gateway.yaml,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ class Ports:
     grafana_node: int = 30300
     nginx_host: int = 8880
 
+    @classmethod
+    def from_env(cls, value: str | None) -> Ports:
+        """Host ports moved by MESHY_HOST_PORTS, e.g. "ingress=18080,kiali=18081,grafana=13000,registry=15000"."""
+        if not value:
+            return cls()
+        names = {"registry": "registry", "ingress": "ingress_host", "kiali": "kiali_host", "grafana": "grafana_host"}
+        names["nginx"] = "nginx_host"
+        moved = {}
+        for item in value.split(","):
+            name, _, port = item.strip().partition("=")
+            if name not in names or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(
+                    f"MESHY_HOST_PORTS item {item.strip()!r} is not NAME=PORT with NAME one of {', '.join(names)}; "
+                    "fix or unset MESHY_HOST_PORTS."
+                )
+            moved[names[name]] = int(port)
+        return dataclasses.replace(cls(), **moved)
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -52,6 +71,11 @@ class RenderOptions:
     external: External = External()
     ports: Ports = Ports()
     registry_name: str = "kind-registry"
+
+    @classmethod
+    def for_kind(cls, ports: Ports) -> RenderOptions:
+        """The cluster path's options: the image is pushed to the registry's host port."""
+        return cls(ports=ports, image=f"localhost:{ports.registry}/minimal-service:v1.0.0")
 
 
 def environment() -> jinja2.Environment:

@@ -69,6 +69,8 @@ def chi_square_gof(observed: list[int], probabilities: list[float]) -> ChiSquare
     not add degrees of freedom (a single hit there gives p = 0).
     """
     total = sum(observed)
+    if total == 0:
+        return ChiSquare(math.nan, 0, 0.0)  # nothing observed: nothing fits
     statistic = 0.0
     dof = -1
     for count, probability in zip(observed, probabilities, strict=True):

@@ -1,34 +1,33 @@
-"""invoke's MockContext, recording every command and answering by regular expression."""
+"""A recording runner for unit tests of single steps: answers by regular expression, runs nothing."""
 
 from __future__ import annotations
 
 import re
-
-from invoke import Config, MockContext, Result
+from dataclasses import dataclass, field
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.kind.context import Env, PlanKube
+from meshy.kind.context import Completed, Env, show
 
 
+@dataclass
 class Plan:
-    """A MockContext whose commands are recorded and answered by regular expressions."""
+    """Records every command; answers each with the first matching (pattern -> Completed or stdout)."""
 
-    def __init__(self, answers: dict[str, str] | None = None, dry: bool = True) -> None:
-        self.answers = answers or {}
-        self.said: list[str] = []
-        self.c = MockContext(config=Config(overrides={"run": {"dry": dry}}), run=Result(""), repeat=True)
-        self.c.run.side_effect = self.answer
+    answers: dict[str, Completed | str] = field(default_factory=dict)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
 
-    def answer(self, command, **kwargs) -> Result:
-        for pattern, stdout in self.answers.items():
+    def __call__(self, argv: list[str], stdin: str | None, capture: bool) -> Completed:
+        command = show(argv)
+        self.calls.append((command, stdin))
+        for pattern, answer in self.answers.items():
             if re.search(pattern, command):
-                return Result(stdout, command=command)
-        return Result("", command=command)
+                return answer if isinstance(answer, Completed) else Completed(0, answer)
+        return Completed(0)
 
     @property
     def commands(self) -> list[str]:
-        return [call.args[0].replace(str(ROOT), "<root>") for call in self.c.run.call_args_list]
+        return [command.replace(str(ROOT), "<root>") for command, _ in self.calls]
 
-    def env(self, pair) -> Env:
-        return Env(self.c, pair, Console(quiet=True), PlanKube(f"kind-{pair.cluster_name}", self.said.append))
+    def env(self, pair, dry: bool = False) -> Env:
+        return Env(pair, Console(quiet=True), self, dry)

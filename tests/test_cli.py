@@ -58,7 +58,10 @@ def test_dry_up_prints_the_plan_without_touching_anything():
     result = inv("--dry", "up", "--k8s", "1.19", "--istio", "1.8")
     assert result.returncode == 0, result.stderr
     assert "kind create cluster --name kube-meshy-1-19" in result.stdout
-    assert "k8s: label Namespace default istio-injection=enabled" in result.stdout
+    assert (
+        "kubectl --context kind-kube-meshy-1-19 label namespace default istio-injection=enabled --overwrite"
+        in result.stdout
+    )
 
 
 def test_unsupported_pair_is_one_clear_error():

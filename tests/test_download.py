@@ -131,7 +131,11 @@ def test_artifact_names_follow_istio_releases():
     pair = select_pair("1.19", "1.8")
     linux = istio_artifact(pair, "Linux", "x86_64")
     assert linux.url.endswith("/1.8.6/istio-1.8.6-linux-amd64.tar.gz")
-    assert istio_artifact(pair, "Darwin", "arm64").name == "istio-1.8.6-osx-arm64.tar.gz"
+    # release/downloadIstioCandidate.sh: macOS archives are "osx", "osx-arm64" only from Istio 1.10.
+    assert istio_artifact(pair, "Darwin", "arm64").name == "istio-1.8.6-osx.tar.gz"
+    assert istio_artifact(pair, "Darwin", "x86_64").name == "istio-1.8.6-osx.tar.gz"
+    assert istio_artifact(select_pair("1.36", "1.30"), "Darwin", "arm64").name == "istio-1.30.3-osx-arm64.tar.gz"
+    assert istio_artifact(select_pair("1.36", "1.30"), "Darwin", "x86_64").name == "istio-1.30.3-osx.tar.gz"
     assert linux.sha256 is None  # not pinned: verified against the published .sha256
     newest = select_pair("1.36", "1.30")
     assert istio_artifact(newest, "Linux", "x86_64").sha256 == newest.istio_sha256["linux-amd64"]

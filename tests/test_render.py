@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -77,7 +78,18 @@ def test_split_weights_and_external_address_are_options():
         render("istio/service-entry.yaml.j2", pair, RenderOptions(external=External(address="172.18.0.9")))
     )
     assert entry["spec"]["resolution"] == "STATIC" and entry["spec"]["endpoints"] == [{"address": "172.18.0.9"}]
-    assert yaml.safe_load(render("istio/service-entry.yaml.j2", pair))["spec"]["resolution"] == "DNS"
+    # In the sidecars' DNS table only with an address (istio pkg/dns/server/name_table.go): cluster DNS has no record.
+    assert entry["spec"]["addresses"] == ["172.18.0.9"]
+    local = yaml.safe_load(render("istio/service-entry.yaml.j2", pair))["spec"]
+    assert local["resolution"] == "DNS" and "addresses" not in local
+
+
+@pytest.mark.parametrize("pair", load_matrix(), ids=lambda p: p.name)
+def test_every_pair_installs_istio_with_dns_capture_and_both_gateways(pair):
+    # ISTIO_META_DNS_CAPTURE is off by default (pilot-agent), so the app could not resolve the external host.
+    operator = yaml.safe_load(render("kind/istio-operator.yaml.j2", pair))
+    assert operator["spec"]["meshConfig"]["defaultConfig"]["proxyMetadata"] == {"ISTIO_META_DNS_CAPTURE": "true"}
+    assert operator["spec"]["components"]["egressGateways"][0]["enabled"] is True
 
 
 def test_every_template_renders_for_every_pair():
@@ -108,3 +120,18 @@ def test_newest_pair_validates_cleanly(tmp_path):
 def test_missing_schemas_say_where_to_point(tmp_path):
     with pytest.raises(ValidationSetupError, match="no CRD schemas for Istio 1.30.3"):
         crd_file(select_pair(), str(tmp_path))
+
+
+def test_workflow_runs_every_pair_with_time_limits_and_a_pinned_kubectl():
+    workflow = yaml.safe_load((Path(__file__).parents[1] / ".github/workflows/e2e.yml").read_text())
+    jobs = workflow["jobs"]
+    assert all(job.get("timeout-minutes") for job in jobs.values())
+    names = [pair.name for pair in load_matrix()]
+    assert jobs["kind"]["strategy"]["matrix"]["pair"] == names
+    assert jobs["standins"]["strategy"]["matrix"]["pair"] == names
+    setup = next(
+        step["run"] for step in jobs["kind"]["steps"] if step.get("name") == "kind and kubectl matching the pair"
+    )
+    # kubectl of the cluster's own version: the runner's kubectl is far outside the skew for Kubernetes 1.19.
+    assert "dl.k8s.io/release/v$node_version/bin/linux/amd64/kubectl" in setup
+    assert "kind.sigs.k8s.io/dl/$kind_version/" in setup

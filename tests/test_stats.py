@@ -56,3 +56,8 @@ def test_truncated_geometric_matches_closed_form_mean():
     assert mean == pytest.approx((1 - 0.7**21) / 0.3)
     assert 0 < variance < 0.7 / 0.3**2
     assert stats.truncated_geometric(0.5, 1) == (1.0, 0.0)
+
+
+def test_chi_square_with_nothing_observed_fits_nothing():
+    # Every request failed: no count to test, and never a pass (nor a division by zero).
+    assert stats.chi_square_gof([0, 0], [0.5, 0.5]).p_value == 0.0

@@ -1,15 +1,25 @@
-"""Commands and Kubernetes API calls of the cluster path, and their dry-run stand-ins."""
+"""How the cluster path runs commands: one code path for real and dry runs.
+
+Every step builds argv lists and hands them to a runner. The real runner
+executes them; under `inv --dry` the printing runner writes each one as a line
+of the plan and answers as if nothing existed yet. Nothing else differs, so
+the dry plan is the list of commands a run on a fresh machine executes.
+"""
 
 from __future__ import annotations
 
-import io
+import re
+import shlex
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from invoke import Context
+from pathlib import Path
+from typing import Protocol, TextIO
 
 from meshy.console import Console
+from meshy.download import cache_dir
 from meshy.errors import MeshyError
 from meshy.net import port_in_use
 from meshy.render import Ports, RenderOptions, build_dir
@@ -24,23 +34,73 @@ REGISTRY = "kind-registry"
 EXTERNAL = "minimal-external"
 IMAGE = "minimal-service:v1.0.0"
 
+Command = Sequence[str] | str
+
+
+@dataclass(frozen=True)
+class Completed:
+    exited: int
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Runner(Protocol):
+    def __call__(self, argv: list[str], stdin: str | None, capture: bool) -> Completed: ...
+
+
+def argv_of(command: Command) -> list[str]:
+    return shlex.split(command) if isinstance(command, str) else [str(part) for part in command]
+
+
+def show(argv: list[str]) -> str:
+    return shlex.join(argv)
+
+
+class ShellRunner:
+    """Runs commands for real; uncaptured output goes straight to the terminal."""
+
+    def __call__(self, argv: list[str], stdin: str | None, capture: bool) -> Completed:
+        try:
+            # No input: the command must not read the caller's terminal or pipe.
+            feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+            result = subprocess.run(argv, text=True, capture_output=capture, **feed)
+        except FileNotFoundError:
+            return Completed(127, "", f"{argv[0]}: command not found")
+        return Completed(result.returncode, result.stdout or "", result.stderr or "")
+
+
+@dataclass
+class PrintRunner:
+    """`inv --dry`: prints each command as a plan line and answers as if nothing existed."""
+
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def __call__(self, argv: list[str], stdin: str | None, capture: bool) -> Completed:
+        print(show(argv), file=self.stream, flush=True)
+        if stdin is not None:
+            print(f"#   stdin: {stdin_summary(stdin)}", file=self.stream, flush=True)
+        return Completed(0)
+
+
+def stdin_summary(text: str) -> str:
+    """What a manifest on stdin holds, e.g. "VirtualService/bounced-service, ConfigMap/local-registry-hosting"."""
+    found = re.findall(r"^kind: (\w+)\nmetadata:\n  name: ([\w.-]+)", text, re.M)
+    return ", ".join(f"{kind}/{name}" for kind, name in found) or f"{len(text)} bytes"
+
 
 @dataclass
 class Env:
-    """What every step needs: the invoke context, the pair, options and output."""
+    """What every step needs: the pair, a runner, options and output."""
 
-    c: Context
     pair: Pair
     console: Console
-    kube: Kube
+    runner: Runner
+    dry: bool = False
     options: RenderOptions = field(default_factory=RenderOptions)
+    cache: Path = field(default_factory=cache_dir)
 
     @property
-    def dry(self) -> bool:
-        return bool(self.c.config.run.dry)
-
-    @property
-    def build(self):
+    def build(self) -> Path:
         return build_dir(self.pair)
 
     @property
@@ -48,43 +108,71 @@ class Env:
         return self.options.ports
 
     @property
-    def context_flag(self) -> str:
-        return f"--context kind-{self.pair.cluster_name}"
+    def context(self) -> str:
+        return f"kind-{self.pair.cluster_name}"
 
-    def kubectl(self, args: str) -> str:
-        return f"kubectl {self.context_flag} {args}"
+    def kubectl(self, *args: str) -> list[str]:
+        return ["kubectl", "--context", self.context, *args]
 
-    def run(self, command: str, stdin: str | None = None) -> None:
-        """A command that changes something; its failure stops the task."""
-        kwargs = {"in_stream": io.StringIO(stdin)} if stdin is not None else {}
-        result = self.c.run(command, warn=True, pty=False, **kwargs)
-        if result is not None and result.exited not in (0, None) and not self.dry:
-            raise ClusterError(f"`{command}` failed with exit code {result.exited}; see its output above.")
+    def run(self, command: Command, stdin: str | None = None, absent: tuple[str, ...] = ()) -> bool:
+        """A command that changes something; False when it found nothing to act on (one of `absent` in stderr).
 
-    def query(self, command: str) -> str:
-        """A read-only command; empty when it fails (or under --dry, when nothing exists yet)."""
-        result = self.c.run(command, warn=True, hide=True, pty=False)
-        if result is None or result.exited not in (0, None):
+        Any other failure stops the task with the command named.
+        """
+        argv = argv_of(command)
+        result = self.runner(argv, stdin, capture=bool(absent))
+        if result.exited == 0:
+            if absent and result.stdout:
+                print(result.stdout, end="" if result.stdout.endswith("\n") else "\n")
+            return True
+        if absent and matches(result.stderr, absent):
+            return False
+        raise ClusterError(f"`{show(argv)}` failed with exit code {result.exited}{reason(result)}")
+
+    def query(self, command: Command, absent: tuple[str, ...] = ()) -> str:
+        """A read-only command's output; empty when what it asks about is absent (one of `absent` in stderr).
+
+        A failed query is not an absence: any other failure stops the task.
+        """
+        argv = argv_of(command)
+        result = self.runner(argv, None, capture=True)
+        if result.exited == 0:
+            return result.stdout.strip()
+        if absent and matches(result.stderr, absent):
             return ""
-        return (result.stdout or "").strip()
+        raise ClusterError(f"`{show(argv)}` failed with exit code {result.exited}{reason(result)}")
 
     def done(self, message: str) -> None:
         self.console.info(f" ✓ {message} (already done, nothing changed)")
 
 
+def matches(stderr: str, patterns: tuple[str, ...]) -> bool:
+    lowered = stderr.lower()
+    return any(pattern.lower() in lowered for pattern in patterns)
+
+
+def reason(result: Completed) -> str:
+    lines = [line.strip() for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    return f" ({lines[-1]}); fix that and retry." if lines else "; see its output above."
+
+
+TOOL_HINTS = {
+    "docker": "install Docker and start it",
+    "kind": "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
+    "kubectl": "install kubectl",
+}
+
+
 def require_tools(env: Env, *tools: str) -> None:
-    if env.dry:
-        return
-    for tool in tools:
-        if shutil.which(tool) is None:
-            hint = {
-                "docker": "install Docker and start it",
-                "kind": "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation)",
-                "kubectl": "install kubectl",
-            }.get(tool, f"install {tool}")
-            raise ClusterError(f"{tool} is not on PATH; {hint}.")
-    if "docker" in tools and not env.query("docker info --format '{{.ServerVersion}}'"):
-        raise ClusterError("Docker is not running (docker info failed); start the Docker daemon and retry.")
+    """Each tool on PATH (not checked under --dry), and a Docker daemon that answers."""
+    if not env.dry:
+        for tool in tools:
+            if shutil.which(tool) is None:
+                raise ClusterError(f"{tool} is not on PATH; {TOOL_HINTS.get(tool, f'install {tool}')}.")
+    if "docker" in tools:
+        result = env.runner(["docker", "info", "--format", "{{.ServerVersion}}"], None, capture=True)
+        if result.exited != 0:
+            raise ClusterError("Docker is not running (docker info failed); start the Docker daemon and retry.")
 
 
 def require_free_ports(env: Env, ports: dict[str, int]) -> None:
@@ -93,80 +181,3 @@ def require_free_ports(env: Env, ports: dict[str, int]) -> None:
     for what, port in ports.items():
         if port_in_use("127.0.0.1", port):
             raise ClusterError(f"port {port} ({what}) is already in use on 127.0.0.1; stop what uses it and retry.")
-
-
-# --- Kubernetes API (the Python client) -------------------------------------------------
-
-
-class Kube:
-    """The few API calls the cluster path makes through the Kubernetes Python client."""
-
-    def __init__(self, context: str) -> None:
-        self.context = context
-        self._core = None
-
-    def core(self):
-        if self._core is None:
-            from kubernetes import client, config
-
-            try:
-                config.load_kube_config(context=self.context)
-            except Exception as error:  # the client raises several unrelated types here
-                raise ClusterError(
-                    f"cannot load kubeconfig context {self.context} ({error}); create the cluster first."
-                ) from None
-            self._core = client.CoreV1Api()
-        return self._core
-
-    def apply_config_map(self, namespace: str, name: str, data: dict[str, str]) -> str:
-        from kubernetes.client import V1ConfigMap, V1ObjectMeta
-        from kubernetes.client.exceptions import ApiException
-
-        body = V1ConfigMap(metadata=V1ObjectMeta(name=name, namespace=namespace), data=data)
-        try:
-            current = self.core().read_namespaced_config_map(name, namespace)
-        except ApiException as error:
-            if error.status != 404:
-                raise
-            self.core().create_namespaced_config_map(namespace, body)
-            return "created"
-        if current.data == data:
-            return "unchanged"
-        self.core().replace_namespaced_config_map(name, namespace, body)
-        return "configured"
-
-    def label_namespace(self, namespace: str, key: str, value: str) -> str:
-        labels = self.core().read_namespace(namespace).metadata.labels or {}
-        if labels.get(key) == value:
-            return "unchanged"
-        self.core().patch_namespace(namespace, {"metadata": {"labels": {key: value}}})
-        return "labelled"
-
-    def pods_ready(self, namespace: str, selector: str) -> list[tuple[str, str]]:
-        """(pod, "ready/total containers") for each pod the selector picks."""
-        pods = self.core().list_namespaced_pod(namespace, label_selector=selector).items
-        result = []
-        for pod in pods:
-            statuses = pod.status.container_statuses or []
-            result.append((pod.metadata.name, f"{sum(1 for s in statuses if s.ready)}/{len(pod.spec.containers)}"))
-        return result
-
-
-class PlanKube(Kube):
-    """Stands in for Kube under --dry and in tests: says what it would do."""
-
-    def __init__(self, context: str, say: Callable[[str], None]) -> None:
-        super().__init__(context)
-        self.say = say
-
-    def apply_config_map(self, namespace: str, name: str, data: dict[str, str]) -> str:
-        self.say(f"k8s: apply ConfigMap {namespace}/{name} ({', '.join(sorted(data))})")
-        return "planned"
-
-    def label_namespace(self, namespace: str, key: str, value: str) -> str:
-        self.say(f"k8s: label Namespace {namespace} {key}={value}")
-        return "planned"
-
-    def pods_ready(self, namespace: str, selector: str) -> list[tuple[str, str]]:
-        self.say(f"k8s: check pods {namespace} -l {selector} run 2/2 containers")
-        return []

@@ -10,12 +10,14 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from meshy.errors import MeshyError
 from meshy.local.backend import LocalBackend
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
+from meshy.scenarios.traffic import WORKERS, Request, Result, send
 from meshy.versions import Pair
 
 
@@ -37,7 +39,13 @@ class Backend(Protocol):
 
     def remove_selector_label(self, service: str, label: str) -> None: ...
 
-    def counters(self, proxy: str, prefix: str) -> dict[str, int]: ...
+    def send(self, request: Request, n: int, progress=None, workers: int = WORKERS) -> list[Result]: ...
+
+    def poll(self, check: Callable[[], bool], timeout: float) -> bool: ...
+
+    def app_metrics(self, service: str) -> str: ...
+
+    def gateway_requests(self, gateway: str, host: str) -> int: ...
 
     def config_dump(self, proxy: str) -> dict: ...
 
@@ -65,8 +73,23 @@ class LocalScenarioBackend:
     def remove_selector_label(self, service: str, label: str) -> None:
         self.local.remove_selector_label(service, label)
 
-    def counters(self, proxy: str, prefix: str) -> dict[str, int]:
-        return self.local.proxy_stats(proxy, prefix)
+    def send(self, request: Request, n: int, progress=None, workers: int = WORKERS) -> list[Result]:
+        return send(request, n, progress, workers)
+
+    def poll(self, check: Callable[[], bool], timeout: float) -> bool:
+        return wait_until(check, timeout=timeout, interval=0.05)
+
+    def app_metrics(self, service: str) -> str:
+        """The /metrics text of the service's (single) pod, read from its app directly."""
+        pod = next((p for p in self.local.pods() if p.labels.get("app") == service), None)
+        if pod is None:
+            raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
+        return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
+
+    def gateway_requests(self, gateway: str, host: str) -> int:
+        # The local gateways have no Istio stats filter: count the gateway's Envoy cluster for the host.
+        cluster = f"cluster.outbound|{self.options.external.port}||{host}."
+        return counter(self.local.proxy_stats(gateway, cluster), ".upstream_rq_total")
 
     def config_dump(self, proxy: str) -> dict:
         return self.local.config_dump(proxy)
@@ -76,7 +99,11 @@ class LocalScenarioBackend:
 
 
 class KindScenarioBackend:
-    """A kind + Istio cluster built by `inv up`: kubectl, the proxies' admin API, docker logs."""
+    """A kind + Istio cluster built by `inv up`, reached through kubectl and docker only.
+
+    Every read goes through the environment's runner, so under --dry each one
+    is a line of the plan; traffic is not sent then, and each wait checks once.
+    """
 
     name = "kind"
 
@@ -95,32 +122,50 @@ class KindScenarioBackend:
 
     def apply(self, template: str, options: RenderOptions | None = None) -> None:
         text = render(template, self.pair, options or self.options)
-        self.env.run(self.env.kubectl("apply -f -"), stdin=text)
+        self.env.run(self.env.kubectl("apply", "-f", "-"), stdin=text)
         for name in re.findall(r"^kind: Deployment\nmetadata:\n  name: (\S+)", text, re.M):
-            self.env.run(self.env.kubectl(f"rollout status deploy/{name} --timeout=300s"))
+            self.env.run(self.env.kubectl("rollout", "status", f"deploy/{name}", "--timeout=300s"))
 
     def delete(self, template: str, options: RenderOptions | None = None) -> None:
         text = render(template, self.pair, options or self.options)
-        self.env.run(self.env.kubectl("delete --ignore-not-found -f -"), stdin=text)
+        self.env.run(self.env.kubectl("delete", "--ignore-not-found", "-f", "-"), stdin=text)
 
     def remove_selector_label(self, service: str, label: str) -> None:
-        selector = self.env.query(self.env.kubectl(f"get svc {service} -o jsonpath='{{.spec.selector}}'"))
-        if f'"{label}"' in selector:
+        selector = self.env.query(self.env.kubectl("get", "svc", service, "-o", "jsonpath={.spec.selector}"))
+        if f'"{label}"' in selector or self.env.dry:
             patch = json.dumps([{"op": "remove", "path": f"/spec/selector/{label}"}])
-            self.env.run(self.env.kubectl(f"patch svc {service} --type json -p '{patch}'"))
+            self.env.run(self.env.kubectl("patch", "svc", service, "--type", "json", "-p", patch))
+
+    def send(self, request: Request, n: int, progress=None, workers: int = WORKERS) -> list[Result]:
+        if self.env.dry:
+            self.env.console.info(f"# would send {n} x {request.method} {request.url} (Host {request.headers['Host']})")
+            return [Result(0, "", 0.0)] * n
+        return send(request, n, progress, workers)
+
+    def poll(self, check: Callable[[], bool], timeout: float) -> bool:
+        if self.env.dry:
+            check()  # its commands are part of the plan; nothing can be observed
+            return True
+        return wait_until(check, timeout=timeout, interval=0.5)
 
     def _admin(self, proxy: str, path: str) -> str:
+        """An Envoy admin path of a proxy, through pilot-agent (present in every Istio release of the matrix)."""
         namespace = "istio-system" if proxy.startswith("istio-") else "default"
-        command = f"-n {namespace} exec deploy/{proxy} -c istio-proxy -- pilot-agent request GET {path}"
-        return self.env.query(self.env.kubectl(command))
+        command = ("-n", namespace, "exec", f"deploy/{proxy}", "-c", "istio-proxy", "--")
+        return self.env.query(self.env.kubectl(*command, "pilot-agent", "request", "GET", path))
 
-    def counters(self, proxy: str, prefix: str) -> dict[str, int]:
-        counters = {}
-        for line in self._admin(proxy, "stats").splitlines():
-            name, _, value = line.rpartition(": ")
-            if name.startswith(prefix) and value.isdigit():
-                counters[name] = int(value)
-        return counters
+    def app_metrics(self, service: str) -> str:
+        """The app's own /metrics through the API server's service proxy (no tool needed in the image)."""
+        path = f"/api/v1/namespaces/default/services/{service}:http/proxy/metrics"
+        return self.env.query(self.env.kubectl("get", "--raw", path))
+
+    def gateway_requests(self, gateway: str, host: str) -> int:
+        """istio_requests_total of the gateway towards host: Istio's standard metric, on by default in 1.8
+        (telemetry v2 EnvoyFilters with a GATEWAY context, manifests/charts/istio-control/istio-discovery/
+        templates/telemetryv2_1.8.yaml) and built in from then on; its stats (named "reporter=...") pass the
+        bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all three releases), and the
+        proxy serves them on stats/prometheus."""
+        return istio_requests(self._admin(gateway, "stats/prometheus"), host)
 
     def config_dump(self, proxy: str) -> dict:
         text = self._admin(proxy, "config_dump")
@@ -129,7 +174,7 @@ class KindScenarioBackend:
     def external_log(self) -> str:
         from meshy.kind.context import EXTERNAL
 
-        return self.env.query(f"docker logs {EXTERNAL} 2>&1")
+        return self.env.query(["docker", "logs", EXTERNAL])
 
 
 def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
@@ -161,9 +206,56 @@ def counter(counters: dict[str, int], suffix: str) -> int:
     return sum(value for name, value in counters.items() if name.endswith(suffix))
 
 
-def wait_for(check, what: str, timeout: float = 60.0) -> float:
+PROMETHEUS_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def prometheus_samples(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of one metric in Prometheus text format."""
+    samples = []
+    for line in text.splitlines():
+        found = PROMETHEUS_LINE.match(line)
+        if found and found["name"] == metric:
+            samples.append((dict(LABEL.findall(found["labels"] or "")), float(found["value"])))
+    return samples
+
+
+def app_requests(metrics: str, path: str) -> int:
+    """Requests minimal-service served on one path, from its own /metrics (minimal_service/metrics.py)."""
+    return int(
+        sum(
+            v
+            for labels, v in prometheus_samples(metrics, "minimal_service_requests_total")
+            if labels.get("path") == path
+        )
+    )
+
+
+def istio_requests(metrics: str, host: str) -> int:
+    """istio_requests_total towards one destination service host."""
+    return int(
+        sum(
+            value
+            for labels, value in prometheus_samples(metrics, "istio_requests_total")
+            if host in (labels.get("destination_service"), labels.get("destination_service_name"))
+        )
+    )
+
+
+def http_text(url: str) -> str:
+    import requests
+
+    try:
+        return requests.get(url, timeout=5, proxies={"http": ""}).text
+    except requests.RequestException as error:
+        raise ScenarioError(
+            f"cannot read {url} ({type(error).__name__}); check the backend with its status task."
+        ) from None
+
+
+def wait_for(backend: Backend, check: Callable[[], bool], what: str, timeout: float = 60.0) -> float:
     """Poll until check() holds; return how long it took. Never a fixed sleep."""
     started = time.monotonic()
-    if not wait_until(check, timeout=timeout, interval=0.05):
+    if not backend.poll(check, timeout):
         raise ScenarioError(f"{what} was not observed within {timeout:.0f}s; check the backend with its status task.")
     return time.monotonic() - started

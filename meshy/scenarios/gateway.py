@@ -6,7 +6,7 @@ from meshy import stats
 from meshy.console import Console
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.checks import all_check, exact_check
-from meshy.scenarios.traffic import get_request, send
+from meshy.scenarios.traffic import get_request
 from meshy.scenarios.verdict import ALPHA, Phase, Report
 
 MISS_RATE = 0.01
@@ -26,7 +26,7 @@ def run(backend: Backend, console: Console) -> Report:
         f"{n} requests: if none is lost, a loss rate of {MISS_RATE:.0%} or more is ruled out at alpha {ALPHA}."
     )
     with console.step(f"{n} requests for minimal.svc.kind.org through {backend.ingress}"):
-        results = send(
+        results = backend.send(
             get_request(backend.ingress, "minimal.svc.kind.org"), n, lambda d, t: console.progress("requests", d, t)
         )
     reached = sum(1 for r in results if r.status == 200 and r.json().get("servedBy", "").startswith("minimal-service"))
@@ -38,7 +38,7 @@ def run(backend: Backend, console: Console) -> Report:
     report.phases.append(Phase("minimal.svc.kind.org", {"200 from minimal-service": reached, "other": n - reached}))
 
     with console.step(f"{UNKNOWN_REQUESTS} requests for an unknown host"):
-        unknown = send(get_request(backend.ingress, "unknown.svc.kind.org"), UNKNOWN_REQUESTS)
+        unknown = backend.send(get_request(backend.ingress, "unknown.svc.kind.org"), UNKNOWN_REQUESTS)
     not_found = sum(1 for r in unknown if r.status == 404)
     report.add(
         exact_check("unknown.svc.kind.org gets 404 (no virtual host matches)", not_found, UNKNOWN_REQUESTS, "every one")
@@ -47,7 +47,7 @@ def run(backend: Backend, console: Console) -> Report:
 
     if backend.name == "kind":
         with console.step("kiali.istio.kind.org through the istio-system gateway"):
-            kiali = send(get_request(backend.ingress, "kiali.istio.kind.org"), 1)[0]
+            kiali = backend.send(get_request(backend.ingress, "kiali.istio.kind.org"), 1)[0]
         redirected = int(kiali.status == 302)
         report.add(exact_check("kiali.istio.kind.org answers 302 to /kiali/", redirected, 1, "a redirect"))
     report.requests = n + UNKNOWN_REQUESTS

@@ -6,15 +6,14 @@ import json
 
 from meshy import stats
 from meshy.console import Console
-from meshy.scenarios.backends import Backend, counter, wait_for
+from meshy.scenarios.backends import Backend, app_requests, wait_for
 from meshy.scenarios.checks import exact_check, mean_check, share_check
-from meshy.scenarios.traffic import WORKERS, bounce_request, send
+from meshy.scenarios.traffic import WORKERS, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
 FAILURE = 0.70  # bounced-service answers 500 to 70% of requests
 ATTEMPTS = 20  # bounced-virtualservice-retries: attempts
 RETRIES_FILE = "istio/bounced-virtualservice-retries.yaml.j2"
-CLUSTER = "outbound|9090||bounced-service.default.svc.cluster.local"
 ENDPOINT = "http://bounced-service:9090"
 # Retried calls mostly wait out Envoy's retry back-off (25 ms base), so more run at once.
 RETRY_WORKERS = 24
@@ -58,6 +57,7 @@ def run(backend: Backend, console: Console) -> Report:
     with console.step("apply bounced-virtualservice-retries and wait until the caller's sidecar has it"):
         backend.apply(RETRIES_FILE)
         wait_for(
+            backend,
             lambda: f'"num_retries": {ATTEMPTS}' in json.dumps(backend.config_dump("minimal-service")),
             "the retry policy",
         )
@@ -81,10 +81,10 @@ def run(backend: Backend, console: Console) -> Report:
 
 
 def measure(backend: Backend, console: Console, request, n: int, label: str, workers: int = WORKERS) -> tuple[int, int]:
-    """Successful calls, and upstream requests the caller's sidecar sent for them."""
-    start = counter(backend.counters("minimal-service", f"cluster.{CLUSTER}."), ".upstream_rq_total")
+    """Successful calls, and the requests bounced-service's app counted for them (every attempt reaches it)."""
+    start = app_requests(backend.app_metrics("bounced-service"), "/")
     with console.step(f"{label}: {n} calls"):
-        results = send(request, n, lambda d, t: console.progress(label, d, t), workers)
-    end = counter(backend.counters("minimal-service", f"cluster.{CLUSTER}."), ".upstream_rq_total")
+        results = backend.send(request, n, lambda d, t: console.progress(label, d, t), workers)
+    end = app_requests(backend.app_metrics("bounced-service"), "/")
     ok = sum(1 for r in results if r.status == 200 and r.json().get("body") == "200 OK")
     return ok, end - start

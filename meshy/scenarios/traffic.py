@@ -62,7 +62,12 @@ def send(
         started = time.perf_counter()
         try:
             response = session.request(
-                request.method, request.url, headers=request.headers, data=request.data, timeout=30
+                request.method,
+                request.url,
+                headers=request.headers,
+                data=request.data,
+                timeout=30,
+                allow_redirects=False,  # a redirect is an answer to judge (Kiali's 302), not a hop to follow
             )
             result = Result(response.status_code, response.text, time.perf_counter() - started)
         except requests.RequestException as error:

@@ -8,7 +8,7 @@ from meshy import stats
 from meshy.console import Console
 from meshy.scenarios.backends import Backend, route_targets, wait_for
 from meshy.scenarios.checks import split_check
-from meshy.scenarios.traffic import get_request, send
+from meshy.scenarios.traffic import get_request
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
 SHIFT = 0.10  # the smallest wrong split each step must catch: ten percentage points
@@ -66,10 +66,10 @@ def split_step(backend: Backend, console: Console, v1: int, v2: int, label: str)
             by_subset = {name.split("|")[2]: weight for name, weight in targets.items() if weight}
             return by_subset == {subset: weight for subset, weight in wanted.items() if weight}
 
-        wait_for(active, f"the {v1}/{v2} split")
+        wait_for(backend, active, f"the {v1}/{v2} split")
     n = sample_size(v1)
     with console.step(f"split {label}: {n} requests"):
-        results = send(
+        results = backend.send(
             get_request(backend.ingress, "minimal.svc.kind.org"), n, lambda d, t: console.progress(label, d, t)
         )
     counts = {"v1": 0, "v2": 0, "failed": 0}

@@ -58,14 +58,21 @@ def export_pair_options(argv: list[str], environ: dict[str, str]) -> None:
 
 
 def cluster_env(c: Context, k8s: str | None = None, istio: str | None = None):
-    """The cluster path's step environment; under --dry the Kubernetes client only says what it would do."""
+    """The cluster path's step environment; under --dry its runner prints each command instead of running it."""
+    import os
+
     from meshy.console import Console
-    from meshy.kind.context import Env, Kube, PlanKube
+    from meshy.kind.context import Env, PrintRunner, ShellRunner
+    from meshy.render import Ports, RenderOptions
 
     pair = pair_of(k8s, istio)
-    context = f"kind-{pair.cluster_name}"
-    kube = PlanKube(context, print) if is_dry(c) else Kube(context)
-    return Env(c, pair, Console(stream=sys.stdout if is_dry(c) else None, planning=is_dry(c)), kube)
+    try:
+        ports = Ports.from_env(os.environ.get("MESHY_HOST_PORTS"))
+    except ValueError as error:
+        raise TaskError(str(error)) from None
+    dry = is_dry(c)
+    console = Console(stream=sys.stdout, planning=True) if dry else Console()
+    return Env(pair, console, PrintRunner() if dry else ShellRunner(), dry, RenderOptions.for_kind(ports))
 
 
 def cluster_step(c: Context, step: str, k8s: str | None, istio: str | None, *args: object) -> None:

@@ -47,6 +47,12 @@ def run_scenarios(c: Context, names: list[str], backend: str, k8s, istio, state=
     from meshy.scenarios import runner
     from meshy.scenarios.changes import RecordingBackend
 
+    if is_dry(c) and backend == "kind":
+        target = make_backend(c, backend, k8s, istio, state)
+        for name in names:
+            with target.env.console.step(f"scenario {name} (dry run: commands only, no traffic, no verdict)"):
+                runner.SCENARIOS[name](target, target.env.console)
+        return []
     if is_dry(c):
         print(f"would run scenario(s) {', '.join(names)} on the {backend} backend and write reports/{backend}/")
         return []
