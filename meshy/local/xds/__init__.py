@@ -6,3 +6,13 @@ program of the mesh) pushes clusters, listeners and route configurations
 State of the World, and the backend hands it new snapshots over a small
 control API on the same socket, then waits for every proxy's ACK or NACK.
 """
+
+import sys
+from pathlib import Path
+
+# The generated Envoy API lives apart from the project's packages (see requirements.txt
+# beside this file); appended, not prepended, so the opentelemetry and googleapis
+# modules of the project's own packages keep precedence over xds-protos' copies.
+PROTOS = Path(sys.prefix) / "xds-protos"
+if str(PROTOS) not in sys.path:
+    sys.path.append(str(PROTOS))
