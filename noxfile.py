@@ -118,7 +118,9 @@ def run_local_demo(session: nox.Session, *pair_options: str) -> None:
         "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
     }
-    session.run(sys.executable, "-m", "invoke", "demo", "--backend", "local", *pair_options, "--down", env=env, external=True)
+    session.run(
+        sys.executable, "-m", "invoke", "demo", "--backend", "local", *pair_options, "--down", env=env, external=True
+    )
 
 
 @nox.session(name="e2e-local", venv_backend=PROJECT_ENV)
