@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, render, e2e-local, e2e-<k8s>-istio-<istio>, bench.
+"""nox sessions: tests, lint, render, e2e-local, e2e-<k8s>-istio-<istio>, bench, reliability.
 
 Each session installs requirements.txt into its own virtual environment;
 environments are reused between runs, so only the first run pays for it.
