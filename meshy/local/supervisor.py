@@ -265,6 +265,8 @@ def program_of(pid: int) -> str:
 def leftover_pids(state_dir: Path) -> list[int]:
     """Every live process started for this state directory (supervisord included), by its marker."""
     own = os.getpid()
+    if not Path("/proc").is_dir():
+        return []  # no way to read another process's environment (macOS): see stop_all
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
@@ -291,6 +293,8 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     supervisord is killed first so it cannot restart what is being stopped; the
     others get SIGTERM together and SIGKILL after the grace period.
     """
+    if not Path("/proc").is_dir():
+        return _stop_by_pidfile(state_dir)
     pids = leftover_pids(state_dir)
     ended = [Ended(pid, program_of(pid)) for pid in pids]
     for pid in pids:
@@ -300,6 +304,25 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     # Processes started while we were stopping (a restart that raced supervisord's end) go too.
     late = leftover_pids(state_dir)
     return ended + (stop_all(state_dir, grace) if late else [])
+
+
+def _stop_by_pidfile(state_dir: Path) -> list[Ended]:
+    """Without /proc only supervisord's pid file is left: it stops its programs on SIGTERM."""
+    try:
+        pid = int((state_dir / "supervisord.pid").read_text().strip())
+    except (OSError, ValueError):
+        return []
+    _signal(pid, signal.SIGTERM)
+    wait_until(lambda: not _exists(pid), timeout=10, interval=0.05)
+    return [Ended(pid, "supervisord")]
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def stop_pids(pids: list[int], grace: float) -> None:
