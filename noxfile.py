@@ -1,4 +1,4 @@
-"""nox sessions: tests, lint, render, e2e-local, e2e-local-<pair>, e2e-<k8s>-istio-<istio>, bench.
+"""nox sessions: tests, lint, render, e2e-local, e2e-local-<pair>, e2e-<k8s>-istio-<istio>, bench, reliability.
 
 The sessions that need the project's packages share one environment: the
 .venv that scripts/run creates from requirements.txt (they run with

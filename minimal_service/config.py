@@ -24,6 +24,7 @@ class Settings:
     debug: bool = False
     log_requests: bool = True
     hostname: str = "localhost"
+    reuse_port: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -40,6 +41,8 @@ class Settings:
             debug=_flag(env, "DEBUG"),
             log_requests=_flag(env, "LOG_REQUESTS", default=True),
             hostname=env.get("HOSTNAME") or socket.gethostname(),
+            # A successor can bind the port while this process still serves (handover without a gap).
+            reuse_port=_flag(env, "SERVICE_REUSE_PORT"),
         )
 
 

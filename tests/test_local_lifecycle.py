@@ -14,6 +14,7 @@ import time
 import pytest
 
 from meshy import ROOT
+from meshy.bench import PacedLoad
 from meshy.local.backend import LocalError
 from meshy.local.supervisor import leftover_pids
 from meshy.net import port_in_use, wait_until
@@ -232,13 +233,19 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     assert "supervisord is gone: 10 processes run unsupervised" in result.stdout
     with pytest.raises(LocalError, match="supervisord is gone: 10 processes run unsupervised; inv local.up restarts"):
         running.apply_template("istio/minimal-virtualservice.yaml.j2")
-    # up recovers: a new supervisord runs the mesh, and every program is under it.
-    assert running.up() > 0
+    orphans = set(leftover_pids(running.backend.dir))
+    # up hands the mesh over to a new supervisord: every program has a successor, the orphans are gone.
+    with PacedLoad(running.backend.ingress_url + "/", rate=100, host="minimal.svc.kind.org", clients=4) as load:
+        assert running.up() > 0
     assert running.backend.supervisor.running()
     # RUNNING once a program stayed up for startsecs (1 s).
     assert wait_until(lambda: all(p.state == "RUNNING" for p in running.backend.supervisor.processes()), timeout=10)
     assert len(leftover_pids(running.backend.dir)) == 11
+    assert orphans.isdisjoint(leftover_pids(running.backend.dir))
     assert running.get().status_code == 200
+    # Served throughout: a restart of every process would fail nearly every request while it lasts.
+    assert load.outcome.ok > 0
+    assert load.outcome.failed <= load.outcome.ok / 20, load.outcome.failures
 
 
 def test_up_and_apply_bring_back_stopped_programs_and_status_counts_restarts(running):

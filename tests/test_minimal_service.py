@@ -324,3 +324,29 @@ class CaptureServer:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+def test_reuse_port_lets_a_successor_bind_beside_a_running_instance(start_service):
+    import os
+    import subprocess
+    import sys
+
+    from meshy import ROOT
+
+    first = start_service(SERVICE_REUSE_PORT="1")
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(SERVICE_PORT=str(first.port), SERVICE_REUSE_PORT="1", HOSTNAME="successor")
+    successor = subprocess.Popen([sys.executable, "-m", "minimal_service"], cwd=ROOT, env=env, stdout=subprocess.PIPE)
+    try:
+        assert successor.stdout.readline().startswith(b"Logger")  # it started serving, no "cannot listen"
+        assert successor.poll() is None
+    finally:
+        successor.kill()
+        successor.wait()
+    # Without the setting the port stays exclusive, as before.
+    env.pop("SERVICE_REUSE_PORT")
+    refused = subprocess.run(
+        [sys.executable, "-m", "minimal_service"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+    assert refused.returncode == 1
+    assert "cannot listen on" in refused.stderr

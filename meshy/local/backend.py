@@ -36,7 +36,17 @@ from meshy.local.paths import PathError, check_config_path, child, private_dir, 
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
-from meshy.local.supervisor import Ended, Program, Supervisor, running_programs, stop_all, summary
+from meshy.local.supervisor import (
+    DOWN_GRACE,
+    Ended,
+    Program,
+    Supervisor,
+    listens,
+    running_programs,
+    stop_all,
+    stop_pids,
+    summary,
+)
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
@@ -275,14 +285,18 @@ class LocalBackend:
         started = time.monotonic()
         with self.locked():
             state = self.load()
-            if self.is_up() and state.external and state.istio not in (None, pair.istio):
+            handed_over = self.recover(state)
+            running = handed_over or self.is_up()
+            if running and state.external and state.istio not in (None, pair.istio):
                 raise LocalError(
                     f"the local mesh in {self.dir} runs Istio {state.istio}'s rules, not {pair.istio}'s; "
                     "run inv local.down first to start it with another pair."
                 )
-            if self.is_up() and state.external:
+            if running and state.external:
                 revived = self.supervisor.revive()
                 if not revived:
+                    if handed_over:
+                        return time.monotonic() - started
                     self.console.info(
                         f"local mesh already up in {self.dir}; nothing to do (inv local.down to remove it)"
                     )
@@ -292,7 +306,6 @@ class LocalBackend:
                 # Nothing changed for the proxies, so reconcile awaits no app: the revived ones are awaited here.
                 self.wait_apps(self.pods(), time.monotonic() + READY_TIMEOUT)
                 return time.monotonic() - started
-            self.recover()
             layout = self.layout_of(state)
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
@@ -342,23 +355,70 @@ class LocalBackend:
                 "run inv local.down for it or choose another block with MESHY_ADDRESS_BASE."
             )
 
-    def recover(self) -> list[Ended]:
-        """End processes of this state directory that no supervisord looks after any more.
+    def recover(self, state: State) -> bool:
+        """Deal with processes of this state directory that no working supervisord looks after.
 
         They are what a killed supervisord, a lost state file or an interrupted
-        command left serving; `up` then starts the mesh again from its state.
+        command left serving. A complete mesh whose supervisord died is handed
+        over to a new one (True); anything else is ended, and `up` starts the
+        mesh again from its state.
         """
+        if self.is_up() and state.external:
+            return False  # a working mesh: nothing to recover
         orphans = running_programs(self.dir)
         if not orphans:
-            return []
+            return False
+        if state.external and "supervisord" not in orphans and self.state_file.exists():
+            self.console.info(
+                f"supervisord of the mesh in {self.dir} is gone; handing its {len(orphans)} processes to a new one"
+            )
+            if self.hand_over(orphans):
+                return True
         self.console.info(
             f"found {len(orphans)} processes of an unsupervised or unfinished mesh in {self.dir}; "
             "ending them before starting it again"
         )
         # They are restarted at once, so nothing is gained by letting them drain.
-        ended = stop_all(self.dir, grace=0)
+        stop_all(self.dir, grace=0)
         self.supervisor.socket.unlink(missing_ok=True)
-        return ended
+        return False
+
+    def hand_over(self, orphans: dict[str, int]) -> bool:
+        """Start every program under a new supervisord beside its orphan, then stop the orphans.
+
+        Envoy listeners and the apps (SERVICE_REUSE_PORT) bind with SO_REUSEPORT,
+        so both generations accept connections until the new one is ready.
+        """
+        admin_inodes = {name: self.admin_inode(name) for name in orphans if name.startswith("proxy_")}
+        self.supervisor.start()
+        # A successor that cannot bind beside its orphan (an app started without SERVICE_REUSE_PORT)
+        # crash-loops: past the timeout the orphans are ended and the mesh restarted instead.
+        ready = wait_until(lambda: self.successors_ready(orphans, admin_inodes), timeout=READY_TIMEOUT)
+        if ready:
+            stop_pids(list(orphans.values()), grace=DOWN_GRACE)
+        return ready
+
+    def admin_inode(self, program: str) -> int | None:
+        try:
+            return self.admin_socket(program.removeprefix("proxy_")).stat().st_ino
+        except OSError:
+            return None
+
+    def successors_ready(self, orphans: dict[str, int], admin_inodes: dict[str, int | None]) -> bool:
+        """Every orphan has a successor that accepts connections: an app listening, an Envoy whose admin says ready."""
+        current = {p.name: p for p in self.supervisor.processes()}
+        for name, old in orphans.items():
+            successor = current.get(name)
+            if successor is None or successor.pid in (0, old) or successor.state not in ("STARTING", "RUNNING"):
+                return False
+            if name in admin_inodes:
+                # A new Envoy replaces its admin socket file: a new inode answering /ready is the successor's.
+                fresh = self.admin_inode(name) not in (None, admin_inodes[name])
+                if not fresh or self.admin_get(name.removeprefix("proxy_"), "/ready") is None:
+                    return False
+            elif not listens(successor.pid):
+                return False
+        return True
 
     def down(self) -> list[Ended]:
         """Stop everything of this state directory at once and remove it; return what was ended.
@@ -670,6 +730,7 @@ class LocalBackend:
                 "http_proxy": f"http://{pod.ip}:15001",
                 "NO_PROXY": "localhost,127.0.0.1",
                 "PYTHONUNBUFFERED": "1",
+                "SERVICE_REUSE_PORT": "1",  # so a successor can take over without a gap (hand_over)
             }
             programs.append(Program(f"app_{pod.name}", [python, "-m", "minimal_service"], env, str(ROOT)))
         for name in [pod.name for pod in pods] + [g.name for g in gateways]:
@@ -678,7 +739,12 @@ class LocalBackend:
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
         if state.external:
             external_ip = self.layout_of(state).external_ip
-            env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
+            env = {
+                "SERVICE_ADDRESS": external_ip,
+                "SERVICE_PORT": "9090",
+                "HOSTNAME": EXTERNAL_NAME,
+                "SERVICE_REUSE_PORT": "1",
+            }
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
         return self.checked(programs)
 

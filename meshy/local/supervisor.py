@@ -275,6 +275,8 @@ def program_of(pid: int) -> str:
 def leftover_pids(state_dir: Path) -> list[int]:
     """Every live process started for this state directory (supervisord included), by its marker."""
     own = os.getpid()
+    if not Path("/proc").is_dir():
+        return []  # no way to read another process's environment (macOS): see stop_all
     return [
         int(entry.name)
         for entry in Path("/proc").iterdir()
@@ -301,11 +303,40 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     supervisord is killed first so it cannot restart what is being stopped; the
     others get SIGTERM together and SIGKILL after the grace period.
     """
+    if not Path("/proc").is_dir():
+        return _stop_by_pidfile(state_dir)
     pids = leftover_pids(state_dir)
     ended = [Ended(pid, program_of(pid)) for pid in pids]
     for pid in pids:
         if is_supervisord(pid):
             _signal(pid, signal.SIGKILL)
+    stop_pids(pids, grace)
+    # Processes started while we were stopping (a restart that raced supervisord's end) go too.
+    late = leftover_pids(state_dir)
+    return ended + (stop_all(state_dir, grace) if late else [])
+
+
+def _stop_by_pidfile(state_dir: Path) -> list[Ended]:
+    """Without /proc only supervisord's pid file is left: it stops its programs on SIGTERM."""
+    try:
+        pid = int((state_dir / "supervisord.pid").read_text().strip())
+    except (OSError, ValueError):
+        return []
+    _signal(pid, signal.SIGTERM)
+    wait_until(lambda: not _exists(pid), timeout=10, interval=0.05)
+    return [Ended(pid, "supervisord")]
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def stop_pids(pids: list[int], grace: float) -> None:
+    """SIGTERM to all at once, SIGKILL to those still there after grace seconds; return once all are gone."""
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -315,9 +346,25 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
     wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=2, interval=0.01)
-    # Processes started while we were stopping (a restart that raced supervisord's end) go too.
-    late = leftover_pids(state_dir)
-    return ended + (stop_all(state_dir, grace) if late else [])
+
+
+def listens(pid: int) -> bool:
+    """Whether a process holds a listening TCP socket (it accepts connections now)."""
+    try:
+        inodes = {
+            os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
+            for fd in os.listdir(f"/proc/{pid}/fd")
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
+        }
+        rows = [
+            line.split()
+            for name in ("tcp", "tcp6")
+            for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        ]
+    except OSError:
+        return False
+    # Columns: sl local remote st ... inode (10th); st 0A is LISTEN.
+    return any(row[3] == "0A" and row[9] in inodes for row in rows)
 
 
 def summary(ended: list[Ended]) -> str:
