@@ -322,7 +322,8 @@ def image_tag(env: Env) -> str:
 
 def image_in_registry(env: Env) -> bool:
     """Whether the registry holds the image: a registry recreated by `inv down` is empty even when the
-    local Docker still has the image (distribution's API: GET /v2/<name>/tags/list, 404 for an unknown name)."""
+    local Docker still has the image (distribution's API: GET /v2/<name>/tags/list, 404 for an unknown name).
+    The registry image is Alpine-based (distribution/distribution-library-image Dockerfile): busybox wget asks."""
     name, tag = IMAGE.split(":")
     tags = env.query(
         ["docker", "exec", REGISTRY, "wget", "-q", "-O", "-", f"http://127.0.0.1:5000/v2/{name}/tags/list"],

@@ -1,7 +1,9 @@
 """The two places a scenario can run: the local backend and a kind + Istio cluster.
 
 A scenario only renders manifests, applies them, sends HTTP to the ingress
-and reads a proxy's counters; each backend does those its own way.
+and reads counters - the apps' own /metrics (parsed the same way on both
+backends), a gateway's requests, a proxy's config dump; each backend does
+those its own way.
 """
 
 from __future__ import annotations
