@@ -16,7 +16,6 @@ from pathlib import Path
 import orjson
 import pytest
 import requests
-from envoy.config.route.v3 import route_pb2
 
 from meshy.local import envoy, topology
 from meshy.local.backend import NO_PROXY, LocalError, envoy_binary, proxy_snapshot
@@ -97,6 +96,9 @@ def test_encoder_reusing_virtual_hosts_gives_the_same_message():
     encoder = Encoder()
     routes = [r for snap in golden_snapshots("gateway-routing").values() for r in snap[ROUTE].items.values()]
     assert any(len(r["virtual_hosts"]) > 1 for r in routes)
+    # Imported here: meshy.local.xds (imported above) is what makes the generated API importable.
+    from envoy.config.route.v3 import route_pb2
+
     for route in routes + routes:  # the second round comes from the remembered hosts
         fresh, reused = route_pb2.RouteConfiguration(), route_pb2.RouteConfiguration()
         fresh.ParseFromString(to_any(route).value)
