@@ -69,3 +69,12 @@ def test_unknown_backend_is_refused(tmp_path):
     result = inv("scenario.gateway", "--backend", "minikube", env={"MESHY_STATE": str(tmp_path / "s")})
     assert result.returncode == 1
     assert "--backend 'minikube' is not known; use local or kind." in result.stderr
+
+
+def test_unreadable_manifest_is_one_line_before_anything_starts(tmp_path):
+    manifest = tmp_path / "utf16.yaml"
+    manifest.write_bytes("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n".encode("utf-16"))
+    result = inv("local.apply", "-f", str(manifest), env={"MESHY_STATE": str(tmp_path / "s")})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {manifest} is UTF-16 text; save it as UTF-8 and apply again."
+    assert not (tmp_path / "s" / "state.json").exists()

@@ -21,9 +21,10 @@ def backend(state: str | None = None, ingress: str | None = None) -> LocalBacken
         return LocalBackend(LocalConfig.from_env(state, ingress))
 
 
-def read_manifest(path: str) -> str:
+def read_manifest(path: str) -> bytes:
+    # Bytes: the parser tells text that is not UTF-8 from YAML in one line of its own.
     try:
-        return Path(path).read_text()
+        return Path(path).read_bytes()
     except OSError as error:
         raise TaskError(f"cannot read {path} ({error.strerror}); pass an existing YAML file with -f.") from None
 
