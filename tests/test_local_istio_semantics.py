@@ -298,3 +298,10 @@ def test_port_level_settings_replace_the_rules_parts_without_inheriting():
     cluster = envoy.cluster(next(c for c in proxy.clusters if c.name == "outbound|9090||web.default.svc.cluster.local"))
     assert cluster["lb_policy"] == "ROUND_ROBIN"
     assert cluster["circuit_breakers"]["thresholds"][0]["max_connections"] == envoy.UNLIMITED
+
+
+@pytest.mark.parametrize(("release", "suffix"), [(ISTIO_18, True), (ISTIO_128, False), (ISTIO_130, False)])
+def test_mirrored_host_gets_the_shadow_suffix_before_istio_128(release, suffix):
+    (route,) = sidecar_routes(mesh_of(virtual_service("    - mirror: {host: web}\n" + ROUTE), release))
+    (policy,) = route["route"]["request_mirror_policies"]
+    assert policy.get("disable_shadow_host_suffix_append", False) is not suffix

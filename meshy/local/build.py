@@ -492,7 +492,7 @@ def mirrors_of(http: dict[str, Any], where: str, vs: Resource, context: Context)
         percent = 100.0 if percentage is None else float(percentage.get("value", 0.0))
         if percent > 0:
             cluster = destination_cluster(destination, where, vs.namespace, context.registry, context.rules)
-            result.append(Mirror(cluster, percent))
+            result.append(Mirror(cluster, percent, context.release.shadow_host_suffix))
     return tuple(result)
 
 

@@ -20,6 +20,7 @@ from meshy.local.model import (
     HeaderMatch,
     HeaderOps,
     Listener,
+    Mirror,
     Proxy,
     Redirect,
     Route,
@@ -275,6 +276,13 @@ def merged(first: HeaderOps, then: HeaderOps) -> HeaderOps:
     return HeaderOps(first.set + then.set, first.add + then.add, first.remove + then.remove)
 
 
+def mirror_policy(item: Mirror) -> dict[str, Any]:
+    result: dict[str, Any] = {"cluster": item.cluster, "runtime_fraction": {"default_value": percent(item.percent)}}
+    if not item.shadow_suffix:
+        result["disable_shadow_host_suffix_append"] = True
+    return result
+
+
 def redirect(item: Redirect) -> dict[str, Any]:
     result: dict[str, Any] = {"response_code": REDIRECT_CODES[item.code]}
     if item.path:
@@ -345,9 +353,7 @@ def route_action(item: Route) -> dict[str, Any]:
     if item.hash_policies:
         action["hash_policy"] = [hash_policy(h) for h in item.hash_policies]
     if item.mirrors:
-        action["request_mirror_policies"] = [
-            {"cluster": m.cluster, "runtime_fraction": {"default_value": percent(m.percent)}} for m in item.mirrors
-        ]
+        action["request_mirror_policies"] = [mirror_policy(m) for m in item.mirrors]
     if item.prefix_rewrite is not None:
         action["prefix_rewrite"] = item.prefix_rewrite
     # route.go processDestination: a single destination's authority applies when no rewrite is set.

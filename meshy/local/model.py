@@ -131,6 +131,7 @@ class HashPolicy:
 class Mirror:
     cluster: str
     percent: float = 100.0
+    shadow_suffix: bool = False  # the mirrored request's host gets "-shadow" appended
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,12 @@ class IstioRelease:
         return self.minor >= 10
 
     @property
+    def shadow_host_suffix(self) -> bool:
+        # Envoy appends "-shadow" to a mirrored request's host; from 1.28 Istio turns that off
+        # (pilot/pkg/features/pilot.go DISABLE_SHADOW_HOST_SUFFIX, default true).
+        return self.minor < 28
+
+    @property
     def catch_all_regex(self) -> str:
         # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
         return "*" if self.minor <= 8 else ".*"
