@@ -84,6 +84,11 @@ class Text:
 
 
 @dataclass(frozen=True)
+class HeaderValue:
+    """A header value Envoy's header formatter reads: % is escaped as %% or opens %COMMAND% / %COMMAND(...)%."""
+
+
+@dataclass(frozen=True)
 class Required:
     shape: Any
     nonempty: bool = False  # a list or mapping that must hold at least one item
@@ -116,6 +121,9 @@ _RULE = {
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# What is left of a header value once %% escapes and complete %COMMAND% / %COMMAND(args)% are taken out
+# must hold no %, as Envoy's header parser requires (Istio checks the same, validation.go ValidateHTTPHeaderValue).
+_FORMATTER = re.compile(r"%%|%[A-Z][A-Z0-9_]*(\([^%]*\))?(:[0-9]+)?%")
 # Constructs RE2 (and so Envoy) refuses although Python's re accepts them.
 _NOT_RE2 = re.compile(r"\(\?[=!<]|\(\?<[=!]|\\[1-9]|\(\?P=|\(\?\(")
 
@@ -286,6 +294,12 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
         return host_problem(value, shape.namespaced)
     if isinstance(shape, Regex):
         return regex_problem(value)
+    if isinstance(shape, HeaderValue):
+        if text_problem(value):
+            return text_problem(value)
+        if "%" in _FORMATTER.sub("", value):
+            return "must write a literal % as %% (a single % starts an Envoy %COMMAND%)"
+        return None
     if isinstance(shape, Text):
         if not isinstance(value, str):
             return "must be a string"
@@ -370,7 +384,11 @@ STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
 PERCENT = {"value": Percent()}
 PORT_SELECTOR = {"number": Required(PORT)}
 DESTINATION = {"host": Required(Host()), "subset": Name("label"), "port": PORT_SELECTOR}
-HEADER_OPS = {"set": MapOf(str, key=Name("header")), "add": MapOf(str, key=Name("header")), "remove": [Name("header")]}
+HEADER_OPS = {
+    "set": MapOf(HeaderValue(), key=Name("header")),
+    "add": MapOf(HeaderValue(), key=Name("header")),
+    "remove": [Name("header")],
+}
 HTTP_ROUTE = {
     "name": str,
     "match": [
