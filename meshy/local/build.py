@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fnmatch
+import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from meshy.local.model import (
 )
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
-from meshy.local.shapes import plain, seconds
+from meshy.local.shapes import brief, plain, seconds
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -764,6 +765,12 @@ class Inputs:
 
 
 def build_mesh(inputs: Inputs) -> Mesh:
+    check_namespaces(inputs.resources)
+    for resource in inputs.resources.of_kind("Service"):
+        check_ports(resource, "port", need_names=True)
+    for resource in inputs.resources.of_kind("ServiceEntry"):
+        check_ports(resource, "number", need_names=False)
+        check_endpoints(resource)
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
     context = Context(MESH, None, registry, rules, inputs.release)
@@ -787,6 +794,53 @@ def build_mesh(inputs: Inputs) -> Mesh:
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
     return Mesh(proxies)
+
+
+# Namespaces a cluster has before anything is applied (the walkthrough's resources use default).
+BUILTIN_NAMESPACES = {"default", "istio-system", "kube-system", "kube-public", "kube-node-lease"}
+
+
+def check_namespaces(resources: ResourceSet) -> None:
+    """The API server refuses an object in a namespace that does not exist."""
+    existing = BUILTIN_NAMESPACES | {r.name for r in resources.of_kind("Namespace")}
+    for resource in resources.items.values():
+        if resource.namespace and resource.namespace not in existing:
+            raise BuildError(
+                f"{resource.key}: namespace {resource.namespace} does not exist; apply a Namespace named "
+                f"{resource.namespace} first"
+            )
+
+
+def check_ports(resource: Resource, number: str, need_names: bool) -> None:
+    """Port numbers and names are unique; a Service with several ports names each (Kubernetes'
+    ValidateService; Istio's ValidateServiceEntry for ServiceEntry ports)."""
+    ports = resource.spec.get("ports") or []
+    numbers = [p[number] for p in ports]
+    names = [p.get("name") for p in ports if p.get("name") is not None]
+    if len(numbers) != len(set(numbers)):
+        raise BuildError(f"{resource.key}: spec.ports lists a port number twice; list each once")
+    if len(names) != len(set(names)):
+        raise BuildError(f"{resource.key}: spec.ports lists a port name twice; name each port once")
+    if need_names and len(ports) > 1 and len(names) != len(ports):
+        raise BuildError(f"{resource.key}: spec.ports needs a name for each port when there are several")
+
+
+def check_endpoints(resource: Resource) -> None:
+    """ServiceEntry endpoints: IP addresses for STATIC, ports named by the entry (ValidateServiceEntry)."""
+    names = {p["name"] for p in resource.spec.get("ports") or []}
+    for index, endpoint in enumerate(resource.spec.get("endpoints") or []):
+        try:
+            ipaddress.ip_address(endpoint["address"])
+        except ValueError:
+            raise BuildError(
+                f"{resource.key}: spec.endpoints[{index}].address must be an IP address locally, "
+                f"not {brief(endpoint['address'])}"
+            ) from None
+        for name in endpoint.get("ports") or {}:
+            if name not in names:
+                raise BuildError(
+                    f"{resource.key}: spec.endpoints[{index}].ports names {plain(name)}, which spec.ports does not define"
+                )
 
 
 def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context) -> None:

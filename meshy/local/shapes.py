@@ -30,6 +30,7 @@ class Duration:
 @dataclass(frozen=True)
 class Choice:
     values: tuple[str, ...]
+    ignore_case: bool = False
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,8 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
             return None
         return duration_problem(value)
     if isinstance(shape, Choice):
+        if shape.ignore_case and isinstance(value, str):
+            value = value.upper()
         return None if value in shape.values else f"must be one of {', '.join(shape.values)}"
     if isinstance(shape, Name):
         return name_problem(value, shape.syntax)
@@ -380,6 +383,8 @@ SERVICE = {
 
 # --- Istio kinds (networking.istio.io), as istio/api's networking/v1alpha3/*.proto define them -------------
 
+# Istio parses protocols case-insensitively (pkg/config/protocol/instance.go Parse).
+ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2"), ignore_case=True)
 STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
 PERCENT = {"value": Percent()}
 PORT_SELECTOR = {"number": Required(PORT)}
@@ -457,9 +462,7 @@ GATEWAY = {
     "servers": Required(
         [
             {
-                "port": Required(
-                    {"number": Required(PORT), "name": str, "protocol": Required(Choice(("HTTP", "HTTP2")))}
-                ),
+                "port": Required({"number": Required(PORT), "name": str, "protocol": Required(ISTIO_PROTOCOL)}),
                 "hosts": Required([Host(namespaced=True)], nonempty=True),
                 "name": str,
             }
@@ -512,7 +515,7 @@ SERVICE_ENTRY = {
         {
             "number": Required(PORT),
             "name": Required(str),
-            "protocol": Choice(("HTTP", "HTTP2")),
+            "protocol": ISTIO_PROTOCOL,
             "targetPort": PORT,
         }
     ],
