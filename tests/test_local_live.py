@@ -290,8 +290,8 @@ def test_invalid_apply_is_refused_and_the_mesh_keeps_serving(clean):
     bad = vs("    - route: [{destination: {host: minimal-service, subset: nowhere}}]")
     with pytest.raises(ResourceError, match="subset 'nowhere'"):
         clean.apply(bad)
-    with pytest.raises(ResourceError, match="corsPolicy"):
-        clean.apply(vs("    - corsPolicy: {}\n      route: [{destination: {host: minimal-service}}]"))
+    with pytest.raises(ResourceError, match="delegate"):
+        clean.apply(vs("    - delegate: {name: other}\n      route: [{destination: {host: minimal-service}}]"))
     assert clean.backend.state_file.read_text() == before
     assert clean.get().status_code == 200
 
