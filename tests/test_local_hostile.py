@@ -224,7 +224,7 @@ def bomb() -> str:
         (route("", host=""), "hosts[0] must be a host name"),
         (route("", host="a\\nb"), "hosts[0] must be a host name"),
         (route("      retries: {attempts: 2, perTryTimeout: 0s}\n"), "perTryTimeout must be at least 1ms"),
-        (route("      match: [{uri: {regex: '(?=x)'}}]\n"), "RE2 (Envoy's engine) does not support"),
+        (route("      match: [{uri: {regex: '(?=x)'}}]\n"), "is not a regular expression RE2 (Envoy's engine) accepts"),
         (route("      headers: {request: {set: {x-a: '50%'}}}\n"), "must write a literal % as %%"),
         ("a: 1\na: 2\n", "key 'a' appears twice in one mapping (line 2)"),
         (deployment().replace("  replicas: 1\n", "  replicas: 1\n  replicas: 2\n"), "key 'replicas' appears twice"),

@@ -305,3 +305,19 @@ def test_mirrored_host_gets_the_shadow_suffix_before_istio_128(release, suffix):
     (route,) = sidecar_routes(mesh_of(virtual_service("    - mirror: {host: web}\n" + ROUTE), release))
     (policy,) = route["route"]["request_mirror_policies"]
     assert policy.get("disable_shadow_host_suffix_append", False) is not suffix
+
+
+def test_a_regex_is_held_to_the_releases_re2_program_limit():
+    # /a{1,300}b compiles to about 600 RE2 instructions: over Envoy's own 100, within Istio's 1024 and 32768.
+    http = "    - match: [{uri: {regex: '/a{1,300}b'}}]\n" + ROUTE
+    for release in MATRIX:
+        assert mesh_of(virtual_service(http), release).proxies
+    huge = "    - match: [{headers: {x-a: {regex: '[a-z]{1,900}'}}}]\n" + ROUTE
+    with pytest.raises(BuildError, match="headers.x-a.regex compiles to more than Istio 1.8's RE2 limit of 1024"):
+        mesh_of(virtual_service(huge), ISTIO_18)
+    assert mesh_of(virtual_service(huge), ISTIO_130).proxies
+
+
+def test_a_regex_re2_refuses_is_refused_by_name():
+    with pytest.raises(ResourceError, match="uri.regex is not a regular expression RE2"):
+        mesh_of(virtual_service("    - match: [{uri: {regex: 'a++'}}]\n" + ROUTE))

@@ -40,7 +40,7 @@ from meshy.local.model import (
 )
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
-from meshy.local.shapes import brief, plain, seconds
+from meshy.local.shapes import brief, plain, re2_program_size, seconds
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -439,7 +439,7 @@ def http_route(http, match, name, where, vs: Resource, context: Context) -> Rout
         timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
         fault=fault_of(http.get("fault")),
         mirrors=mirrors_of(http, where, vs, context),
-        cors=cors_of(http.get("corsPolicy")),
+        cors=cors_of(http.get("corsPolicy"), where, context.release),
         prefix_rewrite=rewrite.get("uri"),
         # route.go applyHTTPRouteDestination: rewrite.authority wins over an ':authority' header.
         authority_rewrite=rewrite.get("authority") or authority,
@@ -497,11 +497,11 @@ def mirrors_of(http: dict[str, Any], where: str, vs: Resource, context: Context)
     return tuple(result)
 
 
-def cors_of(spec: dict[str, Any] | None) -> Cors | None:
+def cors_of(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> Cors | None:
     """route.go TranslateCORSPolicy: allowOrigins wins over the deprecated allowOrigin (exact matches)."""
     if spec is None:
         return None
-    origins = [string_match(m, "corsPolicy.allowOrigins", "") for m in spec.get("allowOrigins", [])]
+    origins = [string_match(m, "corsPolicy.allowOrigins", where, release) for m in spec.get("allowOrigins", [])]
     if "allowOrigins" not in spec:
         origins = [StringMatch("exact", origin) for origin in spec.get("allowOrigin", [])]
     return Cors(
@@ -587,7 +587,9 @@ def hash_policy(destination, where, vs: Resource, context: Context) -> HashPolic
     return None
 
 
-def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringMatch:
+def string_match(
+    spec: dict[str, str] | None, field: str, where: str, release: IstioRelease = DEFAULT_RELEASE
+) -> StringMatch:
     """An Istio StringMatch; empty (or regex '*') is a presence match, as route.go translateHeaderMatch makes it."""
     spec = spec or {}
     if len(spec) > 1:
@@ -598,6 +600,11 @@ def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringM
     if kind in ("prefix", "regex") and value == "" and not (field == "uri" and kind == "prefix"):
         # validation.go validateStringMatch; Envoy's StringMatcher refuses it too (only a uri prefix may be empty).
         raise BuildError(f"{where}: {field}.{kind} must not be empty")
+    if kind == "regex" and value != "*" and (re2_program_size(value) or 0) > release.regex_program_limit:
+        raise BuildError(
+            f"{where}: {field}.regex compiles to more than Istio {release.version}'s RE2 limit of "
+            f"{release.regex_program_limit}; simplify it"
+        )
     if kind == "regex" and value == "*":
         return StringMatch("present", "")
     return StringMatch(kind, value)
@@ -606,28 +613,28 @@ def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringM
 def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAULT_RELEASE) -> Match:
     """route.go TranslateRouteMatch: headers and withoutHeaders sorted by name, then method and authority."""
     headers = [
-        HeaderMatch(name.lower(), string_match(spec, f"headers.{plain(name)}", where))
+        HeaderMatch(name.lower(), string_match(spec, f"headers.{plain(name)}", where, release))
         for name, spec in match.get("headers", {}).items()
     ]
     for name, spec in match.get("withoutHeaders", {}).items():
-        matcher = string_match(spec, f"withoutHeaders.{plain(name)}", where)
+        matcher = string_match(spec, f"withoutHeaders.{plain(name)}", where, release)
         # From Istio 1.22 an absent header counts as "", so it does not match a value (route.go).
         missing_as_empty = release.minor >= 22 and matcher.kind != "present"
         headers.append(HeaderMatch(name.lower(), matcher, invert=True, missing_as_empty=missing_as_empty))
     headers.sort(key=lambda header: header.name)
     if "method" in match:
-        headers.append(HeaderMatch(":method", string_match(match["method"], "method", where)))
+        headers.append(HeaderMatch(":method", string_match(match["method"], "method", where, release)))
     if "authority" in match:
-        headers.append(HeaderMatch(":authority", string_match(match["authority"], "authority", where)))
+        headers.append(HeaderMatch(":authority", string_match(match["authority"], "authority", where, release)))
     query = tuple(
-        (name, string_match(spec, f"queryParams.{plain(name)}", where))
+        (name, string_match(spec, f"queryParams.{plain(name)}", where, release))
         for name, spec in sorted(match.get("queryParams", {}).items())
     )
     uri = None
     if "uri" in match:
         if match["uri"] == {"regex": "*"}:
             raise BuildError(f"{where}: uri regex '*' is not valid RE2, so Envoy would reject it; use prefix: /")
-        uri = string_match(match["uri"], "uri", where)
+        uri = string_match(match["uri"], "uri", where, release)
         if uri.kind == "present":
             uri = None  # every request has a path
     return Match(uri=uri, headers=tuple(headers), query=query, ignore_case=bool(match.get("ignoreUriCase")))

@@ -55,6 +55,12 @@ class IstioRelease:
         return self.minor < 28
 
     @property
+    def regex_program_limit(self) -> int:
+        # The re2.max_program_size.error_level Istio's bootstrap gives Envoy: 1024 in 1.8.6
+        # (tools/packaging/common/envoy_bootstrap.json), 32768 in 1.28.10 and 1.30.3 (pkg/bootstrap/config.go).
+        return 1024 if self.minor <= 10 else 32768
+
+    @property
     def catch_all_regex(self) -> str:
         # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
         return "*" if self.minor <= 8 else ".*"
