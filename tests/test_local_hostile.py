@@ -211,6 +211,7 @@ def bomb() -> str:
         (deployment(port="0"), "containerPort must be an integer from 1 to 65535"),
         (deployment(port="70000"), "containerPort must be an integer from 1 to 65535"),
         (deployment(env="A-B"), "env[0].name must be a C identifier"),
+        (deployment().replace('value: "1"', "value: 'it''s \"x\"'"), "env[0].value must not hold both ' and \""),
         (deployment(env='"A\\nB"'), "env[0].name must be a C identifier"),
         (deployment() + "    extra: 1\n", "field spec.template.extra is not supported locally"),
         (route("      timeout: 0.5ms\n"), "timeout must be at least 1ms"),

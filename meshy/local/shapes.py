@@ -87,6 +87,11 @@ class Text:
 
 
 @dataclass(frozen=True)
+class EnvValue:
+    """An environment value: any text without control characters, and not both kinds of quotes."""
+
+
+@dataclass(frozen=True)
 class HeaderValue:
     """A header value Envoy's header formatter reads: % is escaped as %% or opens %COMMAND% / %COMMAND(...)%."""
 
@@ -303,6 +308,12 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
         return host_problem(value, shape.namespaced)
     if isinstance(shape, Regex):
         return regex_problem(value)
+    if isinstance(shape, EnvValue):
+        if text_problem(value):
+            return text_problem(value)
+        if "'" in value and '"' in value:
+            return "must not hold both ' and \" (supervisord, which starts local processes, cannot carry that)"
+        return None
     if isinstance(shape, HeaderValue):
         if text_problem(value):
             return text_problem(value)
@@ -361,7 +372,7 @@ CONTAINER = {
     "image": Required(str),
     "imagePullPolicy": Choice(("Always", "IfNotPresent", "Never")),
     "ports": [{"name": Name("port_name"), "containerPort": Required(PORT), "protocol": Choice(("TCP",))}],
-    "env": [{"name": Required(Name("c_identifier")), "value": str}],
+    "env": [{"name": Required(Name("c_identifier")), "value": EnvValue()}],
     "readinessProbe": PROBE,
     "livenessProbe": PROBE,
     "resources": {"limits": MapOf(IntOrString()), "requests": MapOf(IntOrString())},

@@ -36,7 +36,7 @@ class Program:
 
     def config(self, logs: Path, marker: str) -> str:
         env = {**self.env, "MESHY_STATE_DIR": marker}
-        environment = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(env.items()))
+        environment = ",".join(f"{k}={_env_value(v)}" for k, v in sorted(env.items()))
         command = " ".join(_quote(part) for part in self.command)
         return "\n".join(
             [
@@ -62,8 +62,11 @@ class Program:
         )
 
 
-def _escape(value: str) -> str:
-    return value.replace("%", "%%").replace('"', '\\"')
+def _env_value(value: str) -> str:
+    # supervisord's parser keeps what sits between one kind of quotes and has no escape for
+    # them: a value holding " goes in single quotes (validation refuses one holding both kinds).
+    value = value.replace("%", "%%")
+    return f"'{value}'" if '"' in value else f'"{value}"'
 
 
 def _quote(part: str) -> str:
