@@ -321,3 +321,12 @@ def test_a_regex_is_held_to_the_releases_re2_program_limit():
 def test_a_regex_re2_refuses_is_refused_by_name():
     with pytest.raises(ResourceError, match="uri.regex is not a regular expression RE2"):
         mesh_of(virtual_service("    - match: [{uri: {regex: 'a++'}}]\n" + ROUTE))
+
+
+def test_per_route_configs_of_several_filters_sit_side_by_side():
+    http = "    - fault: {abort: {httpStatus: 503, percentage: {value: 5}}}\n      corsPolicy: {allowMethods: [GET]}\n"
+    (route,) = sidecar_routes(mesh_of(virtual_service(http + ROUTE)))
+    assert list(route["typed_per_filter_config"]) == ["envoy.filters.http.cors", "envoy.filters.http.fault"]
+    proxy = next(p for name, p in mesh_of("").proxies.items() if name.startswith("web-"))
+    chain = envoy.listener(proxy.listeners[0], envoy.Path("/x"))["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in chain["http_filters"]][-1] == "envoy.filters.http.router"
