@@ -27,6 +27,10 @@ class ResourceError(ValueError):
     """A manifest the local backend refuses; nothing was changed."""
 
 
+class BuildError(ResourceError):
+    """Resources that are each valid but cannot work together."""
+
+
 @dataclass(frozen=True)
 class Key:
     kind: str
