@@ -330,3 +330,22 @@ def test_per_route_configs_of_several_filters_sit_side_by_side():
     proxy = next(p for name, p in mesh_of("").proxies.items() if name.startswith("web-"))
     chain = envoy.listener(proxy.listeners[0], envoy.Path("/x"))["filter_chains"][0]["filters"][0]["typed_config"]
     assert [f["name"] for f in chain["http_filters"]][-1] == "envoy.filters.http.router"
+
+
+# --- retry.go: the default policy and retryOn per release ------------------------------------
+
+
+@pytest.mark.parametrize(("release", "codes"), [(ISTIO_18, [503]), (ISTIO_128, None), (ISTIO_130, None)])
+def test_default_retries_cover_503_responses_up_to_istio_126(release, codes):
+    (route,) = sidecar_routes(mesh_of(virtual_service("    - " + ROUTE.strip()), release))
+    assert route["route"]["retry_policy"].get("retriable_status_codes") == codes
+    assert route["route"]["retry_policy"]["num_retries"] == 2
+
+
+@pytest.mark.parametrize(("release", "added"), [(ISTIO_18, False), (ISTIO_130, True)])
+def test_status_codes_in_retry_on_need_their_condition_before_istio_112(release, added):
+    http = "    - retries: {attempts: 3, retryOn: 'connect-failure,502'}\n" + ROUTE
+    (route,) = sidecar_routes(mesh_of(virtual_service(http), release))
+    policy = route["route"]["retry_policy"]
+    assert policy["retriable_status_codes"] == [502]
+    assert ("retriable-status-codes" in policy["retry_on"]) is added

@@ -168,7 +168,9 @@ def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list
             (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
         )
         for port in sorted(entry.ports):
-            routes = http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port)]
+            routes = (
+                http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port, context.release)]
+            )
             virtual_hosts.append(
                 VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
             )

@@ -28,10 +28,7 @@ from meshy.local.shapes import plain, re2_program_size, seconds
 from meshy.local.upstreams import RegistryHost, cluster_name, resolve_host, subset_labels, traffic_policy
 
 MESH = "mesh"
-# Istio's retry policy for a route that sets none (see the README's sources).
-DEFAULT_RETRY = Retry(
-    attempts=2, retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-)
+DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 RETRY_CONDITIONS = {
     "5xx",
     "gateway-error",
@@ -145,7 +142,7 @@ def http_route(http, match, name, where, vs: Resource, context: Context) -> Rout
         hash_policy(d["destination"], where, vs, context) for d, w in zip(destinations, weights, strict=True) if w
     ]
     hashes = [h for h in hashes if h]
-    retry = retry_policy(http.get("retries"), where) if destinations else None
+    retry = retry_policy(http.get("retries"), where, context.release) if destinations else None
     if retry and hashes and len(destinations) == 1 and context.release.minor >= 23:
         # From Istio 1.23 retry.go ConvertPolicy drops the previous-hosts predicate under consistent hashing.
         retry = dataclasses.replace(retry, previous_hosts=False)
@@ -364,23 +361,32 @@ def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAU
     return Match(uri=uri, headers=tuple(headers), query=query, ignore_case=bool(match.get("ignoreUriCase")))
 
 
-def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
+def default_retry(release: IstioRelease) -> Retry:
+    """Istio's retry policy for a route that sets none (retry.go DefaultPolicy / cachedDefaultPolicy)."""
+    return Retry(2, DEFAULT_RETRY_ON, release.default_retry_status_codes)
+
+
+def retry_policy(spec: dict[str, Any] | None, where: str, release: IstioRelease = DEFAULT_RELEASE) -> Retry | None:
+    """retry.go ConvertPolicy: attempts 0 disables retries; retryOn replaces the default conditions and codes."""
+    default = default_retry(release)
     if spec is None:
-        return DEFAULT_RETRY
+        return default
     attempts = spec.get("attempts", 0)
     if attempts <= 0:
         return None
+    per_try = seconds(spec["perTryTimeout"]) if "perTryTimeout" in spec else None
+    if "retryOn" not in spec:
+        return dataclasses.replace(default, attempts=attempts, per_try_timeout=per_try)
     conditions, codes = [], []
-    for item in (c.strip() for c in spec.get("retryOn", DEFAULT_RETRY.retry_on).split(",") if c.strip()):
+    for item in (c.strip() for c in spec["retryOn"].split(",") if c.strip()):
         if item.isdigit():
             codes.append(int(item))
         elif item in RETRY_CONDITIONS:
             conditions.append(item)
         else:
-            raise BuildError(f"{where}: retryOn {item!r} is not an Envoy retry condition or status code")
-    if codes and "retriable-status-codes" not in conditions:
+            raise BuildError(f"{where}: retryOn {plain(item)} is not an Envoy retry condition or status code")
+    if codes and "retriable-status-codes" not in conditions and release.adds_retriable_status_codes:
         conditions.append("retriable-status-codes")
-    per_try = seconds(spec["perTryTimeout"]) if "perTryTimeout" in spec else None
     return Retry(attempts, ",".join(conditions), tuple(codes), per_try)
 
 
@@ -474,10 +480,10 @@ def unknown_host_route() -> Route:
     return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=DirectResponse(502, reason))
 
 
-def default_route(host: str, port: int) -> Route:
+def default_route(host: str, port: int, release: IstioRelease) -> Route:
     return Route(
         name="default",
         match=Match(uri=StringMatch("prefix", "/")),
         clusters=(WeightedCluster(cluster_name(host, port), 100),),
-        retry=DEFAULT_RETRY,
+        retry=default_retry(release),
     )
