@@ -243,3 +243,18 @@ def test_hostile_inputs_are_refused_in_one_line(data, fragment):
     assert message is not None, "accepted"
     assert_one_line(message)
     assert fragment in message
+
+
+def test_a_refusal_quoting_long_names_stays_one_short_line():
+    name, host = "a" * 250, ".".join(["b" * 60] * 4)
+    text = (
+        deployment(name=name)
+        + "---\n"
+        + route("", host="web").replace("host: web}", f"host: {host}, subset: s}}").replace("name: vs", f"name: {name}")
+    )
+    message = feed(text)
+    assert message is not None
+    assert_one_line(message)
+    assert message.startswith(f"VirtualService default/{name[:20]}") and message.endswith(
+        "apply the DestinationRule first"
+    )

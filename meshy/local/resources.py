@@ -22,9 +22,23 @@ from meshy.local.shapes import (
     written,
 )
 
+# A message stays on one line and under this many characters.
+MAX_MESSAGE = 299
+
 
 class ResourceError(ValueError):
-    """A manifest the local backend refuses; nothing was changed."""
+    """A manifest the local backend refuses; nothing was changed.
+
+    The message is one line under MAX_MESSAGE characters whatever it quotes: a long
+    middle (names, hosts) is cut so the resource in front and the fix at the end stay.
+    """
+
+    def __init__(self, message: str) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            head = (MAX_MESSAGE - 5) * 2 // 3
+            text = text[:head] + " ... " + text[-(MAX_MESSAGE - 5 - head) :]
+        super().__init__(text)
 
 
 class BuildError(ResourceError):
@@ -66,8 +80,6 @@ class Resource:
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-# A message stays on one line and under this many characters.
-MAX_MESSAGE = 299
 
 
 class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
