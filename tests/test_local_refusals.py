@@ -92,7 +92,7 @@ def test_schema_refusals(text, message):
         ),
         (
             vs("    - route: [{destination: {host: web}}]\n      retries: {attempts: 2, retryOn: sometimes}"),
-            "retryOn 'sometimes'",
+            "retryOn sometimes is not an Envoy retry condition",
         ),
         (vs("    - redirect: {uri: /x, redirectCode: 399}"), "redirectCode 399"),
         (
