@@ -218,3 +218,11 @@ def test_a_namespace_applied_first_makes_its_resources_welcome():
 def test_istio_protocols_are_read_in_any_case():
     entry = SE.replace("PORTS", "{number: 80, name: http, protocol: http}").replace("ENDPOINT", "{address: 127.0.0.9}")
     assert build(entry).proxies
+
+
+def test_a_deployments_selector_cannot_change_once_created():
+    first = ResourceSet().applied(parse_documents(SERVICE, "x"))
+    changed = SERVICE.replace("selector: {matchLabels: {app: web}}", "selector: {matchLabels: {app: web, version: v1}}")
+    with pytest.raises(ResourceError, match="Deployment default/web: spec.selector cannot change once created"):
+        first.applied(parse_documents(changed, "x"))
+    assert first.applied(parse_documents(SERVICE.replace("version: v1", "version: v1, tier: a"), "x"))

@@ -256,6 +256,10 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_
     return Resource(kind, api_version, name, namespace, dict(metadata.get("labels") or {}), spec)
 
 
+# Fields the API server keeps as created (apps/v1 ValidateDeploymentUpdate: the selector).
+IMMUTABLE = {"Deployment": ("selector",)}
+
+
 @dataclass
 class ResourceSet:
     """The applied resources, in the order they were first created."""
@@ -266,6 +270,13 @@ class ResourceSet:
         """A new set with resources created or replaced (kubectl apply); self is unchanged."""
         items = dict(self.items)
         for resource in resources:
+            old = items.get(resource.key)
+            for name in IMMUTABLE.get(resource.kind, ()):
+                if old is not None and old.spec.get(name) != resource.spec.get(name):
+                    raise ResourceError(
+                        f"{resource.key}: spec.{name} cannot change once created, as the API server refuses; "
+                        f"delete the {resource.kind} and apply it again"
+                    )
             items[resource.key] = resource
         return ResourceSet(items)
 
