@@ -366,3 +366,29 @@ spec:
   selector: {app: slow-service}
   ports: [{port: 9090}]
 """
+
+
+def test_a_mesh_started_with_istio_18_keeps_its_rules(tmp_path):
+    old = Mesh(tmp_path / "state", "1.19", "1.8")
+    old.up()
+    try:
+        text = vs("    - route: [{destination: {host: minimal-service}}]")
+        with pytest.raises(ResourceError, match="apiVersion 'networking.istio.io/v1' is not served by Istio 1.8"):
+            old.apply(text)
+        split = text.replace("    - route: [{destination: {host: minimal-service}}]", SPLIT_90).replace(
+            "networking.istio.io/v1", "networking.istio.io/v1alpha3"
+        )
+        with pytest.raises(ResourceError, match="Istio 1.8 needs a total of 100"):
+            old.apply(split)
+        assert old.get().status_code == 200
+        assert old.apply(text.replace("networking.istio.io/v1", "networking.istio.io/v1beta1"))
+        assert old.get().status_code == 200
+    finally:
+        old.backend.down()
+
+
+SPLIT_90 = (
+    "    - route:\n"
+    "        - {destination: {host: minimal-service}, weight: 60}\n"
+    "        - {destination: {host: minimal-service}, weight: 30}"
+)
