@@ -60,6 +60,9 @@ def test_gateway_routes_known_hosts_and_404s_unknown(clean):
     # Istio's gateways answer as istio-envoy and upstreams see the attempt count (see test_local_istio_semantics).
     assert response.headers["server"] == "istio-envoy"
     assert response.json()["headers"]["X-Envoy-Attempt-Count"] == "1"
+    # Gateways take the client as the remote address (use_remote_address), as Istio's do: the app
+    # sees the client in x-forwarded-for (its value is whatever address this machine's loopback shows).
+    assert response.json()["headers"]["X-Forwarded-For"]
     assert clean.get(host="nobody.svc.kind.org").status_code == 404
 
 

@@ -233,7 +233,13 @@ def gateway_proxy(
         address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
         listeners.append(
             Listener(
-                f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True, server_name=ISTIO_SERVER_NAME
+                f"gateway_{port}",
+                address,
+                bind_port,
+                virtual_hosts,
+                strip_port=True,
+                server_name=ISTIO_SERVER_NAME,
+                remote_address=True,
             )
         )
     return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))

@@ -187,6 +187,7 @@ def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
         "rds": {"route_config_name": item.name, "config_source": config_source(config_dir, rds_file(item.name))},
         "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
     }
+    manager.update(connection_options(item))
     if item.server_name:
         manager["server_name"] = item.server_name
     if item.forward_proxy:
@@ -200,6 +201,18 @@ def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
         ],
+    }
+
+
+def connection_options(item: Listener) -> dict[str, Any]:
+    """What every Istio connection manager sets (listener_builder.go at 1.30.3, listener.go at 1.8.6):
+    paths normalized with escaped slashes kept, websocket upgrades, and on gateways the
+    client's address as the remote one (so x-forwarded-for reaches the app)."""
+    return {
+        "normalize_path": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "use_remote_address": item.remote_address,
     }
 
 
