@@ -194,7 +194,9 @@ def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) ->
         raise BuildError(f"{where}: the authority is set more than once (rewrite.authority, headers.request); keep one")
 
 
-def weighted_cluster(destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context):
+def weighted_cluster(
+    destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context
+) -> WeightedCluster:
     """A destination with its own header operations (route.go processWeightedDestination)."""
     cluster = destination_cluster(destination["destination"], where, vs.namespace, context.registry, context.rules)
     headers = destination.get("headers", {})
