@@ -226,3 +226,25 @@ def test_a_deployments_selector_cannot_change_once_created():
     with pytest.raises(ResourceError, match="Deployment default/web: spec.selector cannot change once created"):
         first.applied(parse_documents(changed, "x"))
     assert first.applied(parse_documents(SERVICE.replace("version: v1", "version: v1, tier: a"), "x"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  gateways: ['two words']", "spec.gateways[0] must be mesh or a Gateway's [namespace/]name"),
+        ("  exportTo: ['a b']", "spec.exportTo[0] must be '.', '*' or a namespace name"),
+    ],
+)
+def test_references_are_checked_as_istio_names(extra, message):
+    with pytest.raises(ResourceError, match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+        parse_documents(vs("    - route: [{destination: {host: web}}]", extra), "x")
+
+
+def test_service_entry_addresses_are_ip_addresses_or_blocks():
+    entry = (
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se}\n"
+        "spec: {hosts: [a.example.org], addresses: [ADDRESS], ports: [{number: 80, name: http}]}"
+    )
+    with pytest.raises(ResourceError, match=r"spec\.addresses\[0\] must be an IP address or CIDR block"):
+        parse_documents(entry.replace("ADDRESS", "somewhere"), "x")
+    assert parse_documents(entry.replace("ADDRESS", "240.0.0.0/24"), "x")

@@ -11,6 +11,7 @@ ignored. The value rules follow the Kubernetes API server
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,11 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Address:
+    """An IP address or CIDR block (ServiceEntry addresses)."""
+
+
+@dataclass(frozen=True)
 class EnvValue:
     """An environment value: any text without control characters, and not both kinds of quotes."""
 
@@ -115,6 +121,8 @@ _SYNTAX = {
     "label_value": (re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), 63),
     "port_name": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), 63),
     "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
+    "gateway_ref": (re.compile(r"^(mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"), 317),
+    "export_to": (re.compile(r"^(\.|\*|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"), 63),
 }
 _RULE = {
     "subdomain": "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)",
@@ -125,6 +133,8 @@ _RULE = {
     "label_value": "a label value (letters, digits, '-', '_', '.', at most 63)",
     "port_name": "an IANA port name (lower-case letters, digits and '-', at most 15)",
     "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+    "gateway_ref": "mesh or a Gateway's [namespace/]name",
+    "export_to": "'.', '*' or a namespace name",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
@@ -308,6 +318,12 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
         return host_problem(value, shape.namespaced)
     if isinstance(shape, Regex):
         return regex_problem(value)
+    if isinstance(shape, Address):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except (TypeError, ValueError):
+            return "must be an IP address or CIDR block such as 10.0.0.1 or 10.0.0.0/24"
+        return None
     if isinstance(shape, EnvValue):
         if text_problem(value):
             return text_problem(value)
@@ -424,7 +440,7 @@ HTTP_ROUTE = {
             "method": STRING_MATCH,
             "authority": STRING_MATCH,
             "port": PORT,
-            "gateways": [Required(str)],
+            "gateways": [Name("gateway_ref")],
         }
     ],
     "route": [
@@ -470,8 +486,8 @@ HTTP_ROUTE = {
 }
 VIRTUAL_SERVICE = {
     "hosts": Required([Host()], nonempty=True),
-    "gateways": [str],
-    "exportTo": [str],
+    "gateways": [Name("gateway_ref")],
+    "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
 }
 GATEWAY = {
@@ -523,11 +539,11 @@ DESTINATION_RULE = {
     "host": Required(Host()),
     "trafficPolicy": TRAFFIC_POLICY,
     "subsets": [{"name": Required(Name("label")), "labels": LABELS, "trafficPolicy": TRAFFIC_POLICY}],
-    "exportTo": [str],
+    "exportTo": [Name("export_to")],
 }
 SERVICE_ENTRY = {
     "hosts": Required([Host()], nonempty=True),
-    "addresses": [str],
+    "addresses": [Address()],
     "ports": [
         {
             "number": Required(PORT),
@@ -539,7 +555,7 @@ SERVICE_ENTRY = {
     "location": Choice(("MESH_EXTERNAL", "MESH_INTERNAL")),
     "resolution": Choice(("STATIC", "DNS")),
     "endpoints": [{"address": Required(str), "ports": MapOf(PORT), "labels": LABELS}],
-    "exportTo": [str],
+    "exportTo": [Name("export_to")],
 }
 
 ISTIO_VERSIONS = ("networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1")
