@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from meshy.errors import MeshyError
 
@@ -22,14 +22,14 @@ class Manifest:
     text: str
 
 
-def read_manifests(paths: list[str], stdin: TextIO) -> list[Manifest]:
+def read_manifests(paths: list[str], stdin: BinaryIO) -> list[Manifest]:
     """Every manifest the paths name, in order; a directory gives its YAML/JSON files sorted by name."""
     if not paths:
         raise InputError("no manifest given; pass -f FILE, -f DIRECTORY or -f - for standard input.")
     manifests = []
     for path in paths:
         if path == STDIN:
-            manifests.append(Manifest("<stdin>", stdin.read()))
+            manifests.append(Manifest("<stdin>", decoded(stdin.read(), "<stdin>")))
         elif Path(path).is_dir():
             manifests += [read_file(str(file)) for file in directory_files(Path(path))]
         else:
@@ -46,9 +46,17 @@ def directory_files(directory: Path) -> list[Path]:
 
 def read_file(path: str) -> Manifest:
     try:
-        return Manifest(path, Path(path).read_text())
+        data = Path(path).read_bytes()
     except OSError as error:
         raise InputError(f"cannot read {path} ({error.strerror}); pass an existing YAML file with -f.") from None
+    return Manifest(path, decoded(data, path))
+
+
+def decoded(data: bytes, source: str) -> str:
+    """Bytes as text; UTF-16 or other non-UTF-8 input is refused in one line naming the source."""
+    from meshy.local.resources import decode
+
+    return decode(data, source)
 
 
 def combined(manifests: list[Manifest], verb: str) -> Manifest:

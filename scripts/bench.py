@@ -4,7 +4,8 @@
 
 minimal-service: requests/s on one core, p99 at 1,000 requests/s, resident memory.
 Local backend: cold start to the first 200, apply-to-observed, latency per path
-side by side with a bare hand-written Envoy, each scenario's duration, demo cold.
+side by side with a bare hand-written Envoy, each scenario's duration, demo cold;
+manifests to a model or a one-line refusal (target: every refusal under 2 s).
 Reliability: failed requests during reloads under load, recovery after SIGKILLs,
 processes and ports left after `down` in each failure case.
 Scale: 10 .. 2,000 VirtualServices and 1 .. 200 pods (reports/bench/scale.json,
@@ -735,7 +736,43 @@ def bench_scale(results: dict) -> None:
     results["scale"] = scale
 
 
-STEPS = (bench_service, bench_cold_start, bench_mesh, bench_scenarios, bench_cli, bench_reliability, bench_scale)
+def bench_validation(results: dict) -> None:
+    """Manifests to a model or a refusal (parse, validate, build; no Envoy): the walkthrough, 240
+    seeded hostile mutations of it (tests/test_local_hostile.py) and a 4 MiB manifest."""
+    import random
+
+    from tests import test_local_hostile as hostile
+
+    documents = hostile.walkthrough_documents()
+    text = hostile.yaml.safe_dump_all(documents, sort_keys=False)
+
+    def timed(data) -> float:
+        started = time.perf_counter()
+        hostile.feed(data)
+        return time.perf_counter() - started
+
+    accepted = [timed(text) for _ in range(20)]
+    rng = random.Random(hostile.SEED)
+    mutated = [timed(hostile.mutate(documents, rng)) for _ in range(hostile.CASES)]
+    huge = timed("a: " + "x" * (4 * 1024 * 1024 - 3))
+    results["validation_ms"] = {
+        "walkthrough_median": round(statistics.median(accepted) * 1000, 2),
+        "mutated_median": round(statistics.median(mutated) * 1000, 2),
+        "mutated_max": round(max(mutated) * 1000, 2),
+        "4MiB_manifest": round(huge * 1000, 2),
+    }
+
+
+STEPS = (
+    bench_validation,
+    bench_service,
+    bench_cold_start,
+    bench_mesh,
+    bench_scenarios,
+    bench_cli,
+    bench_reliability,
+    bench_scale,
+)
 
 
 def main() -> int:

@@ -19,8 +19,8 @@ NO_PROXY = {"http": "", "https": ""}
 
 
 class Mesh:
-    def __init__(self, state_dir: Path) -> None:
-        self.pair = select_pair()
+    def __init__(self, state_dir: Path, k8s: str | None = None, istio: str | None = None) -> None:
+        self.pair = select_pair(k8s, istio)
         # The claim is held as long as this object lives: no other test run takes the block.
         base, self.claim = claim_address_base()
         layout = Layout("127.0.0.1", free_port(), base)

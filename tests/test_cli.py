@@ -273,3 +273,12 @@ def test_apply_of_a_directory_without_manifests_is_an_error(tmp_path):
         result.stderr.strip()
         == f"error: {tmp_path} holds no .yaml, .yml, .json file; pass a directory of manifests or a file."
     )
+
+
+def test_unreadable_manifest_is_one_line_before_anything_starts(tmp_path):
+    manifest = tmp_path / "utf16.yaml"
+    manifest.write_bytes("apiVersion: v1\nkind: Service\nmetadata: {name: web}\n".encode("utf-16"))
+    result = inv("local.apply", "-f", str(manifest), env={"MESHY_STATE": str(tmp_path / "s")})
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {manifest} is UTF-16 text; save it as UTF-8 and apply again."
+    assert not (tmp_path / "s" / "state.json").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from meshy.local import envoy
 from tests.test_local_golden import CASES, DATA
 
 ENVOY = Path(sys.prefix) / "bin" / "envoy"
@@ -34,6 +35,7 @@ def static_bootstrap(config: dict) -> dict:
         listeners.append(listener)
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "layered_runtime": envoy.runtime(),
         "static_resources": {
             "listeners": listeners,
             "clusters": [{k: v for k, v in c.items() if k != "@type"} for c in config["clusters"]["resources"]],

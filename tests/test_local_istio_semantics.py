@@ -298,3 +298,54 @@ def test_port_level_settings_replace_the_rules_parts_without_inheriting():
     cluster = envoy.cluster(next(c for c in proxy.clusters if c.name == "outbound|9090||web.default.svc.cluster.local"))
     assert cluster["lb_policy"] == "ROUND_ROBIN"
     assert cluster["circuit_breakers"]["thresholds"][0]["max_connections"] == envoy.UNLIMITED
+
+
+@pytest.mark.parametrize(("release", "suffix"), [(ISTIO_18, True), (ISTIO_128, False), (ISTIO_130, False)])
+def test_mirrored_host_gets_the_shadow_suffix_before_istio_128(release, suffix):
+    (route,) = sidecar_routes(mesh_of(virtual_service("    - mirror: {host: web}\n" + ROUTE), release))
+    (policy,) = route["route"]["request_mirror_policies"]
+    assert policy.get("disable_shadow_host_suffix_append", False) is not suffix
+
+
+def test_a_regex_is_held_to_the_releases_re2_program_limit():
+    # /a{1,300}b compiles to about 600 RE2 instructions: over Envoy's own 100, within Istio's 1024 and 32768.
+    http = "    - match: [{uri: {regex: '/a{1,300}b'}}]\n" + ROUTE
+    for release in MATRIX:
+        assert mesh_of(virtual_service(http), release).proxies
+    huge = "    - match: [{headers: {x-a: {regex: '[a-z]{1,900}'}}}]\n" + ROUTE
+    with pytest.raises(BuildError, match="headers.x-a.regex compiles to more than Istio 1.8's RE2 limit of 1024"):
+        mesh_of(virtual_service(huge), ISTIO_18)
+    assert mesh_of(virtual_service(huge), ISTIO_130).proxies
+
+
+def test_a_regex_re2_refuses_is_refused_by_name():
+    with pytest.raises(ResourceError, match="uri.regex is not a regular expression RE2"):
+        mesh_of(virtual_service("    - match: [{uri: {regex: 'a++'}}]\n" + ROUTE))
+
+
+def test_per_route_configs_of_several_filters_sit_side_by_side():
+    http = "    - fault: {abort: {httpStatus: 503, percentage: {value: 5}}}\n      corsPolicy: {allowMethods: [GET]}\n"
+    (route,) = sidecar_routes(mesh_of(virtual_service(http + ROUTE)))
+    assert list(route["typed_per_filter_config"]) == ["envoy.filters.http.cors", "envoy.filters.http.fault"]
+    proxy = next(p for name, p in mesh_of("").proxies.items() if name.startswith("web-"))
+    chain = envoy.listener(proxy.listeners[0], envoy.Path("/x"))["filter_chains"][0]["filters"][0]["typed_config"]
+    assert [f["name"] for f in chain["http_filters"]][-1] == "envoy.filters.http.router"
+
+
+# --- retry.go: the default policy and retryOn per release ------------------------------------
+
+
+@pytest.mark.parametrize(("release", "codes"), [(ISTIO_18, [503]), (ISTIO_128, None), (ISTIO_130, None)])
+def test_default_retries_cover_503_responses_up_to_istio_126(release, codes):
+    (route,) = sidecar_routes(mesh_of(virtual_service("    - " + ROUTE.strip()), release))
+    assert route["route"]["retry_policy"].get("retriable_status_codes") == codes
+    assert route["route"]["retry_policy"]["num_retries"] == 2
+
+
+@pytest.mark.parametrize(("release", "added"), [(ISTIO_18, False), (ISTIO_130, True)])
+def test_status_codes_in_retry_on_need_their_condition_before_istio_112(release, added):
+    http = "    - retries: {attempts: 3, retryOn: 'connect-failure,502'}\n" + ROUTE
+    (route,) = sidecar_routes(mesh_of(virtual_service(http), release))
+    policy = route["route"]["retry_policy"]
+    assert policy["retriable_status_codes"] == [502]
+    assert ("retriable-status-codes" in policy["retry_on"]) is added

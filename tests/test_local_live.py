@@ -11,7 +11,7 @@ import requests
 
 from meshy import stats
 from meshy.local.resources import ResourceError
-from tests.local_mesh import running
+from tests.local_mesh import Mesh, running
 
 ALPHA = 0.001
 
@@ -58,6 +58,9 @@ def test_gateway_routes_known_hosts_and_404s_unknown(clean):
     # Istio's gateways answer as istio-envoy and upstreams see the attempt count (see test_local_istio_semantics).
     assert response.headers["server"] == "istio-envoy"
     assert response.json()["headers"]["X-Envoy-Attempt-Count"] == "1"
+    # Gateways take the client as the remote address (use_remote_address), as Istio's do: the app
+    # sees the client in x-forwarded-for (its value is whatever address this machine's loopback shows).
+    assert response.json()["headers"]["X-Forwarded-For"]
     assert clean.get(host="nobody.svc.kind.org").status_code == 404
 
 
@@ -288,8 +291,8 @@ def test_invalid_apply_is_refused_and_the_mesh_keeps_serving(clean):
     bad = vs("    - route: [{destination: {host: minimal-service, subset: nowhere}}]")
     with pytest.raises(ResourceError, match="subset 'nowhere'"):
         clean.apply(bad)
-    with pytest.raises(ResourceError, match="corsPolicy"):
-        clean.apply(vs("    - corsPolicy: {}\n      route: [{destination: {host: minimal-service}}]"))
+    with pytest.raises(ResourceError, match="delegate"):
+        clean.apply(vs("    - delegate: {name: other}\n      route: [{destination: {host: minimal-service}}]"))
     assert clean.backend.state_file.read_text() == before
     assert clean.get().status_code == 200
 
@@ -364,3 +367,29 @@ spec:
   selector: {app: slow-service}
   ports: [{port: 9090}]
 """
+
+
+def test_a_mesh_started_with_istio_18_keeps_its_rules(tmp_path):
+    old = Mesh(tmp_path / "state", "1.19", "1.8")
+    old.up()
+    try:
+        text = vs("    - route: [{destination: {host: minimal-service}}]")
+        with pytest.raises(ResourceError, match="apiVersion 'networking.istio.io/v1' is not served by Istio 1.8"):
+            old.apply(text)
+        split = text.replace("    - route: [{destination: {host: minimal-service}}]", SPLIT_90).replace(
+            "networking.istio.io/v1", "networking.istio.io/v1alpha3"
+        )
+        with pytest.raises(ResourceError, match="Istio 1.8 needs a total of 100"):
+            old.apply(split)
+        assert old.get().status_code == 200
+        assert old.apply(text.replace("networking.istio.io/v1", "networking.istio.io/v1beta1"))
+        assert old.get().status_code == 200
+    finally:
+        old.backend.down()
+
+
+SPLIT_90 = (
+    "    - route:\n"
+    "        - {destination: {host: minimal-service}, weight: 60}\n"
+    "        - {destination: {host: minimal-service}, weight: 30}"
+)

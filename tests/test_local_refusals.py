@@ -92,7 +92,7 @@ def test_schema_refusals(text, message):
         ),
         (
             vs("    - route: [{destination: {host: web}}]\n      retries: {attempts: 2, retryOn: sometimes}"),
-            "retryOn 'sometimes'",
+            "retryOn sometimes is not an Envoy retry condition",
         ),
         (vs("    - redirect: {uri: /x, redirectCode: 399}"), "redirectCode 399"),
         (
@@ -169,3 +169,82 @@ def test_gateway_merges_virtual_services_for_one_host():
     (host,) = listener.virtual_hosts
     assert host.domains == ("site.example.org",)
     assert [route.match.uri.value for route in host.routes] == ["/a", "/b"]
+
+
+SE = (
+    "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se}\n"
+    "spec: {hosts: [a.example.org], ports: [PORTS], resolution: STATIC, endpoints: [ENDPOINT]}"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop}\nspec: {ports: [{port: 80}]}",
+            "Service shop/s: namespace shop does not exist; apply a Namespace named shop first",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}, {port: 81}]}",
+            "spec.ports needs a name for each port when there are several",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80, name: a}, {port: 80, name: b}]}",
+            "spec.ports lists a port number twice",
+        ),
+        (
+            SE.replace("PORTS", "{number: 80, name: http}").replace("ENDPOINT", "{address: api.example.org}"),
+            "spec.endpoints[0].address must be an IP address locally",
+        ),
+        (
+            SE.replace("PORTS", "{number: 80, name: http}").replace(
+                "ENDPOINT", "{address: 127.0.0.9, ports: {web: 81}}"
+            ),
+            "spec.endpoints[0].ports names web, which spec.ports does not define",
+        ),
+    ],
+)
+def test_cross_field_refusals(text, message):
+    with pytest.raises(BuildError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        build(text)
+
+
+def test_a_namespace_applied_first_makes_its_resources_welcome():
+    namespace = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n"
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: shop}\nspec: {ports: [{port: 80}]}"
+    assert build(namespace + service).proxies
+
+
+def test_istio_protocols_are_read_in_any_case():
+    entry = SE.replace("PORTS", "{number: 80, name: http, protocol: http}").replace("ENDPOINT", "{address: 127.0.0.9}")
+    assert build(entry).proxies
+
+
+def test_a_deployments_selector_cannot_change_once_created():
+    first = ResourceSet().applied(parse_documents(SERVICE, "x"))
+    changed = SERVICE.replace("selector: {matchLabels: {app: web}}", "selector: {matchLabels: {app: web, version: v1}}")
+    with pytest.raises(ResourceError, match="Deployment default/web: spec.selector cannot change once created"):
+        first.applied(parse_documents(changed, "x"))
+    assert first.applied(parse_documents(SERVICE.replace("version: v1", "version: v1, tier: a"), "x"))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("  gateways: ['two words']", "spec.gateways[0] must be mesh or a Gateway's [namespace/]name"),
+        ("  exportTo: ['a b']", "spec.exportTo[0] must be '.', '*' or a namespace name"),
+    ],
+)
+def test_references_are_checked_as_istio_names(extra, message):
+    with pytest.raises(ResourceError, match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*")):
+        parse_documents(vs("    - route: [{destination: {host: web}}]", extra), "x")
+
+
+def test_service_entry_addresses_are_ip_addresses_or_blocks():
+    entry = (
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: se}\n"
+        "spec: {hosts: [a.example.org], addresses: [ADDRESS], ports: [{number: 80, name: http}]}"
+    )
+    with pytest.raises(ResourceError, match=r"spec\.addresses\[0\] must be an IP address or CIDR block"):
+        parse_documents(entry.replace("ADDRESS", "somewhere"), "x")
+    assert parse_documents(entry.replace("ADDRESS", "240.0.0.0/24"), "x")

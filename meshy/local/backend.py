@@ -475,7 +475,7 @@ class LocalBackend:
 
     # --- apply / delete ------------------------------------------------------------------
 
-    def apply(self, text: str, source: str) -> list[str]:
+    def apply(self, text: str | bytes, source: str) -> list[str]:
         resources = parse_documents(text, source, self.load().release)
         with self.locked():
             state = self.require_up()
@@ -484,7 +484,7 @@ class LocalBackend:
         notes = [f"  note: {r.key}: {note}" for r in resources for note in without_effect(r.spec)]
         return changes + notes
 
-    def delete(self, text: str, source: str) -> list[str]:
+    def delete(self, text: str | bytes, source: str) -> list[str]:
         resources = parse_documents(text, source, self.load().release, with_spec=False)
         with self.locked():
             state = self.require_up()

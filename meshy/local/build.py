@@ -1,755 +1,59 @@
 """Resources + workloads -> the mesh model, following Istio's documented semantics.
 
 Everything here is pure: the same inputs always give the same model, and a
-resource that cannot be honoured raises BuildError naming it.
+resource that cannot be honoured raises BuildError naming it. The registry and
+clusters live in upstreams.py, VirtualService routes in routes.py.
 """
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import fnmatch
-from dataclasses import dataclass, field
-from typing import Any
+import ipaddress
+from dataclasses import dataclass
 
 from meshy.local.model import (
-    CircuitBreaker,
     Cluster,
-    Cors,
-    DirectResponse,
     Endpoint,
-    Fault,
     GatewayPod,
-    HashPolicy,
-    HeaderMatch,
-    HeaderOps,
     Listener,
     Match,
     Mesh,
-    Mirror,
-    Outlier,
     Pod,
     Proxy,
-    Redirect,
-    Retry,
     Route,
     StringMatch,
     VirtualHost,
     WeightedCluster,
 )
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
-from meshy.local.resources import Key, Resource, ResourceError, ResourceSet
-from meshy.local.shapes import plain, seconds
+from meshy.local.resources import BuildError, Key, Resource, ResourceSet
+from meshy.local.routes import (
+    MESH,
+    Context,
+    default_route,
+    http_route,
+    http_routes,
+    sort_catch_all_last,
+    unknown_host_route,
+    vs_gateways,
+)
+from meshy.local.shapes import brief, plain
+from meshy.local.upstreams import (
+    RegistryHost,
+    destination_rules,
+    gateway_target_port,
+    inbound_cluster,
+    outbound_clusters,
+    resolve_host,
+    service_registry,
+)
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
-CLUSTER_DOMAIN = "svc.cluster.local"
-MESH = "mesh"
-# Istio's retry policy for a route that sets none (see the README's sources).
-DEFAULT_RETRY = Retry(
-    attempts=2, retry_on="connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
-)
-RETRY_CONDITIONS = {
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "envoy-ratelimited",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-}
-REDIRECT_CODES = {301, 302, 303, 307, 308}
 # The server header of gateway and inbound sidecar responses (EnvoyServerName, accesslog.go at each tag).
 ISTIO_SERVER_NAME = "istio-envoy"
-
-
-class BuildError(ResourceError):
-    """Resources that are each valid but cannot work together."""
-
-
-def gateway_target_port(port: int) -> int:
-    """The container port behind a gateway Service port (Istio's 80 -> 8080)."""
-    return port + 8000 if port < 1024 else port
-
-
-# --- The service registry -----------------------------------------------------
-
-
-@dataclass
-class RegistryHost:
-    """A host the mesh knows: a Kubernetes Service or a ServiceEntry host."""
-
-    host: str
-    namespace: str
-    short_name: str | None  # Services only: reachable by bare name in their namespace
-    ports: dict[int, list[tuple[Endpoint, dict[str, str]]]] = field(default_factory=dict)
-    dns: dict[int, tuple[str, int]] = field(default_factory=dict)
-
-
-def fqdn(name: str, namespace: str) -> str:
-    return f"{name}.{namespace}.{CLUSTER_DOMAIN}"
-
-
-def service_registry(
-    resources: ResourceSet, pods: list[Pod], gateways: list[GatewayPod], hosts: dict[str, str]
-) -> dict[str, RegistryHost]:
-    registry: dict[str, RegistryHost] = {}
-    for gateway in gateways:
-        entry = RegistryHost(fqdn(gateway.name, gateway.namespace), gateway.namespace, gateway.name)
-        for port in (80, 443):
-            address, bound = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
-            entry.ports[port] = [(Endpoint(address, bound), gateway.labels)]
-        registry[entry.host] = entry
-    for service in resources.of_kind("Service"):
-        entry = RegistryHost(fqdn(service.name, service.namespace), service.namespace, service.name)
-        selector = service.spec.get("selector") or {}
-        for port in service.spec.get("ports", []):
-            target = port.get("targetPort", port["port"])
-            if isinstance(target, str):
-                if not target.isdigit():
-                    raise BuildError(f"{service.key}: targetPort {target!r} must be a port number in the local backend")
-                target = int(target)
-            entry.ports[port["port"]] = [
-                (Endpoint(pod.ip, target), pod.labels)
-                for pod in pods
-                if pod.namespace == service.namespace
-                and selector
-                and selector.items() <= pod.labels.items()
-                and target in pod.ports
-            ]
-        registry[entry.host] = entry
-    for entry_resource in resources.of_kind("ServiceEntry"):
-        for host, entry in service_entry_hosts(entry_resource, hosts).items():
-            if host in registry and registry[host].short_name is not None:
-                raise BuildError(
-                    f"{entry_resource.key}: host {host} is Service {registry[host].short_name}'s; "
-                    "a ServiceEntry cannot take it over: choose another host"
-                )
-            registry[host] = entry
-    return registry
-
-
-def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, RegistryHost]:
-    spec = resource.spec
-    resolution = spec.get("resolution", "STATIC" if spec.get("endpoints") else "DNS")
-    if resolution == "DNS" and spec.get("endpoints"):
-        raise BuildError(f"{resource.key}: DNS resolution with explicit endpoints is not supported locally; use STATIC")
-    if resolution == "STATIC" and not spec.get("endpoints"):
-        raise BuildError(f"{resource.key}: resolution STATIC needs spec.endpoints with addresses")
-    result = {}
-    for host in spec.get("hosts", []):
-        if "*" in host:
-            raise BuildError(f"{resource.key}: wildcard host {host!r} is not supported locally; list exact hosts")
-        entry = RegistryHost(host, resource.namespace, None)
-        for port in spec.get("ports", []):
-            number, target = port["number"], port.get("targetPort", port["number"])
-            if resolution == "STATIC":
-                entry.ports[number] = [
-                    (Endpoint(ep["address"], ep.get("ports", {}).get(port["name"], target)), ep.get("labels", {}))
-                    for ep in spec["endpoints"]
-                ]
-            elif host in hosts:
-                # The backend's host table stands in for /etc/hosts (see the walkthrough's egress step).
-                entry.ports[number] = [(Endpoint(hosts[host], target), {})]
-            else:
-                entry.ports[number] = []
-                entry.dns[number] = (host, target)
-        result[host] = entry
-    return result
-
-
-def resolve_host(name: str, namespace: str, registry: dict[str, RegistryHost]) -> str:
-    """A VirtualService or DestinationRule host as the registry names it."""
-    if name in registry:
-        return name
-    for candidate in (fqdn(name, namespace), f"{name}.{CLUSTER_DOMAIN}", f"{name}.cluster.local"):
-        if candidate in registry:
-            return candidate
-    return fqdn(name, namespace) if "." not in name else name
-
-
-# --- Destination rules and clusters -------------------------------------------------
-
-
-def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost]) -> dict[str, Resource]:
-    rules: dict[str, Resource] = {}
-    for rule in resources.of_kind("DestinationRule"):
-        host = resolve_host(rule.spec.get("host", ""), rule.namespace, registry)
-        if not rule.spec.get("host"):
-            raise BuildError(f"{rule.key}: spec.host is required")
-        # Istio applies the oldest rule for a host; later ones are ignored, which we refuse instead.
-        if host in rules:
-            raise BuildError(f"{rule.key}: {rules[host].key} already sets the rules for {host}; merge them into one")
-        check_policies(rule)
-        names = [s["name"] for s in rule.spec.get("subsets", [])]
-        if len(names) != len(set(names)):
-            raise BuildError(f"{rule.key}: subset names must be unique")
-        rules[host] = rule
-    return rules
-
-
-def check_policies(rule: Resource) -> None:
-    """One-of rules Istio's validation enforces on load balancer settings (validation.go validateLoadBalancer)."""
-    policies = [("spec.trafficPolicy", rule.spec.get("trafficPolicy") or {})]
-    policies += [
-        (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy") or {})
-        for i, s in enumerate(rule.spec.get("subsets", []))
-    ]
-    for path, policy in list(policies):
-        policies += [(f"{path}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.get("portLevelSettings", []))]
-    for path, policy in policies:
-        balancer = policy.get("loadBalancer", {})
-        if "simple" in balancer and "consistentHash" in balancer:
-            raise BuildError(f"{rule.key}: {path}.loadBalancer takes simple or consistentHash, not both")
-        keys = [
-            k
-            for k in ("httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName")
-            if k in balancer.get("consistentHash", {})
-        ]
-        if "consistentHash" in balancer and len(keys) != 1:
-            raise BuildError(
-                f"{rule.key}: {path}.loadBalancer.consistentHash takes exactly one of httpHeaderName, "
-                "httpCookie, useSourceIp, httpQueryParameterName"
-            )
-    ports = [p["port"]["number"] for _, policy in policies[:1] for p in policy.get("portLevelSettings", [])]
-    if len(ports) != len(set(ports)):
-        raise BuildError(f"{rule.key}: spec.trafficPolicy.portLevelSettings names a port twice")
-
-
-def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
-    for entry in rule.spec.get("subsets", []) if rule else []:
-        if entry["name"] == subset:
-            return entry.get("labels", {})
-    return None
-
-
-POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer")
-
-
-def port_level(policy: dict[str, Any], port: int) -> tuple[dict[str, Any], bool]:
-    """A policy's settings for one port: a matching portLevelSettings entry replaces them whole (no inheritance)."""
-    for entry in policy.get("portLevelSettings", []):
-        if entry["port"]["number"] == port:
-            return {part: entry[part] for part in POLICY_PARTS if part in entry}, True
-    return {part: policy[part] for part in POLICY_PARTS if part in policy}, False
-
-
-def traffic_policy(rule: Resource | None, subset: str, port: int) -> dict[str, Any]:
-    """The policy of one subset on one port (util.go MergeSubsetTrafficPolicy at 1.30.3; 1.8.6
-    cluster_builder.go MergeTrafficPolicy): port-level settings first, then the subset's
-    parts override the rule's, all of them when the subset has port-level settings for the port."""
-    if rule is None:
-        return {}
-    policy, _ = port_level(rule.spec.get("trafficPolicy") or {}, port)
-    for entry in rule.spec.get("subsets", []):
-        if entry["name"] == subset and entry.get("trafficPolicy") is not None:
-            own, whole = port_level(entry["trafficPolicy"], port)
-            policy = own if whole else {**policy, **own}
-    return policy
-
-
-def cluster_name(host: str, port: int, subset: str = "") -> str:
-    return f"outbound|{port}|{subset}|{host}"
-
-
-def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resource]) -> list[Cluster]:
-    clusters = []
-    for host, entry in sorted(registry.items()):
-        rule = rules.get(host)
-        subsets = [""] + [s["name"] for s in (rule.spec.get("subsets", []) if rule else [])]
-        for port in sorted(entry.ports):
-            for subset in subsets:
-                labels = subset_labels(rule, subset) if subset else {}
-                endpoints = tuple(ep for ep, ep_labels in entry.ports[port] if labels.items() <= ep_labels.items())
-                dns_name, dns_port = entry.dns.get(port, (None, 0))
-                clusters.append(
-                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset, port))
-                    if not dns_name
-                    else Cluster(
-                        cluster_name(host, port, subset), dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN"
-                    )
-                )
-    return clusters
-
-
-def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str, Any]) -> Cluster:
-    pool = policy.get("connectionPool", {})
-    tcp, http = pool.get("tcp", {}), pool.get("http", {})
-    circuit = None
-    if tcp or http:
-        circuit = CircuitBreaker(
-            max_connections=tcp.get("maxConnections"),
-            max_pending_requests=http.get("http1MaxPendingRequests"),
-            max_requests=http.get("http2MaxRequests"),
-            max_retries=http.get("maxRetries"),
-        )
-    outlier = None
-    if detection := policy.get("outlierDetection"):
-        # Istio's applyOutlierDetection (1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go,
-        # 1.30.3 pilot/pkg/networking/core/cluster_traffic_policy.go) never reads the deprecated
-        # consecutiveErrors, so Envoy's default of 5 applies; the panic threshold becomes 0.
-        outlier = Outlier(
-            consecutive_5xx=detection.get("consecutive5xxErrors"),
-            consecutive_gateway=detection.get("consecutiveGatewayErrors"),
-            interval=seconds(detection["interval"]) if "interval" in detection else None,
-            base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
-            max_ejection_percent=detection.get("maxEjectionPercent"),
-        )
-    balancer = policy.get("loadBalancer", {})
-    lb = balancer.get("simple", "LEAST_REQUEST")
-    ring_size = None
-    if "consistentHash" in balancer:
-        # cluster_traffic_policy.go ApplyRingHashLoadBalancer: RING_HASH, minimumRingSize or Envoy's 1024.
-        lb, ring_size = "RING_HASH", balancer["consistentHash"].get("minimumRingSize") or 1024
-    return Cluster(
-        name,
-        endpoints=endpoints,
-        lb="LEAST_REQUEST" if lb == "LEAST_CONN" else lb,
-        connect_timeout=seconds(tcp["connectTimeout"]) if "connectTimeout" in tcp else 10.0,
-        circuit=circuit,
-        outlier=outlier,
-        max_requests_per_connection=http.get("maxRequestsPerConnection"),
-        ring_size=ring_size,
-        idle_timeout=seconds(http["idleTimeout"]) if "idleTimeout" in http else None,
-    )
-
-
-def inbound_cluster(pod: Pod, port: int) -> Cluster:
-    return Cluster(f"inbound|{port}||", endpoints=(Endpoint(pod.app_ip, port),), lb="ROUND_ROBIN")
-
-
-# --- Virtual services -> routes -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Context:
-    """Where a route is being built: the mesh (sidecars) or a gateway, and a port."""
-
-    gateway: str  # "mesh" or "namespace/name" of a Gateway
-    port: int | None  # None: every port (validation)
-    registry: dict[str, RegistryHost]
-    rules: dict[str, Resource]
-    release: IstioRelease = DEFAULT_RELEASE
-
-    def at(self, gateway: str, port: int | None) -> Context:
-        return dataclasses.replace(self, gateway=gateway, port=port)
-
-
-def vs_gateways(vs: Resource) -> list[str]:
-    return [qualify_gateway(g, vs.namespace) for g in vs.spec.get("gateways") or [MESH]]
-
-
-def qualify_gateway(name: str, namespace: str) -> str:
-    return name if name == MESH or "/" in name else f"{namespace}/{name}"
-
-
-def http_routes(vs: Resource, context: Context) -> list[Route]:
-    """The routes of a VirtualService where context applies, up to its first catch-all.
-
-    As BuildHTTPRoutesForVirtualService (route.go at each tag) does: an http entry
-    without match, or a match that catches all, ends the list.
-    """
-    routes = []
-    for index, http in enumerate(vs.spec.get("http", [])):
-        where = f"{vs.key} http[{index}]"
-        if not http.get("match"):
-            routes.append(http_route(http, {}, http.get("name") or f"{vs.name}.{index}.0", where, vs, context))
-            break
-        for match_index, match in enumerate(http["match"]):
-            if not applies(match, vs, context):
-                continue
-            name = http.get("name") or f"{vs.name}.{index}.{match_index}"
-            route = http_route(http, match, name, where, vs, context)
-            routes.append(route)
-            if ends_routes(match, route, context.release):
-                return routes
-    return routes
-
-
-def ends_routes(match: dict[str, Any], route: Route, release: IstioRelease) -> bool:
-    """Whether a match catches every request, so later routes of its VirtualService are dropped."""
-    if release.minor <= 8:
-        # 1.8.6 isCatchAllMatch looks at the Istio match: port and gateways count as conditions.
-        return is_catch_all(route, release) and not match.get("port") and not match.get("gateways")
-    return is_catch_all(route, release)
-
-
-def is_catch_all(route: Route, release: IstioRelease) -> bool:
-    """route.go isCatchAllRoute: path prefix '/' (or the release's catch-all regex) and no header match."""
-    uri = route.match.uri
-    path_all = uri is None or (uri.kind == "prefix" and uri.value == "/")
-    path_all = path_all or (uri is not None and uri.kind == "regex" and uri.value == release.catch_all_regex)
-    return path_all and not route.match.headers and not route.match.query
-
-
-def sort_catch_all_last(routes: list[Route], release: IstioRelease) -> list[Route]:
-    """Gateway routes merged from several VirtualServices: catch-alls after the rest, order kept otherwise.
-
-    1.8.6 gateway.go calls CombineVHostRoutes, 1.30.3 gateway.go SortVHostRoutes (both in route.go).
-    """
-    return [r for r in routes if not is_catch_all(r, release)] + [r for r in routes if is_catch_all(r, release)]
-
-
-def applies(match: dict[str, Any], vs: Resource, context: Context) -> bool:
-    gateways = [qualify_gateway(g, vs.namespace) for g in match.get("gateways", [])]
-    if gateways and context.gateway not in gateways:
-        return False
-    return not ("port" in match and context.port is not None and match["port"] != context.port)
-
-
-def http_route(http, match, name, where, vs: Resource, context: Context) -> Route:
-    """One Envoy route of an http entry and one of its matches (route.go TranslateRoute)."""
-    check_http_entry(http, where, context.release)
-    destinations = http.get("route", [])
-    weights = route_weights(destinations, where, context.release) if destinations else []
-    clusters = tuple(
-        weighted_cluster(d, w, f"{where} route[{i}]", vs, context)
-        for i, (d, w) in enumerate(zip(destinations, weights, strict=True))
-        if w > 0
-    )
-    hashes = [
-        hash_policy(d["destination"], where, vs, context) for d, w in zip(destinations, weights, strict=True) if w
-    ]
-    hashes = [h for h in hashes if h]
-    retry = retry_policy(http.get("retries"), where) if destinations else None
-    if retry and hashes and len(destinations) == 1 and context.release.minor >= 23:
-        # From Istio 1.23 retry.go ConvertPolicy drops the previous-hosts predicate under consistent hashing.
-        retry = dataclasses.replace(retry, previous_hosts=False)
-    rewrite = http.get("rewrite", {})
-    headers = http.get("headers", {})
-    request, authority = request_header_ops(headers.get("request"), where, context.release)
-    return Route(
-        name=name,
-        match=route_match(match, where, context.release),
-        clusters=clusters,
-        redirect=redirect_of(http["redirect"], where, context.port) if http.get("redirect") else None,
-        direct=direct_response(http["directResponse"], where) if http.get("directResponse") else None,
-        retry=retry,
-        hash_policies=tuple(hashes),
-        timeout=seconds(http["timeout"]) if "timeout" in http else 0.0,
-        fault=fault_of(http.get("fault")),
-        mirrors=mirrors_of(http, where, vs, context),
-        cors=cors_of(http.get("corsPolicy")),
-        prefix_rewrite=rewrite.get("uri"),
-        # route.go applyHTTPRouteDestination: rewrite.authority wins over an ':authority' header.
-        authority_rewrite=rewrite.get("authority") or authority,
-        request_headers=request,
-        response_headers=response_header_ops(headers.get("response"), where, context.release),
-    )
-
-
-# Pairs an http entry may not hold together (virtualservice.go validateHTTPRoute at 1.30.3).
-EXCLUSIVE = (
-    ("fault", "redirect"),
-    ("rewrite", "redirect"),
-    ("fault", "directResponse"),
-    ("rewrite", "directResponse"),
-    ("mirror", "mirrors"),
-)
-
-
-def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) -> None:
-    """The combinations Istio's validation refuses in one http entry."""
-    actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
-    if len(actions) != 1:
-        raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
-    for first, second in EXCLUSIVE:
-        if http.get(first) is not None and http.get(second) is not None:
-            raise BuildError(f"{where}: {first} and {second} cannot be set together")
-    request = (http.get("headers") or {}).get("request") or {}
-    authorities = [k for verb in ("set", "add") for k in request.get(verb, {}) if k.lower() in (":authority", "host")]
-    if release.authority_header_rewrite and len(authorities) + bool((http.get("rewrite") or {}).get("authority")) > 1:
-        # virtualservice.go validateAuthorityRewrite (from 1.10): one place sets the authority.
-        raise BuildError(f"{where}: the authority is set more than once (rewrite.authority, headers.request); keep one")
-
-
-def weighted_cluster(destination: dict[str, Any], weight: int, where: str, vs: Resource, context: Context):
-    """A destination with its own header operations (route.go processWeightedDestination)."""
-    cluster = destination_cluster(destination["destination"], where, vs.namespace, context.registry, context.rules)
-    headers = destination.get("headers", {})
-    request, authority = request_header_ops(headers.get("request"), where, context.release)
-    response = response_header_ops(headers.get("response"), where, context.release)
-    return WeightedCluster(cluster, weight, request, response, authority)
-
-
-def mirrors_of(http: dict[str, Any], where: str, vs: Resource, context: Context) -> tuple[Mirror, ...]:
-    """mirror (with mirrorPercentage) and mirrors; a percentage of 0 mirrors nothing (route.go MirrorPercent)."""
-    wanted = []
-    if http.get("mirror"):
-        wanted.append((http["mirror"], http.get("mirrorPercentage")))
-    wanted += [(item["destination"], item.get("percentage")) for item in http.get("mirrors", [])]
-    result = []
-    for destination, percentage in wanted:
-        percent = 100.0 if percentage is None else float(percentage.get("value", 0.0))
-        if percent > 0:
-            cluster = destination_cluster(destination, where, vs.namespace, context.registry, context.rules)
-            result.append(Mirror(cluster, percent))
-    return tuple(result)
-
-
-def cors_of(spec: dict[str, Any] | None) -> Cors | None:
-    """route.go TranslateCORSPolicy: allowOrigins wins over the deprecated allowOrigin (exact matches)."""
-    if spec is None:
-        return None
-    origins = [string_match(m, "corsPolicy.allowOrigins", "") for m in spec.get("allowOrigins", [])]
-    if "allowOrigins" not in spec:
-        origins = [StringMatch("exact", origin) for origin in spec.get("allowOrigin", [])]
-    return Cors(
-        allow_origins=tuple(origins),
-        allow_methods=tuple(spec.get("allowMethods", [])),
-        allow_headers=tuple(spec.get("allowHeaders", [])),
-        expose_headers=tuple(spec.get("exposeHeaders", [])),
-        max_age=int(seconds(spec["maxAge"])) if "maxAge" in spec else None,
-        allow_credentials=spec.get("allowCredentials"),
-    )
-
-
-def direct_response(spec: dict[str, Any], where: str) -> DirectResponse:
-    body = spec.get("body") or {}
-    if len(body) > 1:
-        raise BuildError(f"{where}: directResponse.body takes string or bytes, not both")
-    if "bytes" in body:
-        try:
-            base64.b64decode(body["bytes"], validate=True)
-        except ValueError:
-            raise BuildError(f"{where}: directResponse.body.bytes must be base64; encode the body") from None
-        return DirectResponse(spec["status"], body["bytes"], base64=True)
-    return DirectResponse(spec["status"], body.get("string"))
-
-
-def route_weights(destinations: list[dict[str, Any]], where: str, release: IstioRelease) -> list[int]:
-    """Each destination's weight; an unset weight is 0, a single destination takes everything."""
-    if len(destinations) == 1:
-        return [100]
-    weights = [d.get("weight", 0) for d in destinations]
-    total = sum(weights)
-    if not release.relative_weights:
-        if any(w > 100 for w in weights):
-            raise BuildError(f"{where}: Istio {release.version} takes weights from 0 to 100, not {max(weights)}")
-        if total != 100:
-            raise BuildError(
-                f"{where}: destination weights add up to {total}; Istio {release.version} needs a total of 100"
-            )
-    elif total == 0:
-        raise BuildError(f"{where}: destination weights add up to 0; give at least one destination a weight")
-    return weights
-
-
-def destination_cluster(destination, where, namespace, registry, rules) -> str:
-    return cluster_name(*destination_key(destination, where, namespace, registry, rules))
-
-
-def destination_key(destination, where, namespace, registry, rules) -> tuple[str, int, str]:
-    """The registry host, port and subset a destination names."""
-    host = resolve_host(destination["host"], namespace, registry)
-    entry = registry.get(host)
-    port = destination.get("port", {}).get("number")
-    if port is None:
-        if entry is not None and len(entry.ports) != 1:
-            raise BuildError(f"{where}: destination {destination['host']} has several ports; set port.number")
-        # An unknown host names a cluster that does not exist: Envoy answers 503, as Istio does.
-        port = next(iter(entry.ports)) if entry else 0
-    subset = destination.get("subset", "")
-    if subset and subset_labels(rules.get(host), subset) is None:
-        raise BuildError(
-            f"{where}: subset {subset!r} of {destination['host']} is defined by no DestinationRule; "
-            "apply the DestinationRule first"
-        )
-    return host, port, subset
-
-
-def hash_policy(destination, where, vs: Resource, context: Context) -> HashPolicy | None:
-    """The consistent hash of a destination's DestinationRule (route.go consistentHashToHashPolicy)."""
-    host, port, subset = destination_key(destination, where, vs.namespace, context.registry, context.rules)
-    spec = traffic_policy(context.rules.get(host), subset, port).get("loadBalancer", {}).get("consistentHash")
-    if spec is None:
-        return None
-    if "httpHeaderName" in spec:
-        return HashPolicy("header", spec["httpHeaderName"])
-    if "httpCookie" in spec:
-        cookie = spec["httpCookie"]
-        ttl = seconds(cookie["ttl"]) if "ttl" in cookie else None
-        return HashPolicy("cookie", cookie["name"], cookie.get("path"), ttl)
-    if "httpQueryParameterName" in spec:
-        return HashPolicy("query", spec["httpQueryParameterName"])
-    if spec.get("useSourceIp"):
-        return HashPolicy("source_ip")
-    return None
-
-
-def string_match(spec: dict[str, str] | None, field: str, where: str) -> StringMatch:
-    """An Istio StringMatch; empty (or regex '*') is a presence match, as route.go translateHeaderMatch makes it."""
-    spec = spec or {}
-    if len(spec) > 1:
-        raise BuildError(f"{where}: {field} takes one of exact, prefix, regex, not {len(spec)} of them")
-    if not spec:
-        return StringMatch("present", "")
-    ((kind, value),) = spec.items()
-    if kind in ("prefix", "regex") and value == "" and not (field == "uri" and kind == "prefix"):
-        # validation.go validateStringMatch; Envoy's StringMatcher refuses it too (only a uri prefix may be empty).
-        raise BuildError(f"{where}: {field}.{kind} must not be empty")
-    if kind == "regex" and value == "*":
-        return StringMatch("present", "")
-    return StringMatch(kind, value)
-
-
-def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAULT_RELEASE) -> Match:
-    """route.go TranslateRouteMatch: headers and withoutHeaders sorted by name, then method and authority."""
-    headers = [
-        HeaderMatch(name.lower(), string_match(spec, f"headers.{plain(name)}", where))
-        for name, spec in match.get("headers", {}).items()
-    ]
-    for name, spec in match.get("withoutHeaders", {}).items():
-        matcher = string_match(spec, f"withoutHeaders.{plain(name)}", where)
-        # From Istio 1.22 an absent header counts as "", so it does not match a value (route.go).
-        missing_as_empty = release.minor >= 22 and matcher.kind != "present"
-        headers.append(HeaderMatch(name.lower(), matcher, invert=True, missing_as_empty=missing_as_empty))
-    headers.sort(key=lambda header: header.name)
-    if "method" in match:
-        headers.append(HeaderMatch(":method", string_match(match["method"], "method", where)))
-    if "authority" in match:
-        headers.append(HeaderMatch(":authority", string_match(match["authority"], "authority", where)))
-    query = tuple(
-        (name, string_match(spec, f"queryParams.{plain(name)}", where))
-        for name, spec in sorted(match.get("queryParams", {}).items())
-    )
-    uri = None
-    if "uri" in match:
-        if match["uri"] == {"regex": "*"}:
-            raise BuildError(f"{where}: uri regex '*' is not valid RE2, so Envoy would reject it; use prefix: /")
-        uri = string_match(match["uri"], "uri", where)
-        if uri.kind == "present":
-            uri = None  # every request has a path
-    return Match(uri=uri, headers=tuple(headers), query=query, ignore_case=bool(match.get("ignoreUriCase")))
-
-
-def retry_policy(spec: dict[str, Any] | None, where: str) -> Retry | None:
-    if spec is None:
-        return DEFAULT_RETRY
-    attempts = spec.get("attempts", 0)
-    if attempts <= 0:
-        return None
-    conditions, codes = [], []
-    for item in (c.strip() for c in spec.get("retryOn", DEFAULT_RETRY.retry_on).split(",") if c.strip()):
-        if item.isdigit():
-            codes.append(int(item))
-        elif item in RETRY_CONDITIONS:
-            conditions.append(item)
-        else:
-            raise BuildError(f"{where}: retryOn {item!r} is not an Envoy retry condition or status code")
-    if codes and "retriable-status-codes" not in conditions:
-        conditions.append("retriable-status-codes")
-    per_try = seconds(spec["perTryTimeout"]) if "perTryTimeout" in spec else None
-    return Retry(attempts, ",".join(conditions), tuple(codes), per_try)
-
-
-def fault_of(spec: dict[str, Any] | None) -> Fault | None:
-    if not spec:
-        return None
-    delay, abort = spec.get("delay"), spec.get("abort")
-
-    # route.go TranslateFault (1.8.6 and 1.30.3): without percentage, delay uses the deprecated
-    # integer percent (default 0) and abort leaves Envoy's percentage unset, which is 0%.
-    def percent(part: dict[str, Any]) -> float:
-        if "percentage" in part:
-            return float(part["percentage"].get("value", 0.0))
-        return float(part.get("percent", 0))
-
-    return Fault(
-        delay=seconds(delay["fixedDelay"]) if delay else None,
-        delay_percent=percent(delay) if delay else 100.0,
-        abort_status=abort["httpStatus"] if abort else None,
-        abort_percent=percent(abort) if abort else 100.0,
-    )
-
-
-def redirect_of(spec: dict[str, Any], where: str, port: int | None) -> Redirect:
-    """route.go ApplyRedirect: derivePort FROM_REQUEST_PORT is the port the route serves; :80 on http is left out."""
-    code = spec.get("redirectCode", 301)
-    if code not in REDIRECT_CODES:
-        raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
-    if "port" in spec and "derivePort" in spec:
-        raise BuildError(f"{where}: redirect takes port or derivePort, not both")
-    redirect_port = spec.get("port")
-    if spec.get("derivePort") == "FROM_REQUEST_PORT":
-        redirect_port = port
-    scheme = spec.get("scheme")
-    defaults = {80: "http", 443: "https"}
-    if ("port" in spec or "derivePort" in spec) and defaults.get(redirect_port or 0) == (scheme or "http"):
-        redirect_port = None
-    return Redirect(spec.get("uri"), spec.get("authority"), code, scheme, redirect_port)
-
-
-def is_internal_header(name: str) -> bool:
-    """Headers Envoy will not let a route modify (route.go isInternalHeader)."""
-    return name.startswith(":") or name.lower() == "host"
-
-
-def request_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> tuple[HeaderOps, str | None]:
-    """Request header operations, and the authority a set/add of ':authority' or 'host' rewrites to.
-
-    From Istio 1.10, route.go TranslateHeadersOperations turns those into a host
-    rewrite ('set' wins over 'add'); 1.8.6 passes them to Envoy, which rejects them.
-    """
-    spec = spec or {}
-    authority = None
-    for verb in ("add", "set"):
-        for name, value in spec.get(verb, {}).items():
-            if name.lower() in (":authority", "host") and release.authority_header_rewrite:
-                authority = value
-            elif is_internal_header(name):
-                raise BuildError(
-                    f"{where}: headers.request.{verb} cannot change {plain(name)} in Istio {release.version}; "
-                    + ("use rewrite.authority" if name.lower() in (":authority", "host") else "remove it")
-                )
-    return header_ops(spec, "headers.request", where), authority
-
-
-def response_header_ops(spec: dict[str, Any] | None, where: str, release: IstioRelease) -> HeaderOps:
-    for verb in ("add", "set"):
-        for name in (spec or {}).get(verb, {}):
-            if is_internal_header(name):
-                raise BuildError(f"{where}: headers.response.{verb} cannot change {plain(name)}; remove it")
-    return header_ops(spec, "headers.response", where)
-
-
-def header_ops(spec: dict[str, Any] | None, field: str, where: str) -> HeaderOps:
-    spec = spec or {}
-    for name in spec.get("remove", []):
-        if is_internal_header(name):
-            raise BuildError(f"{where}: {field}.remove cannot remove {plain(name)}; remove it from the list")
-    return HeaderOps(
-        set=tuple(sorted((k, v) for k, v in spec.get("set", {}).items() if not is_internal_header(k))),
-        add=tuple(sorted((k, v) for k, v in spec.get("add", {}).items() if not is_internal_header(k))),
-        remove=tuple(spec.get("remove", [])),
-    )
-
-
-def unknown_host_route() -> Route:
-    # The local registry is the only DNS the proxies have, so a host that is
-    # neither a Service nor a ServiceEntry cannot be reached (Istio's
-    # REGISTRY_ONLY answer); see the README for how this differs from ALLOW_ANY.
-    reason = "host not in the mesh registry: add a ServiceEntry for it\n"
-    return Route("block_all", Match(uri=StringMatch("prefix", "/")), direct=DirectResponse(502, reason))
-
-
-def default_route(host: str, port: int) -> Route:
-    return Route(
-        name="default",
-        match=Match(uri=StringMatch("prefix", "/")),
-        clusters=(WeightedCluster(cluster_name(host, port), 100),),
-        retry=DEFAULT_RETRY,
-    )
-
+# Re-exported: the workload layout (topology.py) and callers name them from here.
+__all__ = ["ADMIN_PORT", "OUTBOUND_PORT", "BuildError", "Inputs", "build_mesh", "gateway_target_port"]
 
 # --- Proxies ------------------------------------------------------------------------
 
@@ -764,6 +68,12 @@ class Inputs:
 
 
 def build_mesh(inputs: Inputs) -> Mesh:
+    check_namespaces(inputs.resources)
+    for resource in inputs.resources.of_kind("Service"):
+        check_ports(resource, "port", need_names=True)
+    for resource in inputs.resources.of_kind("ServiceEntry"):
+        check_ports(resource, "number", need_names=False)
+        check_endpoints(resource)
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
     context = Context(MESH, None, registry, rules, inputs.release)
@@ -789,6 +99,53 @@ def build_mesh(inputs: Inputs) -> Mesh:
     return Mesh(proxies)
 
 
+# Namespaces a cluster has before anything is applied (the walkthrough's resources use default).
+BUILTIN_NAMESPACES = {"default", "istio-system", "kube-system", "kube-public", "kube-node-lease"}
+
+
+def check_namespaces(resources: ResourceSet) -> None:
+    """The API server refuses an object in a namespace that does not exist."""
+    existing = BUILTIN_NAMESPACES | {r.name for r in resources.of_kind("Namespace")}
+    for resource in resources.items.values():
+        if resource.namespace and resource.namespace not in existing:
+            raise BuildError(
+                f"{resource.key}: namespace {resource.namespace} does not exist; apply a Namespace named "
+                f"{resource.namespace} first"
+            )
+
+
+def check_ports(resource: Resource, number: str, need_names: bool) -> None:
+    """Port numbers and names are unique; a Service with several ports names each (Kubernetes'
+    ValidateService; Istio's ValidateServiceEntry for ServiceEntry ports)."""
+    ports = resource.spec.get("ports") or []
+    numbers = [p[number] for p in ports]
+    names = [p.get("name") for p in ports if p.get("name") is not None]
+    if len(numbers) != len(set(numbers)):
+        raise BuildError(f"{resource.key}: spec.ports lists a port number twice; list each once")
+    if len(names) != len(set(names)):
+        raise BuildError(f"{resource.key}: spec.ports lists a port name twice; name each port once")
+    if need_names and len(ports) > 1 and len(names) != len(ports):
+        raise BuildError(f"{resource.key}: spec.ports needs a name for each port when there are several")
+
+
+def check_endpoints(resource: Resource) -> None:
+    """ServiceEntry endpoints: IP addresses for STATIC, ports named by the entry (ValidateServiceEntry)."""
+    names = {p["name"] for p in resource.spec.get("ports") or []}
+    for index, endpoint in enumerate(resource.spec.get("endpoints") or []):
+        try:
+            ipaddress.ip_address(endpoint["address"])
+        except ValueError:
+            raise BuildError(
+                f"{resource.key}: spec.endpoints[{index}].address must be an IP address locally, "
+                f"not {brief(endpoint['address'])}"
+            ) from None
+        for name in endpoint.get("ports") or {}:
+            if name not in names:
+                raise BuildError(
+                    f"{resource.key}: spec.endpoints[{index}].ports names {plain(name)}, which spec.ports does not define"
+                )
+
+
 def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context) -> None:
     for gateway in vs_gateways(vs):
         if gateway != MESH:
@@ -811,7 +168,9 @@ def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list
             (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
         )
         for port in sorted(entry.ports):
-            routes = http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port)]
+            routes = (
+                http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port, context.release)]
+            )
             virtual_hosts.append(
                 VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
             )
@@ -874,7 +233,13 @@ def gateway_proxy(
         address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
         listeners.append(
             Listener(
-                f"gateway_{port}", address, bind_port, virtual_hosts, strip_port=True, server_name=ISTIO_SERVER_NAME
+                f"gateway_{port}",
+                address,
+                bind_port,
+                virtual_hosts,
+                strip_port=True,
+                server_name=ISTIO_SERVER_NAME,
+                remote_address=True,
             )
         )
     return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))

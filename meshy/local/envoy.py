@@ -20,6 +20,7 @@ from meshy.local.model import (
     HeaderMatch,
     HeaderOps,
     Listener,
+    Mirror,
     Proxy,
     Redirect,
     Route,
@@ -32,6 +33,7 @@ HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_mana
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
 CORS = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"
 CORS_POLICY = "type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy"
+REGEX_PROGRAM_LIMIT = 32768
 # Istio raises Envoy's 4 KiB limit on direct response bodies to 1 MiB (route.go at 1.30.3).
 MAX_DIRECT_BODY = 1024 * 1024
 ROUTER = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -86,6 +88,12 @@ def admin(socket: Path) -> dict[str, Any]:
     return {"address": {"pipe": {"path": str(socket), "mode": 0o600}}}
 
 
+def runtime() -> dict[str, Any]:
+    # Istio's bootstrap raises Envoy's RE2 program-size limit (100) to 32768 (pkg/bootstrap/config.go
+    # at 1.30.3); validation holds each release to its own limit (release.py regex_program_limit).
+    return {"layers": [{"name": "istio", "static_layer": {"re2.max_program_size.error_level": REGEX_PROGRAM_LIMIT}}]}
+
+
 def bootstrap(proxy: Proxy, xds_socket: Path, admin_socket: Path) -> dict[str, Any]:
     """The node id names the proxy to the control plane; everything else comes over ADS."""
     return {
@@ -102,6 +110,7 @@ def bootstrap(proxy: Proxy, xds_socket: Path, admin_socket: Path) -> dict[str, A
             "cds_config": ads_source(),
         },
         "static_resources": {"clusters": [xds_cluster(xds_socket)]},
+        "layered_runtime": runtime(),
         "overload_manager": {
             "resource_monitors": [
                 {
@@ -213,6 +222,7 @@ def listener(item: Listener) -> dict[str, Any]:
         "rds": {"route_config_name": item.name, "config_source": ads_source()},
         "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
     }
+    manager.update(connection_options(item))
     if item.server_name:
         manager["server_name"] = item.server_name
     if item.forward_proxy:
@@ -226,6 +236,18 @@ def listener(item: Listener) -> dict[str, Any]:
         "filter_chains": [
             {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
         ],
+    }
+
+
+def connection_options(item: Listener) -> dict[str, Any]:
+    """What every Istio connection manager sets (listener_builder.go at 1.30.3, listener.go at 1.8.6):
+    paths normalized with escaped slashes kept, websocket upgrades, and on gateways the
+    client's address as the remote one (so x-forwarded-for reaches the app)."""
+    return {
+        "normalize_path": True,
+        "path_with_escaped_slashes_action": "KEEP_UNCHANGED",
+        "upgrade_configs": [{"upgrade_type": "websocket"}],
+        "use_remote_address": item.remote_address,
     }
 
 
@@ -310,6 +332,13 @@ def merged(first: HeaderOps, then: HeaderOps) -> HeaderOps:
     return HeaderOps(first.set + then.set, first.add + then.add, first.remove + then.remove)
 
 
+def mirror_policy(item: Mirror) -> dict[str, Any]:
+    result: dict[str, Any] = {"cluster": item.cluster, "runtime_fraction": {"default_value": percent(item.percent)}}
+    if not item.shadow_suffix:
+        result["disable_shadow_host_suffix_append"] = True
+    return result
+
+
 def redirect(item: Redirect) -> dict[str, Any]:
     result: dict[str, Any] = {"response_code": REDIRECT_CODES[item.code]}
     if item.path:
@@ -380,9 +409,7 @@ def route_action(item: Route) -> dict[str, Any]:
     if item.hash_policies:
         action["hash_policy"] = [hash_policy(h) for h in item.hash_policies]
     if item.mirrors:
-        action["request_mirror_policies"] = [
-            {"cluster": m.cluster, "runtime_fraction": {"default_value": percent(m.percent)}} for m in item.mirrors
-        ]
+        action["request_mirror_policies"] = [mirror_policy(m) for m in item.mirrors]
     if item.prefix_rewrite is not None:
         action["prefix_rewrite"] = item.prefix_rewrite
     # route.go processDestination: a single destination's authority applies when no rewrite is set.

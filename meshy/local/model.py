@@ -131,6 +131,7 @@ class HashPolicy:
 class Mirror:
     cluster: str
     percent: float = 100.0
+    shadow_suffix: bool = False  # the mirrored request's host gets "-shadow" appended
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,7 @@ class Listener:
     # Gateways match hosts without the port, as Istio's gateways do.
     strip_port: bool = False
     server_name: str | None = None  # the server response header; None: Envoy's own
+    remote_address: bool = False  # the downstream peer is the client (gateways), not another proxy
 
 
 # --- Upstreams -------------------------------------------------------------------

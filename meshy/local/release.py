@@ -49,6 +49,29 @@ class IstioRelease:
         return self.minor >= 10
 
     @property
+    def shadow_host_suffix(self) -> bool:
+        # Envoy appends "-shadow" to a mirrored request's host; from 1.28 Istio turns that off
+        # (pilot/pkg/features/pilot.go DISABLE_SHADOW_HOST_SUFFIX, default true).
+        return self.minor < 28
+
+    @property
+    def regex_program_limit(self) -> int:
+        # The re2.max_program_size.error_level Istio's bootstrap gives Envoy: 1024 in 1.8.6
+        # (tools/packaging/common/envoy_bootstrap.json), 32768 in 1.28.10 and 1.30.3 (pkg/bootstrap/config.go).
+        return 1024 if self.minor <= 10 else 32768
+
+    @property
+    def default_retry_status_codes(self) -> tuple[int, ...]:
+        # retry.go DefaultPolicy retries 503 responses up to 1.26 (RetriableStatusCodes); 1.28.10 has none.
+        return (503,) if self.minor <= 26 else ()
+
+    @property
+    def adds_retriable_status_codes(self) -> bool:
+        # From 1.12 ConvertPolicy adds "retriable-status-codes" when retryOn lists codes without it;
+        # 1.8.6 does not, so such codes are never retried.
+        return self.minor >= 12
+
+    @property
     def catch_all_regex(self) -> str:
         # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
         return "*" if self.minor <= 8 else ".*"

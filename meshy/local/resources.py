@@ -23,9 +23,27 @@ from meshy.local.shapes import (
     written,
 )
 
+# A message stays on one line and under this many characters.
+MAX_MESSAGE = 299
+
 
 class ResourceError(MeshyError, ValueError):
-    """A manifest the local backend refuses; nothing was changed."""
+    """A manifest the local backend refuses; nothing was changed.
+
+    The message is one line under MAX_MESSAGE characters whatever it quotes: a long
+    middle (names, hosts) is cut so the resource in front and the fix at the end stay.
+    """
+
+    def __init__(self, message: str) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            head = (MAX_MESSAGE - 5) * 2 // 3
+            text = text[:head] + " ... " + text[-(MAX_MESSAGE - 5 - head) :]
+        super().__init__(text)
+
+
+class BuildError(ResourceError):
+    """Resources that are each valid but cannot work together."""
 
 
 @dataclass(frozen=True)
@@ -63,8 +81,6 @@ class Resource:
 MAX_BYTES = 4 * 1024 * 1024
 MAX_NODES = 100_000
 MAX_DEPTH = 64
-# A message stays on one line and under this many characters.
-MAX_MESSAGE = 299
 
 
 class _Loader(yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader):  # type: ignore[misc]
@@ -241,6 +257,10 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_
     return Resource(kind, api_version, name, namespace, dict(metadata.get("labels") or {}), spec)
 
 
+# Fields the API server keeps as created (apps/v1 ValidateDeploymentUpdate: the selector).
+IMMUTABLE = {"Deployment": ("selector",)}
+
+
 @dataclass
 class ResourceSet:
     """The applied resources, in the order they were first created."""
@@ -251,6 +271,13 @@ class ResourceSet:
         """A new set with resources created or replaced (kubectl apply); self is unchanged."""
         items = dict(self.items)
         for resource in resources:
+            old = items.get(resource.key)
+            for name in IMMUTABLE.get(resource.kind, ()):
+                if old is not None and old.spec.get(name) != resource.spec.get(name):
+                    raise ResourceError(
+                        f"{resource.key}: spec.{name} cannot change once created, as the API server refuses; "
+                        f"delete the {resource.kind} and apply it again"
+                    )
             items[resource.key] = resource
         return ResourceSet(items)
 

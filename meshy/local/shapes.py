@@ -11,9 +11,12 @@ ignored. The value rules follow the Kubernetes API server
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import re2
 
 
 class Number:
@@ -30,6 +33,7 @@ class Duration:
 @dataclass(frozen=True)
 class Choice:
     values: tuple[str, ...]
+    ignore_case: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,21 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Address:
+    """An IP address or CIDR block (ServiceEntry addresses)."""
+
+
+@dataclass(frozen=True)
+class EnvValue:
+    """An environment value: any text without control characters, and not both kinds of quotes."""
+
+
+@dataclass(frozen=True)
+class HeaderValue:
+    """A header value Envoy's header formatter reads: % is escaped as %% or opens %COMMAND% / %COMMAND(...)%."""
+
+
+@dataclass(frozen=True)
 class Required:
     shape: Any
     nonempty: bool = False  # a list or mapping that must hold at least one item
@@ -102,6 +121,8 @@ _SYNTAX = {
     "label_value": (re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), 63),
     "port_name": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), 63),
     "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
+    "gateway_ref": (re.compile(r"^(mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"), 317),
+    "export_to": (re.compile(r"^(\.|\*|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"), 63),
 }
 _RULE = {
     "subdomain": "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)",
@@ -112,12 +133,15 @@ _RULE = {
     "label_value": "a label value (letters, digits, '-', '_', '.', at most 63)",
     "port_name": "an IANA port name (lower-case letters, digits and '-', at most 15)",
     "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+    "gateway_ref": "mesh or a Gateway's [namespace/]name",
+    "export_to": "'.', '*' or a namespace name",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-# Constructs RE2 (and so Envoy) refuses although Python's re accepts them.
-_NOT_RE2 = re.compile(r"\(\?[=!<]|\(\?<[=!]|\\[1-9]|\(\?P=|\(\?\(")
+# What is left of a header value once %% escapes and complete %COMMAND% / %COMMAND(args)% are taken out
+# must hold no %, as Envoy's header parser requires (Istio checks the same, validation.go ValidateHTTPHeaderValue).
+_FORMATTER = re.compile(r"%%|%[A-Z][A-Z0-9_]*(\([^%]*\))?(:[0-9]+)?%")
 
 
 def brief(value: Any, limit: int = 40) -> str:
@@ -191,17 +215,23 @@ def host_problem(value: Any, namespaced: bool) -> str | None:
     return None
 
 
+def re2_program_size(pattern: str) -> int | None:
+    """The size RE2 (Envoy's regex engine) compiles a pattern to, or None when RE2 refuses it."""
+    options = re2.Options()
+    options.log_errors = False  # the refusal is reported in one line, not on stderr
+    try:
+        return re2.compile(pattern, options)._regexp.ProgramSize()
+    except re2.error:
+        return None
+
+
 def regex_problem(value: Any) -> str | None:
     if not isinstance(value, str):
         return "must be a regular expression"
     if value == "*":
         return None  # Istio's own "any value" for header matches (route.go canBeConvertedToPresentMatch)
-    if _NOT_RE2.search(value):
-        return "uses lookaround or back-references, which RE2 (Envoy's engine) does not support"
-    try:
-        re.compile(value)
-    except (re.error, RecursionError, OverflowError):
-        return "is not a valid regular expression"
+    if re2_program_size(value) is None:
+        return "is not a regular expression RE2 (Envoy's engine) accepts"
     return None
 
 
@@ -279,6 +309,8 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
             return None
         return duration_problem(value)
     if isinstance(shape, Choice):
+        if shape.ignore_case and isinstance(value, str):
+            value = value.upper()
         return None if value in shape.values else f"must be one of {', '.join(shape.values)}"
     if isinstance(shape, Name):
         return name_problem(value, shape.syntax)
@@ -286,6 +318,24 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
         return host_problem(value, shape.namespaced)
     if isinstance(shape, Regex):
         return regex_problem(value)
+    if isinstance(shape, Address):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except (TypeError, ValueError):
+            return "must be an IP address or CIDR block such as 10.0.0.1 or 10.0.0.0/24"
+        return None
+    if isinstance(shape, EnvValue):
+        if text_problem(value):
+            return text_problem(value)
+        if "'" in value and '"' in value:
+            return "must not hold both ' and \" (supervisord, which starts local processes, cannot carry that)"
+        return None
+    if isinstance(shape, HeaderValue):
+        if text_problem(value):
+            return text_problem(value)
+        if "%" in _FORMATTER.sub("", value):
+            return "must write a literal % as %% (a single % starts an Envoy %COMMAND%)"
+        return None
     if isinstance(shape, Text):
         if not isinstance(value, str):
             return "must be a string"
@@ -338,7 +388,7 @@ CONTAINER = {
     "image": Required(str),
     "imagePullPolicy": Choice(("Always", "IfNotPresent", "Never")),
     "ports": [{"name": Name("port_name"), "containerPort": Required(PORT), "protocol": Choice(("TCP",))}],
-    "env": [{"name": Required(Name("c_identifier")), "value": str}],
+    "env": [{"name": Required(Name("c_identifier")), "value": EnvValue()}],
     "readinessProbe": PROBE,
     "livenessProbe": PROBE,
     "resources": {"limits": MapOf(IntOrString()), "requests": MapOf(IntOrString())},
@@ -366,11 +416,17 @@ SERVICE = {
 
 # --- Istio kinds (networking.istio.io), as istio/api's networking/v1alpha3/*.proto define them -------------
 
+# Istio parses protocols case-insensitively (pkg/config/protocol/instance.go Parse).
+ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2"), ignore_case=True)
 STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
 PERCENT = {"value": Percent()}
 PORT_SELECTOR = {"number": Required(PORT)}
 DESTINATION = {"host": Required(Host()), "subset": Name("label"), "port": PORT_SELECTOR}
-HEADER_OPS = {"set": MapOf(str, key=Name("header")), "add": MapOf(str, key=Name("header")), "remove": [Name("header")]}
+HEADER_OPS = {
+    "set": MapOf(HeaderValue(), key=Name("header")),
+    "add": MapOf(HeaderValue(), key=Name("header")),
+    "remove": [Name("header")],
+}
 HTTP_ROUTE = {
     "name": str,
     "match": [
@@ -384,7 +440,7 @@ HTTP_ROUTE = {
             "method": STRING_MATCH,
             "authority": STRING_MATCH,
             "port": PORT,
-            "gateways": [Required(str)],
+            "gateways": [Name("gateway_ref")],
         }
     ],
     "route": [
@@ -430,8 +486,8 @@ HTTP_ROUTE = {
 }
 VIRTUAL_SERVICE = {
     "hosts": Required([Host()], nonempty=True),
-    "gateways": [str],
-    "exportTo": [str],
+    "gateways": [Name("gateway_ref")],
+    "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
 }
 GATEWAY = {
@@ -439,9 +495,7 @@ GATEWAY = {
     "servers": Required(
         [
             {
-                "port": Required(
-                    {"number": Required(PORT), "name": str, "protocol": Required(Choice(("HTTP", "HTTP2")))}
-                ),
+                "port": Required({"number": Required(PORT), "name": str, "protocol": Required(ISTIO_PROTOCOL)}),
                 "hosts": Required([Host(namespaced=True)], nonempty=True),
                 "name": str,
             }
@@ -485,23 +539,23 @@ DESTINATION_RULE = {
     "host": Required(Host()),
     "trafficPolicy": TRAFFIC_POLICY,
     "subsets": [{"name": Required(Name("label")), "labels": LABELS, "trafficPolicy": TRAFFIC_POLICY}],
-    "exportTo": [str],
+    "exportTo": [Name("export_to")],
 }
 SERVICE_ENTRY = {
     "hosts": Required([Host()], nonempty=True),
-    "addresses": [str],
+    "addresses": [Address()],
     "ports": [
         {
             "number": Required(PORT),
             "name": Required(str),
-            "protocol": Choice(("HTTP", "HTTP2")),
+            "protocol": ISTIO_PROTOCOL,
             "targetPort": PORT,
         }
     ],
     "location": Choice(("MESH_EXTERNAL", "MESH_INTERNAL")),
     "resolution": Choice(("STATIC", "DNS")),
     "endpoints": [{"address": Required(str), "ports": MapOf(PORT), "labels": LABELS}],
-    "exportTo": [str],
+    "exportTo": [Name("export_to")],
 }
 
 ISTIO_VERSIONS = ("networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1")

@@ -62,7 +62,7 @@ def change(c: Context, verb: str, files: list[str], state: str | None, ingress: 
     from meshy.manifest_input import combined, read_manifests
 
     local = backend(state, ingress)
-    manifest = combined(read_manifests(files, sys.stdin), verb)
+    manifest = combined(read_manifests(files, sys.stdin.buffer), verb)
     if is_dry(c):
         print(f"would {verb} the resources of {manifest.source} in the local mesh at {local.dir}")
         return
