@@ -30,6 +30,7 @@ from meshy.local.model import GatewayPod, Mesh, Pod
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
+from meshy.local.telemetry.accesslog import TEXT_FILE
 from meshy.net import port_in_use, wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -47,6 +48,7 @@ BASELINE = (
     "istio/minimal-virtualservice.yaml.j2",
 )
 READY_TIMEOUT = 30.0
+DASHBOARD_PROGRAM = "dashboard"
 
 
 class LocalError(RuntimeError):
@@ -59,16 +61,32 @@ class LocalConfig:
     layout: topology.Layout = topology.Layout()
 
     @classmethod
-    def from_env(cls, state_dir: str | None = None, ingress: str | None = None, base: int | None = None) -> LocalConfig:
+    def from_env(
+        cls,
+        state_dir: str | None = None,
+        ingress: str | None = None,
+        base: int | None = None,
+        dashboard: str | None = None,
+    ) -> LocalConfig:
         directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
-        text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
-        host, _, port = text.rpartition(":")
-        if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
-            raise LocalError(f"ingress address {text!r} is not a loopback HOST:PORT; use for example 127.0.0.1:8080.")
+        host, port = loopback_address("ingress", ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080")
+        dashboard_host, dashboard_port = loopback_address(
+            "dashboard", dashboard or os.environ.get("MESHY_DASHBOARD") or "127.0.0.1:20001"
+        )
         raw_base = str(base) if base is not None else os.environ.get("MESHY_ADDRESS_BASE", "10")
         if not raw_base.isdigit() or not 1 <= int(raw_base) <= 250:
             raise LocalError(f"address base {raw_base!r} is not a number from 1 to 250; set MESHY_ADDRESS_BASE to one.")
-        return cls(directory, topology.Layout(host, int(port), int(raw_base)))
+        return cls(directory, topology.Layout(host, port, int(raw_base), dashboard_host, dashboard_port))
+
+
+def loopback_address(what: str, text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
+        option = "--ingress or MESHY_INGRESS" if what == "ingress" else "--dashboard or MESHY_DASHBOARD"
+        raise LocalError(
+            f"{what} address {text!r} is not a loopback HOST:PORT; set {option} to one like 127.0.0.1:8080."
+        )
+    return host, int(port)
 
 
 @dataclass
@@ -195,6 +213,11 @@ class LocalBackend:
             raise LocalError(
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
                 "with --ingress or MESHY_INGRESS."
+            )
+        if port_in_use(layout.dashboard_host, layout.dashboard_port):
+            raise LocalError(
+                f"{layout.dashboard_host}:{layout.dashboard_port} (the dashboard) is already in use by another program; "
+                "stop it or choose another address with --dashboard or MESHY_DASHBOARD."
             )
         if port_in_use(layout.gateway_ip(0), ADMIN_PORT):
             raise LocalError(
@@ -358,7 +381,10 @@ class LocalBackend:
         for name in [pod.name for pod in pods] + [g.name for g in gateways]:
             bootstrap = self.proxy_dir(name) / "bootstrap.json"
             command = [envoy_bin, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
+            # Access logs reach their files within 100 ms (Envoy's default is 10 s).
+            command += ["--file-flush-interval-msec", "100"]
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
+        programs.append(dashboard_program(self.dir, self.layout_of(state), python))
         if state.external:
             external_ip = self.layout_of(state).external_ip
             env = {"SERVICE_ADDRESS": external_ip, "SERVICE_PORT": "9090", "HOSTNAME": EXTERNAL_NAME}
@@ -418,6 +444,36 @@ class LocalBackend:
         known = sorted(p.stem for p in self.supervisor.logs.glob("*.log")) if self.supervisor.logs.exists() else []
         raise LocalError(f"no log named {name!r}; known logs: {', '.join(known) or 'none (is the mesh up?)'}.")
 
+    def access_logs(self, name: str) -> list[Path]:
+        """Istio-format access logs of every proxy of a workload (a Deployment, a pod or a gateway name)."""
+        state = self.load()
+        layout = self.layout_of(state)
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
+        proxies = [p.name for p in pods if name in (p.name, p.deployment)]
+        proxies += [g.name for g in topology.gateways(layout) if g.name == name]
+        if not proxies:
+            known = sorted({p.deployment for p in pods} | {g.name for g in topology.gateways(layout)})
+            raise LocalError(
+                f"no workload named {name!r}; known workloads: {', '.join(known) or 'none (is the mesh up?)'}."
+            )
+        return [self.proxy_dir(proxy) / TEXT_FILE for proxy in proxies]
+
+    def metrics_text(self, settle: float = 0.25, timeout: float = READY_TIMEOUT) -> str:
+        """Istio's metrics for the whole mesh, once they stop changing (proxies flush logs every 100 ms)."""
+        url = f"{self.layout.dashboard_url}/metrics"
+        deadline = time.monotonic() + timeout
+        previous = None
+        while True:
+            text = get_text(url)
+            if text is not None and text == previous:
+                return text
+            if time.monotonic() > deadline:
+                if text is None:
+                    raise LocalError(f"no metrics at {url}; see inv local.logs {DASHBOARD_PROGRAM}")
+                return text
+            previous = text
+            time.sleep(settle)
+
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
         address = self.admin_address(proxy)
@@ -445,6 +501,13 @@ class LocalBackend:
     def pods(self) -> list[Pod]:
         state = self.load()
         return topology.pods(state.resources, state.allocation, self.layout_of(state))[0]
+
+
+def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> Program:
+    """The mesh's metrics endpoint and dashboard: one process reading every proxy's access log."""
+    listen = f"{layout.dashboard_host}:{layout.dashboard_port}"
+    command = [python, "-m", "meshy.dashboard", "--state", str(state_dir), "--listen", listen]
+    return Program(DASHBOARD_PROGRAM, command, {"PYTHONUNBUFFERED": "1"}, str(ROOT))
 
 
 def proxy_files(proxy, directory: Path) -> dict[str, dict]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from meshy.local.model import Cluster, Fault, HeaderOps, Listener, Proxy, Route, StringMatch, VirtualHost
+from meshy.local.telemetry.accesslog import access_logs
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -69,6 +70,11 @@ def bootstrap(proxy: Proxy, config_dir: Path) -> dict[str, Any]:
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
         "admin": {"address": address(proxy.admin.address, proxy.admin.port)},
+        # Upstream connections leave from the proxy's own address, so the next proxy's
+        # access log names the calling workload (Istio learns it by metadata exchange).
+        "cluster_manager": {
+            "upstream_bind_config": {"source_address": {"address": proxy.admin.address, "port_value": 0}}
+        },
         "dynamic_resources": {"lds_config": source("lds.json"), "cds_config": source("cds.json")},
         "overload_manager": {
             "resource_monitors": [
@@ -124,6 +130,7 @@ def listener(item: Listener, config_dir: Path) -> dict[str, Any]:
             {"name": "envoy.filters.http.fault", "typed_config": {"@type": FAULT}},
             {"name": "envoy.filters.http.router", "typed_config": {"@type": ROUTER}},
         ],
+        "access_log": access_logs(config_dir, item.name),
     }
     if item.forward_proxy:
         manager["http_protocol_options"] = {"allow_absolute_url": True}

@@ -1,0 +1,161 @@
+"""The access-log entries every local proxy writes, and reading them back.
+
+The text format is Istio's default (EnvoyTextLogFormat in
+istio/istio pilot/pkg/model/telemetry_logging.go at 1.30.3), so `inv
+local.logs` reads as `kubectl logs -c istio-proxy` does. The JSON format
+carries what Istio's stats filter would know from peer metadata; the
+listener name is written into each line as a literal, because it tells the
+reporter (outbound and gateway listeners report as source, inbound as
+destination, as Istio's sidecars and gateways do).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FILE_LOGGER = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
+TEXT_FILE = "access.log"
+JSON_FILE = "access.json"
+
+# Istio's default text access-log format, operator by operator (see module docstring).
+TEXT_FORMAT = (
+    " ".join(
+        [
+            "[%START_TIME%]",
+            '"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"',
+            "%RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS%",
+            '"%UPSTREAM_TRANSPORT_FAILURE_REASON%"',
+            "%BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+            '"%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"',
+            "%UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS%",
+            "%DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%",
+        ]
+    )
+    + "\n"
+)
+
+# What the collector needs per request; durations in microseconds so the
+# sub-millisecond buckets of Istio's histogram are meaningful.
+JSON_FIELDS = {
+    "time": "%START_TIME%",
+    "code": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "protocol": "%PROTOCOL%",
+    "request_bytes": "%BYTES_RECEIVED%",
+    "request_header_bytes": "%REQUEST_HEADERS_BYTES%",
+    "response_bytes": "%BYTES_SENT%",
+    "response_header_bytes": "%RESPONSE_HEADERS_BYTES%",
+    "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
+    "authority": "%REQ(:AUTHORITY)%",
+    "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
+    "upstream_host": "%UPSTREAM_HOST%",
+    "downstream_local": "%DOWNSTREAM_LOCAL_ADDRESS%",
+    "downstream_remote": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+}
+
+
+def access_logs(directory: Path, listener: str) -> list[dict[str, Any]]:
+    """The HTTP connection manager's `access_log` entries of one listener of the proxy owning `directory`."""
+    return [
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_LOGGER,
+                "path": str(directory / TEXT_FILE),
+                "log_format": {"text_format_source": {"inline_string": TEXT_FORMAT}},
+            },
+        },
+        {
+            "name": "envoy.access_loggers.file",
+            "typed_config": {
+                "@type": FILE_LOGGER,
+                "path": str(directory / JSON_FILE),
+                "log_format": {"json_format": {**JSON_FIELDS, "listener": listener}},
+            },
+        },
+    ]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One request as one proxy saw it."""
+
+    proxy: str
+    listener: str
+    code: int
+    flags: str
+    protocol: str
+    request_bytes: int
+    response_bytes: int
+    duration_ms: float
+    authority: str
+    upstream_cluster: str
+    upstream_host: str
+    downstream_remote: str
+
+    @property
+    def reporter(self) -> str:
+        return "destination" if self.listener.startswith("inbound") else "source"
+
+
+def number(value: Any) -> int:
+    """Envoy writes '-' (or nothing) for a value it does not have."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_line(proxy: str, line: str) -> Entry | None:
+    """An entry from one JSON access-log line; None for a line cut short or not ours."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or "listener" not in data:
+        return None
+    return Entry(
+        proxy=proxy,
+        listener=str(data["listener"]),
+        code=number(data.get("code")),
+        flags=str(data.get("flags") or "-"),
+        protocol=str(data.get("protocol") or ""),
+        request_bytes=number(data.get("request_bytes")) + number(data.get("request_header_bytes")),
+        response_bytes=number(data.get("response_bytes")) + number(data.get("response_header_bytes")),
+        duration_ms=number(data.get("duration_us")) / 1000.0,
+        authority=str(data.get("authority") or ""),
+        upstream_cluster=str(data.get("upstream_cluster") or ""),
+        upstream_host=str(data.get("upstream_host") or ""),
+        downstream_remote=str(data.get("downstream_remote") or ""),
+    )
+
+
+@dataclass
+class Tail:
+    """Reads what was appended to one file since the last call; survives the file being replaced."""
+
+    path: Path
+    offset: int = 0
+    inode: int = 0
+    partial: str = ""
+
+    def read(self) -> list[str]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return []
+        if stat.st_ino != self.inode or stat.st_size < self.offset:
+            self.inode, self.offset, self.partial = stat.st_ino, 0, ""
+        if stat.st_size == self.offset:
+            return []
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read(stat.st_size - self.offset)
+        self.offset += len(chunk)
+        text = self.partial + chunk.decode(errors="replace")
+        *lines, self.partial = text.split("\n")
+        return lines
