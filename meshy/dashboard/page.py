@@ -48,7 +48,7 @@ def edge_label(edge: Edge) -> str:
 
 
 def table(graph: Graph) -> str:
-    header = "<tr><th>from</th><th>to</th><th>req/s</th><th>split</th><th>errors</th><th>p50</th><th>p99</th><th>attempts</th></tr>"
+    header = "<tr><th>from</th><th>to</th><th>requests</th><th>req/s</th><th>split</th><th>errors</th><th>p50</th><th>p99</th><th>attempts</th></tr>"
     rows = [
         "<tr class=edge>"
         + "".join(
@@ -56,6 +56,7 @@ def table(graph: Graph) -> str:
             for cell in (
                 row["source_label"],
                 row["target_label"],
+                row["requests"],
                 f"{row['rate']:.2f}",
                 f"{row['split']:.0%}",
                 f"{row['error_share']:.1%}",

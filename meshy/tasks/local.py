@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from invoke import Context, task
 
 from meshy.local.backend import LocalBackend, LocalConfig
+from meshy.local.telemetry.accesslog import Tail
 from meshy.render import build_dir, render_all
 from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
 
@@ -14,11 +16,15 @@ STATE_HELP = {
     "state": "state directory of the local mesh (default .meshy/; env MESHY_STATE)",
     "ingress": "address of the ingress gateway, HOST:PORT on loopback (default 127.0.0.1:8080; env MESHY_INGRESS)",
 }
+DASHBOARD_HELP = {
+    "dashboard": "address of the dashboard and /metrics, HOST:PORT on loopback (default 127.0.0.1:20001; env MESHY_DASHBOARD)"
+}
+FOLLOW_INTERVAL = 0.2
 
 
-def backend(state: str | None = None, ingress: str | None = None) -> LocalBackend:
+def backend(state: str | None = None, ingress: str | None = None, dashboard: str | None = None) -> LocalBackend:
     with clear_errors():
-        return LocalBackend(LocalConfig.from_env(state, ingress))
+        return LocalBackend(LocalConfig.from_env(state, ingress, dashboard=dashboard))
 
 
 def read_manifest(path: str) -> str:
@@ -28,15 +34,15 @@ def read_manifest(path: str) -> str:
         raise TaskError(f"cannot read {path} ({error.strerror}); pass an existing YAML file with -f.") from None
 
 
-@task(help={**PAIR_HELP, **STATE_HELP})
-def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
+@task(help={**PAIR_HELP, **STATE_HELP, **DASHBOARD_HELP})
+def up(c: Context, k8s=None, istio=None, state=None, ingress=None, dashboard=None):
     """Start minimal-service v1/v2, bounced-service, the external service and both gateways locally.
 
     Returns once a request through the ingress gateway succeeds, then prints
     where everything listens. Running it again against a running mesh does nothing.
     """
     pair = pair_of(k8s, istio)
-    local = backend(state, ingress)
+    local = backend(state, ingress, dashboard)
     if is_dry(c):
         print(f"would start the local mesh for {pair.name} in {local.dir} (ingress {local.ingress_url})")
         return
@@ -48,6 +54,17 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
     if seconds:
         print(f"\nfirst 200 through {local.ingress_url} after {seconds:.2f}s; try:")
         print(f"  curl -H 'Host: minimal.svc.kind.org' {local.ingress_url}/")
+    print(f"\ndashboard (versioned graph, /metrics): {local.layout.dashboard_url}/")
+
+
+@task(help=STATE_HELP)
+def dashboard(c: Context, state=None, ingress=None):
+    """Print the URL of the running mesh's dashboard (Kiali-like graph) and of its Istio metrics."""
+    local = backend(state, ingress)
+    with clear_errors():
+        local.require_up()
+    print(f"{local.layout.dashboard_url}/")
+    print(f"{local.layout.dashboard_url}/metrics")
 
 
 def change(c: Context, verb: str, file: str, state: str | None, ingress: str | None) -> None:
@@ -85,15 +102,40 @@ def status(c: Context, state=None, ingress=None):
 
 
 @task(
-    help={"name": "pod, gateway or program name (see inv local.status)", "lines": "how many last lines", **STATE_HELP}
+    help={
+        "name": "pod, gateway or program name (see inv local.status); a workload name with --access",
+        "lines": "how many last lines",
+        "access": "the Istio-format access logs of every proxy of the workload instead of the program's log",
+        "follow": "keep printing lines as they are written (Ctrl-C to stop)",
+        **STATE_HELP,
+    }
 )
-def logs(c: Context, name, lines=40, state=None, ingress=None):
+def logs(c: Context, name, lines=40, access=False, follow=False, state=None, ingress=None):
     """The last lines of a workload's log (app_<pod>, proxy_<pod>, istio-ingressgateway, minimal-external)."""
     local = backend(state, ingress)
     with clear_errors():
-        path = local.log_file(name)
-    print(f"==> {path} <==")
-    print("\n".join(path.read_text(errors="replace").splitlines()[-int(lines) :]))
+        paths = local.access_logs(name) if access else [local.log_file(name)]
+    for path in paths:
+        print(f"==> {path} <==")
+        text = path.read_text(errors="replace") if path.exists() else ""
+        print("\n".join(text.splitlines()[-int(lines) :]))
+    if follow:
+        follow_files(paths)
+
+
+def follow_files(paths: list[Path]) -> None:
+    """Print what is appended to the files until interrupted (tail -f)."""
+    tails = [Tail(path) for path in paths]
+    for tail in tails:
+        tail.read()  # what was printed already
+    try:
+        while True:
+            for tail in tails:
+                for line in tail.read():
+                    print(line, flush=True)
+            time.sleep(FOLLOW_INTERVAL)
+    except KeyboardInterrupt:
+        pass
 
 
 @task(help=STATE_HELP)

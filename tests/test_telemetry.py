@@ -1,0 +1,137 @@
+"""Access-log entries -> Istio's metrics -> Prometheus text -> the parser, and the dashboard's graph."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from meshy.dashboard import page
+from meshy.dashboard.graph import Graph
+from meshy.local.telemetry.accesslog import Entry, Tail, parse_line
+from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics
+from meshy.local.telemetry.peers import Service, Workload, workload_of
+from meshy.metrics.prometheus import FormatError, by_label, parse, total
+
+GATEWAY = workload_of("istio-ingressgateway", "istio-system", {"app": "istio-ingressgateway"})
+V1 = workload_of("minimal-service", "default", {"app": "minimal-service", "version": "v1"})
+V2 = workload_of("minimal-service-v2", "default", {"app": "minimal-service", "version": "v2"})
+SERVICE = Service("minimal-service.default.svc.cluster.local", "minimal-service", "default")
+
+
+def entry(listener: str = "gateway_80", code: int = 200, duration_ms: float = 2.0, size: int = 10) -> Entry:
+    return Entry("p", listener, code, "-", "HTTP/1.1", size, size * 2, duration_ms, "a", "c", "h", "r")
+
+
+def labels(source: Workload, destination: Workload, reporter: str, code: int = 200) -> dict[str, str]:
+    return {
+        "reporter": reporter,
+        **source.labels("source"),
+        **destination.labels("destination"),
+        **SERVICE.labels(),
+        "request_protocol": "http",
+        "response_code": str(code),
+        "grpc_response_status": "",
+        "response_flags": "-",
+        "connection_security_policy": "unknown",
+    }
+
+
+def test_exposition_round_trips_through_the_parser():
+    metrics = IstioMetrics()
+    for code in (200, 200, 500):
+        metrics.record(labels(GATEWAY, V1, "source", code), entry(code=code, duration_ms=3.0, size=150))
+    metrics.record(labels(GATEWAY, V2, "destination"), entry("inbound_9090", duration_ms=0.3))
+    samples = parse(metrics.exposition())
+    assert total(samples, REQUESTS) == 4
+    assert by_label(samples, REQUESTS, "response_code", reporter="source") == {"200": 2.0, "500": 1.0}
+    assert total(samples, REQUESTS, reporter="destination", destination_version="v2") == 1
+    assert set(next(s for s in samples if s.name == REQUESTS).labels) == set(LABELS)
+    # 3 ms falls in the (1, 5] bucket: cumulative 0 at le=1, 3 at le=5.
+    source = labels(GATEWAY, V1, "source", 200)
+    assert total(samples, f"{DURATION}_bucket", le="1", **source) == 0
+    assert total(samples, f"{DURATION}_bucket", le="5", **source) == 2
+    assert total(samples, f"{DURATION}_sum", **source) == 6.0
+    # 0.3 ms lands in the first bucket.
+    assert total(samples, f"{DURATION}_bucket", le="0.5", reporter="destination") == 1
+    assert total(samples, f"{REQUEST_BYTES}_bucket", le="100", **source) == 0
+    assert total(samples, f"{REQUEST_BYTES}_bucket", le="1000", **source) == 2
+
+
+def test_parser_reads_escapes_and_refuses_garbage():
+    text = '# HELP x y\nx{a="q\\"uote",b="back\\\\slash"} 2\nx_bucket{le="+Inf"} +Inf\nplain 3 1700000000\n'
+    samples = parse(text)
+    assert samples[0].labels == {"a": 'q"uote', "b": "back\\slash"}
+    assert samples[1].value == math.inf and samples[2].value == 3
+    with pytest.raises(FormatError, match="line 1 is not a Prometheus sample"):
+        parse("this is not { prometheus")
+    with pytest.raises(FormatError, match="is not a number"):
+        parse("x{} abc")
+
+
+def test_access_log_lines_parse_and_partial_lines_wait(tmp_path):
+    line = json.dumps(
+        {
+            "listener": "inbound_9090",
+            "code": "503",
+            "flags": "UH",
+            "request_bytes": "5",
+            "request_header_bytes": "100",
+            "response_bytes": "-",
+            "duration_us": "1500",
+        }
+    )
+    parsed = parse_line("pod", line)
+    assert parsed is not None
+    assert (parsed.reporter, parsed.code, parsed.flags, parsed.request_bytes, parsed.response_bytes) == (
+        "destination",
+        503,
+        "UH",
+        105,
+        0,
+    )
+    assert parsed.duration_ms == 1.5
+    assert parse_line("pod", "{not json") is None
+    path = tmp_path / "access.json"
+    path.write_text(line + "\n" + line[:10])
+    tail = Tail(path)
+    assert tail.read() == [line]
+    with open(path, "a") as handle:
+        handle.write(line[10:] + "\n")
+    assert tail.read() == [line]
+    path.unlink()
+    path.write_text("new\n")  # a replaced file is read from its start
+    assert tail.read() == ["new"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_graph_shows_the_split_errors_quantiles_and_attempts():
+    clock = Clock()
+    graph = Graph(clock=clock, started=clock.now - 60)
+    for i in range(100):
+        version = V1 if i % 4 else V2  # 75% / 25%
+        code = 500 if i % 10 == 0 else 200
+        graph.observe(labels(GATEWAY, version, "source", code), entry(code=code, duration_ms=float(i + 1)))
+        graph.observe(labels(GATEWAY, version, "destination", code), entry("inbound_9090", code=code))
+    graph.observe(labels(GATEWAY, V1, "destination", 503), entry("inbound_9090", code=503))  # a retried attempt
+    edges = {(e.source, e.target): e for e in graph.edges()}
+    split = edges[("service:minimal-service.default.svc.cluster.local", "workload:minimal-service")]
+    assert split.split == 0.75 and split.requests == 75
+    into = edges[("workload:istio-ingressgateway", "service:minimal-service.default.svc.cluster.local")]
+    assert into.requests == 100 and into.attempts == 101
+    assert into.error_share == 0.10
+    assert into.p50_ms == 50 and into.p99_ms == 99
+    assert math.isclose(into.rate, 100 / 60)
+    assert "minimal-service v2" in page.table(graph) and "25%" in page.table(graph)
+    clock.now += 61
+    graph.tick()
+    assert graph.edges() == []
+    assert graph.series[-1][2] == {"200": 90, "500": 10}
