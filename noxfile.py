@@ -82,6 +82,7 @@ def e2e_local(session: nox.Session) -> None:
         "MESHY_STATE": str(state),
         "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
+        "MESHY_DASHBOARD": os.environ.get("MESHY_DASHBOARD", f"127.0.0.1:{free_port()}"),
     }
     session.run("inv", "demo", "--backend", "local", "--down", env=env)
 

@@ -92,7 +92,9 @@ def bench_service(results: dict) -> None:
 
 
 def local_backend(state: Path) -> LocalBackend:
-    return LocalBackend(LocalConfig(state, Layout("127.0.0.1", free_port(), 90)), Console(quiet=True))
+    return LocalBackend(
+        LocalConfig(state, Layout("127.0.0.1", free_port(), 90, dashboard_port=free_port())), Console(quiet=True)
+    )
 
 
 def bench_cold_start(results: dict) -> None:
@@ -266,6 +268,7 @@ def bench_scenarios(results: dict) -> None:
         "MESHY_STATE": str(state),
         "MESHY_ADDRESS_BASE": str(base),
         "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
+        "MESHY_DASHBOARD": f"127.0.0.1:{free_port()}",
     }
     started = time.perf_counter()
     subprocess.run(

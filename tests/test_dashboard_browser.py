@@ -61,7 +61,7 @@ def test_graph_shows_the_versioned_split_with_and_without_javascript(mesh):
         while sum(e["requests"] for e in graph["edges"] if e["source"] == SERVICE) < 200:
             graph = requests.get(url + "graph.json", timeout=5, proxies={"http": ""}).json()
         dom = browser.dump_dom(url)
-        browser.screenshot(url, reports_dir("local") / "dashboard-traffic-shift.png")
+        browser.screenshot(url, reports_dir("local") / "browser-test-split.png")
     # Cytoscape.js drew the graph: ingress gateway, the service, both versions and their app box.
     nodes, edges = (int(re.search(rf'data-{k}="(\d+)"', dom).group(1)) for k in ("nodes", "edges"))
     assert nodes >= 5 and edges >= 3
@@ -86,7 +86,7 @@ def test_retries_show_as_attempts_on_the_callers_edge(mesh):
             while not rows or int(rows[0][2]) < 30:
                 dom = browser.dump_dom(url)
                 rows = [r for r in edge_rows(dom) if r[:2] == ["minimal-service v1", "bounced-service"]]
-            browser.screenshot(url, reports_dir("local") / "dashboard-retries.png")
+            browser.screenshot(url, reports_dir("local") / "browser-test-retries.png")
     finally:
         mesh.delete_template("istio/bounced-virtualservice-retries.yaml.j2")
     calls, attempts = int(rows[0][2]), int(rows[0][8])

@@ -10,9 +10,12 @@ import dataclasses
 import json
 import re
 import time
+from pathlib import Path
 from typing import Protocol
 
+from meshy.console import Console
 from meshy.local.backend import LocalBackend
+from meshy.metrics import istio, prometheus
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
 from meshy.versions import Pair
@@ -65,7 +68,25 @@ class LocalScenarioBackend:
         self.local.remove_selector_label(service, label)
 
     def counters(self, proxy: str, prefix: str) -> dict[str, int]:
-        return self.local.proxy_stats(proxy, prefix)
+        """A cluster's upstream requests, read from the mesh's Istio metrics (as Envoy's stat name)."""
+        cluster = prefix.removeprefix("cluster.").removesuffix(".")
+        samples = prometheus.parse(self.local.metrics_text())
+        count = istio.upstream_requests(samples, proxy, istio.cluster_host(cluster))
+        return {f"{prefix}upstream_rq_total": count}
+
+    def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
+        """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
+        from meshy.dashboard import browser
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = out_dir / f"{name}.metrics.prom"
+        metrics.write_text(self.local.metrics_text())
+        try:
+            shot = browser.screenshot(self.local.layout.dashboard_url + "/", out_dir / f"{name}.dashboard.png")
+        except browser.BrowserError as error:
+            console.info(f"note: no dashboard screenshot for {name}: {error}")
+            return [metrics]
+        return [metrics, shot]
 
     def config_dump(self, proxy: str) -> dict:
         import requests
