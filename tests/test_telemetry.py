@@ -12,6 +12,7 @@ from meshy.dashboard.graph import Graph
 from meshy.local.telemetry.accesslog import Entry, Tail, parse_line
 from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics
 from meshy.local.telemetry.peers import Service, Workload, workload_of
+from meshy.metrics.istio import cluster_host, upstream_requests
 from meshy.metrics.prometheus import FormatError, by_label, parse, total
 
 GATEWAY = workload_of("istio-ingressgateway", "istio-system", {"app": "istio-ingressgateway"})
@@ -135,3 +136,25 @@ def test_graph_shows_the_split_errors_quantiles_and_attempts():
     graph.tick()
     assert graph.edges() == []
     assert graph.series[-1][2] == {"200": 90, "500": 10}
+
+
+def test_upstream_requests_count_attempts_inside_the_mesh_and_calls_outside():
+    bounced = Service("bounced-service.default.svc.cluster.local", "bounced-service", "default")
+    external = Service("minimal.external.kind.org", "minimal.external.kind.org", "default")
+    bounced_workload = workload_of("bounced-service", "default", {"app": "bounced-service", "version": "v1"})
+    metrics = IstioMetrics()
+
+    def record(reporter: str, service: Service, destination: Workload, times: int) -> None:
+        for _ in range(times):
+            metrics.record({**labels(V1, destination, reporter), **service.labels()}, entry())
+
+    record("source", bounced, bounced_workload, 10)
+    record("destination", bounced, bounced_workload, 33)  # retried attempts
+    record("source", external, Workload(), 7)  # outside the mesh: no destination sidecar reports
+    samples = parse(metrics.exposition())
+    assert upstream_requests(samples, "minimal-service", bounced.host) == 33
+    assert upstream_requests(samples, "minimal-service", external.host) == 7
+    assert upstream_requests(samples, "bounced-service", bounced.host) == 0
+    assert cluster_host("outbound|9090||bounced-service.default.svc.cluster.local") == bounced.host
+    with pytest.raises(ValueError, match="not an Istio outbound cluster name"):
+        cluster_host("inbound|9090||")

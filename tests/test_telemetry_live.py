@@ -7,10 +7,16 @@ retry attempt counted by the destination only.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 
+from meshy import ROOT
 from meshy.local.backend import LocalError
 from meshy.local.telemetry.metrics import DURATION, DURATION_BUCKETS, LABELS, REQUESTS
 from meshy.metrics.prometheus import parse, total
@@ -101,3 +107,36 @@ def test_access_logs_in_istios_format_by_workload_name(mesh):
 def test_unknown_workload_names_the_known_ones(mesh):
     with pytest.raises(LocalError, match="no workload named 'nope'; known workloads: bounced-service"):
         mesh.backend.access_logs("nope")
+
+
+def test_logs_task_follows_a_workloads_access_log(mesh):
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+        "MESHY_STATE": str(mesh.backend.dir),
+    }
+    command = [sys.executable, "-m", "invoke", "local.logs", "minimal-service", "--access", "--follow", "--lines", "0"]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        header = process.stdout.readline()
+        assert header.startswith("==> ") and header.rstrip().endswith("access.log <==")
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")), daemon=True)
+        reader.start()
+        assert wait_until(lambda: mesh.get("/followed").status_code == 200 and any("/followed" in x for x in lines), 10)
+        assert ISTIO_TEXT_LINE.match(next(x for x in lines if "/followed" in x))
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+
+
+def test_dashboard_task_prints_the_url_of_the_running_mesh(mesh):
+    env = {**os.environ, "MESHY_STATE": str(mesh.backend.dir)}
+    out = subprocess.run(
+        [sys.executable, "-m", "invoke", "local.dashboard"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == [f"{mesh.backend.layout.dashboard_url}/", f"{mesh.backend.layout.dashboard_url}/metrics"]

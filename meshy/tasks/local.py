@@ -117,8 +117,8 @@ def logs(c: Context, name, lines=40, access=False, follow=False, state=None, ing
         paths = local.access_logs(name) if access else [local.log_file(name)]
     for path in paths:
         print(f"==> {path} <==")
-        text = path.read_text(errors="replace") if path.exists() else ""
-        print("\n".join(text.splitlines()[-int(lines) :]))
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        print("\n".join(text[max(0, len(text) - int(lines)) :]))
     if follow:
         follow_files(paths)
 
