@@ -2,7 +2,8 @@
 
 minimal-service: requests/s on one core, p99 at 1,000 requests/s, resident memory.
 Local backend: cold start to the first 200, apply-to-observed, latency per path
-side by side with a bare hand-written Envoy, each scenario's duration, demo cold.
+side by side with a bare hand-written Envoy, the dashboard's cost, each scenario's
+duration, demo cold. `scripts/bench.py dashboard mesh` runs only the steps named.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -24,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from meshy.bench import Load, hey  # noqa: E402
 from meshy.console import Console  # noqa: E402
-from meshy.local.backend import LocalBackend, LocalConfig, envoy_binary  # noqa: E402
+from meshy.dashboard.page import REFRESH_SECONDS  # noqa: E402
+from meshy.local.backend import DASHBOARD_PROGRAM, LocalBackend, LocalConfig, envoy_binary  # noqa: E402
 from meshy.local.topology import Layout  # noqa: E402
 from meshy.net import claim_address_base, free_port, http_ok, wait_until  # noqa: E402
 from meshy.versions import select_pair  # noqa: E402
@@ -235,6 +240,60 @@ def bench_mesh(results: dict) -> None:
         backend.down()
 
 
+def bench_dashboard(results: dict) -> None:
+    """Latency through the ingress at 1,000 req/s with the dashboard stopped and running (a viewer polling
+    it as the page does), in interleaved rounds of one run; then its memory after a full minute of load."""
+    backend = local_backend(Path(tempfile.mkdtemp()) / "state")
+    backend.up(select_pair())
+    rpc = backend.supervisor.rpc().supervisor
+    target = dict(url=backend.ingress_url + "/", host="minimal.svc.kind.org")
+    try:
+        hey(**target, seconds=1, workers=4)  # warm-up
+        rounds: dict[str, list[Load]] = {"dashboard stopped": [], "dashboard running, page open": []}
+        for _ in range(2):
+            rpc.stopProcess(DASHBOARD_PROGRAM)
+            rounds["dashboard stopped"].append(paced(**target))
+            rpc.startProcess(DASHBOARD_PROGRAM)
+            wait_until(lambda: http_ok(backend.layout.dashboard_url + "/metrics"), timeout=10)
+            with viewer(backend.layout.dashboard_url):
+                rounds["dashboard running, page open"].append(paced(**target))
+        latency = {
+            name: {q: round(statistics.median(getattr(load, f"{q}_ms") for load in loads), 3) for q in ("p50", "p99")}
+            for name, loads in rounds.items()
+        }
+        off, on = latency["dashboard stopped"], latency["dashboard running, page open"]
+        results["dashboard_latency_at_1000_rps_ms"] = latency
+        results["dashboard_latency_ratio"] = {q: round(on[q] / off[q], 3) for q in ("p50", "p99")}
+        with viewer(backend.layout.dashboard_url):
+            hey(**target, seconds=60, workers=10, rate_per_worker=100)  # fills the graph's one-minute window
+        pid = next(p["pid"] for p in backend.supervisor.processes() if p["name"] == DASHBOARD_PROGRAM)
+        rss, peak = rss_mb(pid)
+        results["dashboard_memory_mb"] = {"rss": round(rss, 1), "peak": round(peak, 1)}
+    finally:
+        backend.down()
+
+
+@contextmanager
+def viewer(url: str) -> Iterator[None]:
+    """What an open dashboard page asks for every few seconds."""
+    stop = threading.Event()
+
+    def poll() -> None:
+        session = requests.Session()
+        session.trust_env = False
+        while not stop.wait(REFRESH_SECONDS):
+            for path in ("/graph.json", "/table", "/series/versions.svg", "/series/codes.svg"):
+                session.get(url + path, timeout=10)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=15)
+
+
 def bench_apply(backend: LocalBackend) -> dict:
     template = """apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -283,7 +342,9 @@ def bench_scenarios(results: dict) -> None:
 
 def main() -> int:
     results: dict = {"machine": machine()}
-    for step in (bench_service, bench_cold_start, bench_mesh, bench_scenarios):
+    steps = (bench_service, bench_cold_start, bench_mesh, bench_dashboard, bench_scenarios)
+    only = sys.argv[1:]  # e.g. `scripts/bench.py dashboard`: some steps only
+    for step in [s for s in steps if not only or s.__name__.removeprefix("bench_") in only]:
         print(f"• {step.__name__.removeprefix('bench_')} ...", flush=True)
         try:
             step(results)
@@ -291,7 +352,8 @@ def main() -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    name = "bench.json" if not only else f"bench-{'-'.join(only)}.json"
+    (OUT / name).write_text(json.dumps(results, indent=1) + "\n")
     print(json.dumps(results, indent=1))
     return 0
 

@@ -20,14 +20,32 @@ SERIES_STEP = 2.0
 SERIES_POINTS = 150  # five minutes of history at SERIES_STEP
 
 
-@dataclass(frozen=True)
-class Observation:
-    at: float
-    source: str
-    target: str
-    code: int
-    duration_ms: float
-    reporter: str
+@dataclass
+class Bucket:
+    """One second of one edge: counts and a log-scale duration histogram (memory stays flat under load)."""
+
+    requests: int = 0
+    errors: int = 0
+    durations: dict[int, int] = field(default_factory=dict)
+
+    def add(self, code: int, duration_ms: float) -> None:
+        self.requests += 1
+        self.errors += code >= 500 or code == 0
+        index = duration_index(duration_ms)
+        self.durations[index] = self.durations.get(index, 0) + 1
+
+
+# Duration buckets grow by 5%: a quantile is read to within 2.5%, as Kiali reads Istio's histograms, only finer.
+SMALLEST_MS, GROWTH = 0.01, 1.05
+
+
+def duration_index(value: float) -> int:
+    return 0 if value <= SMALLEST_MS else int(math.log(value / SMALLEST_MS) / math.log(GROWTH)) + 1
+
+
+def duration_value(index: int) -> float:
+    """The middle of a bucket (geometric), the smallest bucket as its bound."""
+    return SMALLEST_MS if index == 0 else SMALLEST_MS * GROWTH ** (index - 0.5)
 
 
 @dataclass(frozen=True)
@@ -66,12 +84,17 @@ def service_node(labels: dict[str, str]) -> Node:
     return Node(f"service:{host}", labels["destination_service_name"], "service")
 
 
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile of the window's durations (exact, not bucketed)."""
-    if not values:
+def quantile(histogram: dict[int, int], q: float) -> float:
+    """The q-quantile of a duration histogram (nearest rank, read at the bucket's middle)."""
+    count = sum(histogram.values())
+    if not count:
         return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    rank, seen = max(1, math.ceil(q * count)), 0
+    for index in sorted(histogram):
+        seen += histogram[index]
+        if seen >= rank:
+            return duration_value(index)
+    return math.nan
 
 
 @dataclass
@@ -79,7 +102,10 @@ class Graph:
     """Fed by the collector (as an observer); read by the dashboard's handlers."""
 
     clock: object = time.monotonic
-    window: deque[Observation] = field(default_factory=deque)
+    # second -> (source node, target node) -> what the source reporters saw
+    seconds: dict[int, dict[tuple[str, str], Bucket]] = field(default_factory=dict)
+    # second -> (caller node, answering node) -> attempts the destination reporters saw
+    attempts: dict[int, dict[tuple[str, str], int]] = field(default_factory=dict)
     nodes: dict[str, Node] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     series: deque[tuple[float, dict[str, int], dict[str, int]]] = field(
@@ -89,20 +115,22 @@ class Graph:
     pending_codes: dict[str, int] = field(default_factory=dict)
 
     def observe(self, labels: dict[str, str], entry: Entry) -> None:
-        now = self.clock()
+        second = int(self.clock())
         if entry.reporter == "destination":
-            source, target = workload_node(labels, "source"), workload_node(labels, "destination")
-            self.window.append(Observation(now, source.id, target.id, entry.code, entry.duration_ms, "destination"))
+            key = (workload_node(labels, "source").id, workload_node(labels, "destination").id)
+            tried = self.attempts.setdefault(second, {})
+            tried[key] = tried.get(key, 0) + 1
             version = f"{labels['destination_app']} {labels['destination_version']}"
             self.pending_versions[version] = self.pending_versions.get(version, 0) + 1
             return
         source, service = workload_node(labels, "source"), service_node(labels)
         self.remember(source, service)
-        self.window.append(Observation(now, source.id, service.id, entry.code, entry.duration_ms, "source"))
+        edges = self.seconds.setdefault(second, {})
+        edges.setdefault((source.id, service.id), Bucket()).add(entry.code, entry.duration_ms)
         destination = workload_node(labels, "destination")
         if destination.kind != "unknown":
             self.remember(destination)
-            self.window.append(Observation(now, service.id, destination.id, entry.code, entry.duration_ms, "source"))
+            edges.setdefault((service.id, destination.id), Bucket()).add(entry.code, entry.duration_ms)
         code = str(entry.code)
         self.pending_codes[code] = self.pending_codes.get(code, 0) + 1
 
@@ -113,46 +141,51 @@ class Graph:
                 self.nodes[node.parent] = Node(node.parent, node.parent.removeprefix("app:"), "app")
 
     def tick(self) -> None:
-        """Close one step of the time series and forget requests older than the window."""
+        """Close one step of the time series and forget seconds older than the window."""
         now = self.clock()
         self.series.append((now, dict(self.pending_versions), dict(self.pending_codes)))
         self.pending_versions.clear()
         self.pending_codes.clear()
-        while self.window and self.window[0].at < now - WINDOW:
-            self.window.popleft()
+        for table in (self.seconds, self.attempts):
+            for second in [s for s in table if s < now - WINDOW]:
+                del table[second]
 
     def edges(self) -> list[Edge]:
         now = self.clock()
         span = max(1e-9, min(WINDOW, now - self.started))
-        grouped: dict[tuple[str, str], list[Observation]] = {}
-        attempts: dict[tuple[str, str], int] = {}
-        for item in self.window:
-            if item.at < now - WINDOW:
+        merged: dict[tuple[str, str], Bucket] = {}
+        for second, edges in self.seconds.items():
+            if second < now - WINDOW:
                 continue
-            if item.reporter == "destination":
-                attempts[(item.source, item.target)] = attempts.get((item.source, item.target), 0) + 1
-            else:
-                grouped.setdefault((item.source, item.target), []).append(item)
+            for key, bucket in edges.items():
+                total = merged.setdefault(key, Bucket())
+                total.requests += bucket.requests
+                total.errors += bucket.errors
+                for index, count in bucket.durations.items():
+                    total.durations[index] = total.durations.get(index, 0) + count
+        attempts: dict[tuple[str, str], int] = {}
+        for second, tried in self.attempts.items():
+            if second >= now - WINDOW:
+                for key, count in tried.items():
+                    attempts[key] = attempts.get(key, 0) + count
         out_of: dict[str, int] = {}
-        for (source, _), items in grouped.items():
-            out_of[source] = out_of.get(source, 0) + len(items)
-        keys = set(grouped)
+        for (source, _), bucket in merged.items():
+            out_of[source] = out_of.get(source, 0) + bucket.requests
+        keys = set(merged)
         edges = []
-        for (source, target), items in sorted(grouped.items()):
-            durations = [i.duration_ms for i in items]
-            errors = sum(1 for i in items if i.code >= 500 or i.code == 0)
+        for (source, target), bucket in sorted(merged.items()):
             # A caller's attempts on a service are the destination reports from it to any of the service's versions.
             tried = sum(n for (s, t), n in attempts.items() if s == source and (target, t) in keys)
             edges.append(
                 Edge(
                     source,
                     target,
-                    len(items),
-                    len(items) / span,
-                    errors / len(items),
-                    quantile(durations, 0.5),
-                    quantile(durations, 0.99),
-                    len(items) / out_of[source],
+                    bucket.requests,
+                    bucket.requests / span,
+                    bucket.errors / bucket.requests,
+                    quantile(bucket.durations, 0.5),
+                    quantile(bucket.durations, 0.99),
+                    bucket.requests / out_of[source],
                     tried,
                 )
             )

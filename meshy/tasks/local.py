@@ -127,7 +127,8 @@ def follow_files(paths: list[Path]) -> None:
     """Print what is appended to the files until interrupted (tail -f)."""
     tails = [Tail(path) for path in paths]
     for tail in tails:
-        tail.read()  # what was printed already
+        while tail.read():  # skip what is there already (printed above)
+            pass
     try:
         while True:
             for tail in tails:

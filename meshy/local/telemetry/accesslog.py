@@ -19,6 +19,7 @@ from typing import Any
 FILE_LOGGER = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
 TEXT_FILE = "access.log"
 JSON_FILE = "access.json"
+READ_LIMIT = 256 * 1024
 
 # Istio's default text access-log format, operator by operator (see module docstring).
 TEXT_FORMAT = (
@@ -144,6 +145,7 @@ class Tail:
     partial: str = ""
 
     def read(self) -> list[str]:
+        """Complete lines appended since the last call, at most READ_LIMIT bytes of them; call again for more."""
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -154,7 +156,8 @@ class Tail:
             return []
         with open(self.path, "rb") as handle:
             handle.seek(self.offset)
-            chunk = handle.read(stat.st_size - self.offset)
+            # Bounded reads keep a burst of traffic from inflating the reader's memory for good.
+            chunk = handle.read(min(stat.st_size - self.offset, READ_LIMIT))
         self.offset += len(chunk)
         text = self.partial + chunk.decode(errors="replace")
         *lines, self.partial = text.split("\n")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from meshy.local import topology
 from meshy.local.telemetry.accesslog import JSON_FILE, Entry, Tail, parse_line
-from meshy.local.telemetry.metrics import IstioMetrics, labels_of
+from meshy.local.telemetry.metrics import IstioMetrics, LabelKey, label_key, labels_of
 from meshy.local.telemetry.peers import Peers
 
 Observer = Callable[[dict[str, str], Entry], None]
@@ -37,6 +37,7 @@ class Collector:
     peers: Peers = field(default_factory=Peers)
     state_mtime: float = -1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: dict[tuple, tuple[dict[str, str], LabelKey]] = field(default_factory=dict)
 
     def refresh_peers(self) -> None:
         # Re-read the state only when an apply changed it: a scrape stays cheap.
@@ -46,6 +47,17 @@ class Collector:
             return
         if mtime != self.state_mtime:
             self.peers, self.state_mtime = peers_of(self.state_dir), mtime
+            self.cache.clear()
+
+    def labels(self, entry: Entry) -> tuple[dict[str, str], LabelKey]:
+        # Under load most requests repeat a handful of label sets: work each out once.
+        ip = entry.upstream_host.rpartition(":")[0], entry.downstream_remote.rpartition(":")[0]
+        cache_key = (entry.proxy, entry.listener, entry.upstream_cluster, *ip, entry.code, entry.flags, entry.protocol)
+        found = self.cache.get(cache_key)
+        if found is None:
+            labels = labels_of(entry, self.peers)
+            found = self.cache[cache_key] = (labels, label_key(labels))
+        return found
 
     def poll(self) -> int:
         """Fold new entries into the metrics; return how many there were."""
@@ -55,16 +67,22 @@ class Collector:
             for path in sorted((self.state_dir / "envoy").glob(f"*/{JSON_FILE}")):
                 proxy = path.parent.name
                 tail = self.tails.setdefault(proxy, Tail(path))
-                for line in tail.read():
-                    entry = parse_line(proxy, line)
-                    if entry is None:
-                        continue
-                    labels = labels_of(entry, self.peers)
-                    self.metrics.record(labels, entry)
-                    for observer in self.observers:
-                        observer(labels, entry)
-                    count += 1
+                while lines := tail.read():
+                    count += self.fold(proxy, lines)
             return count
+
+    def fold(self, proxy: str, lines: list[str]) -> int:
+        count = 0
+        for line in lines:
+            entry = parse_line(proxy, line)
+            if entry is None:
+                continue
+            labels, key = self.labels(entry)
+            self.metrics.record(key, entry)
+            for observer in self.observers:
+                observer(labels, entry)
+            count += 1
+        return count
 
     def exposition(self) -> str:
         self.poll()

@@ -87,6 +87,10 @@ def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
     }
 
 
+def label_key(labels: dict[str, str]) -> LabelKey:
+    return tuple(labels[name] for name in LABELS)
+
+
 @dataclass
 class Histogram:
     bounds: tuple[float, ...]
@@ -118,8 +122,8 @@ class IstioMetrics:
         default_factory=lambda: {DURATION: {}, REQUEST_BYTES: {}, RESPONSE_BYTES: {}}
     )
 
-    def record(self, labels: dict[str, str], entry: Entry) -> None:
-        key = tuple(labels[name] for name in LABELS)
+    def record(self, key: LabelKey, entry: Entry) -> None:
+        """Count one entry under its label values (see label_key)."""
         self.requests[key] = self.requests.get(key, 0) + 1
         for name, bounds, value in (
             (DURATION, DURATION_BUCKETS, entry.duration_ms),
