@@ -1,10 +1,13 @@
-"""Benchmark helpers: running hey against loopback targets and reading its summary."""
+"""Benchmark helpers: running hey against loopback targets and reading its summary; background callers."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -56,3 +59,21 @@ def hey(
         command = ["taskset", "-c", cpu, *command]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return parse_hey(output)
+
+
+@contextmanager
+def repeating(call: Callable[[], object], every: float = 0.0) -> Iterator[None]:
+    """Call `call` over and over in a background thread (pausing `every` seconds) for the block's duration."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            call()
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=30)

@@ -15,10 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -26,7 +23,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from meshy.bench import Load, hey  # noqa: E402
+from meshy.bench import Load, hey, repeating  # noqa: E402
 from meshy.console import Console  # noqa: E402
 from meshy.dashboard.page import REFRESH_SECONDS  # noqa: E402
 from meshy.local.backend import DASHBOARD_PROGRAM, LocalBackend, LocalConfig, envoy_binary  # noqa: E402
@@ -273,25 +270,16 @@ def bench_dashboard(results: dict) -> None:
         backend.down()
 
 
-@contextmanager
-def viewer(url: str) -> Iterator[None]:
+def viewer(url: str):
     """What an open dashboard page asks for every few seconds."""
-    stop = threading.Event()
+    session = requests.Session()
+    session.trust_env = False
 
-    def poll() -> None:
-        session = requests.Session()
-        session.trust_env = False
-        while not stop.wait(REFRESH_SECONDS):
-            for path in ("/graph.json", "/table", "/series/versions.svg", "/series/codes.svg"):
-                session.get(url + path, timeout=10)
+    def refresh() -> None:
+        for path in ("/graph.json", "/table", "/series/versions.svg", "/series/codes.svg"):
+            session.get(url + path, timeout=10)
 
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=15)
+    return repeating(refresh, REFRESH_SECONDS)
 
 
 def bench_apply(backend: LocalBackend) -> dict:

@@ -6,16 +6,14 @@ Each test leaves a screenshot in reports/local/ next to the scenarios' charts.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 import requests
 
+from meshy.bench import repeating
 from meshy.dashboard import browser
 from meshy.scenarios.runner import reports_dir
-from tests.local_mesh import Mesh, running_mesh
+from tests.local_mesh import running_mesh
 
 SERVICE = "service:minimal-service.default.svc.cluster.local"
 
@@ -25,24 +23,6 @@ def mesh(tmp_path_factory):
     browser.chromium()  # a missing browser is a failure with the fix, never a skip
     with running_mesh(tmp_path_factory.mktemp("dashboard")) as running:
         yield running
-
-
-@contextmanager
-def traffic(mesh: Mesh, call) -> Iterator[None]:
-    """Requests in a background thread for the duration of the block."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.is_set():
-            call()
-
-    worker = threading.Thread(target=loop, daemon=True)
-    worker.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        worker.join(timeout=30)
 
 
 def edge_rows(dom: str) -> list[list[str]]:
@@ -56,7 +36,7 @@ def test_graph_shows_the_versioned_split_with_and_without_javascript(mesh):
     mesh.apply_template("istio/minimal-destinationrule.yaml.j2")
     mesh.apply_template("istio/minimal-virtualservice-split.yaml.j2")
     url = mesh.backend.layout.dashboard_url + "/"
-    with traffic(mesh, mesh.get):
+    with repeating(mesh.get):
         graph = requests.get(url + "graph.json", timeout=5, proxies={"http": ""}).json()
         while sum(e["requests"] for e in graph["edges"] if e["source"] == SERVICE) < 200:
             graph = requests.get(url + "graph.json", timeout=5, proxies={"http": ""}).json()
@@ -81,7 +61,7 @@ def test_retries_show_as_attempts_on_the_callers_edge(mesh):
     mesh.apply_template("istio/bounced-virtualservice-retries.yaml.j2")
     url = mesh.backend.layout.dashboard_url + "/"
     try:
-        with traffic(mesh, lambda: mesh.bounce("http://bounced-service:9090/")):
+        with repeating(lambda: mesh.bounce("http://bounced-service:9090/")):
             rows: list[list[str]] = []
             while not rows or int(rows[0][2]) < 30:
                 dom = browser.dump_dom(url)
