@@ -6,6 +6,7 @@ Each test leaves a screenshot in reports/local/ next to the scenarios' charts.
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 import requests
@@ -25,6 +26,15 @@ def mesh(tmp_path_factory):
         yield running
 
 
+def rendered(url: str, tries: int = 3) -> str:
+    """The DOM once the page's script drew the graph; on a loaded machine a first load can run out of time."""
+    for _ in range(tries):
+        dom = browser.dump_dom(url)
+        if "data-nodes=" in dom:
+            return dom
+    raise AssertionError(f"the dashboard's script drew no graph in {tries} loads of {url}")
+
+
 def edge_rows(dom: str) -> list[list[str]]:
     table = dom[dom.index('<table id="edges">') :]
     table = table[: table.index("</table>")]
@@ -40,7 +50,7 @@ def test_graph_shows_the_versioned_split_with_and_without_javascript(mesh):
         graph = requests.get(url + "graph.json", timeout=5, proxies={"http": ""}).json()
         while sum(e["requests"] for e in graph["edges"] if e["source"] == SERVICE) < 200:
             graph = requests.get(url + "graph.json", timeout=5, proxies={"http": ""}).json()
-        dom = browser.dump_dom(url)
+        dom = rendered(url)
         browser.screenshot(url, reports_dir("local") / "browser-test-split.png")
     # Cytoscape.js drew the graph: ingress gateway, the service, both versions and their app box.
     nodes, edges = (int(re.search(rf'data-{k}="(\d+)"', dom).group(1)) for k in ("nodes", "edges"))
@@ -63,9 +73,12 @@ def test_retries_show_as_attempts_on_the_callers_edge(mesh):
     try:
         with repeating(lambda: mesh.bounce("http://bounced-service:9090/")):
             rows: list[list[str]] = []
+            deadline = time.monotonic() + 120
             while not rows or int(rows[0][2]) < 30:
-                dom = browser.dump_dom(url)
-                rows = [r for r in edge_rows(dom) if r[:2] == ["minimal-service v1", "bounced-service"]]
+                assert time.monotonic() < deadline, (
+                    "30 calls never showed on the minimal-service -> bounced-service edge"
+                )
+                rows = [r for r in edge_rows(rendered(url)) if r[:2] == ["minimal-service v1", "bounced-service"]]
             browser.screenshot(url, reports_dir("local") / "browser-test-retries.png")
     finally:
         mesh.delete_template("istio/bounced-virtualservice-retries.yaml.j2")
