@@ -21,6 +21,7 @@ from tests.local_mesh import Mesh
 def bound_addresses(mesh: Mesh) -> list[tuple[str, int]]:
     layout = mesh.backend.layout
     addresses = [(layout.ingress_host, layout.ingress_port), (layout.external_ip, 9090), (layout.gateway_ip(0), 15000)]
+    addresses.append((layout.dashboard_host, layout.dashboard_port))
     return addresses + [(layout.pod_ip(i), port) for i in range(3) for port in (9090, 15000, 15001)]
 
 
@@ -32,7 +33,8 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
         addresses = bound_addresses(mesh)
         pids = leftover_pids(mesh.backend.dir)
         mesh.backend.down()
-    assert len(pids) == 9  # 4 apps (one outside the mesh) and 5 proxies, all under supervisord
+    # 4 apps (one outside the mesh), 5 proxies and the dashboard, all under supervisord
+    assert len(pids) == 10
     assert leftover_pids(mesh.backend.dir) == []
     assert [a for a in addresses if port_in_use(*a)] == []
     assert not mesh.backend.dir.exists()

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 
 import pytest
 
 from meshy.dashboard import page
 from meshy.dashboard.graph import Graph
+from meshy.local.backend import LocalBackend, LocalConfig, LocalError
 from meshy.local.telemetry.accesslog import Entry, Tail, parse_line
 from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics, label_key
 from meshy.local.telemetry.peers import Service, Workload, workload_of
+from meshy.local.topology import Layout
 from meshy.metrics.istio import cluster_host, upstream_requests
 from meshy.metrics.prometheus import FormatError, by_label, parse, total
+from meshy.net import claim_address_base, free_port
+from meshy.versions import select_pair
 
 GATEWAY = workload_of("istio-ingressgateway", "istio-system", {"app": "istio-ingressgateway"})
 V1 = workload_of("minimal-service", "default", {"app": "minimal-service", "version": "v1"})
@@ -78,7 +83,6 @@ def test_access_log_lines_parse_and_partial_lines_wait(tmp_path):
             "code": "503",
             "flags": "UH",
             "request_bytes": "5",
-            "request_header_bytes": "100",
             "response_bytes": "-",
             "duration_us": "1500",
         }
@@ -89,7 +93,7 @@ def test_access_log_lines_parse_and_partial_lines_wait(tmp_path):
         "destination",
         503,
         "UH",
-        105,
+        5,
         0,
     )
     assert parsed.duration_ms == 1.5
@@ -159,3 +163,27 @@ def test_upstream_requests_count_attempts_inside_the_mesh_and_calls_outside():
     assert cluster_host("outbound|9090||bounced-service.default.svc.cluster.local") == bounced.host
     with pytest.raises(ValueError, match="not an Istio outbound cluster name"):
         cluster_host("inbound|9090||")
+
+
+def test_dashboard_address_must_be_loopback():
+    with pytest.raises(
+        LocalError, match=r"dashboard address '0\.0\.0\.0:20001' is not a loopback HOST:PORT; set --dashboard"
+    ):
+        LocalConfig.from_env("/tmp/unused", dashboard="0.0.0.0:20001")
+    assert (
+        LocalConfig.from_env("/tmp/unused", dashboard="127.0.0.1:20099").layout.dashboard_url
+        == "http://127.0.0.1:20099"
+    )
+
+
+def test_a_taken_dashboard_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base, _claim = claim_address_base()
+        layout = Layout("127.0.0.1", free_port(), base, dashboard_port=port)
+        backend = LocalBackend(LocalConfig(tmp_path / "state", layout))
+        with pytest.raises(LocalError, match=f"127.0.0.1:{port} \\(the dashboard\\) is already in use"):
+            backend.up(select_pair())
+    assert not backend.supervisor.running()

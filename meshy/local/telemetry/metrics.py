@@ -55,8 +55,8 @@ LABELS = (
 HELP = {
     REQUESTS: ("counter", "Requests, counted once per reporter (every attempt on the destination side)."),
     DURATION: ("histogram", "Request duration in milliseconds, as each reporter saw it."),
-    REQUEST_BYTES: ("histogram", "Request size in bytes, headers and body."),
-    RESPONSE_BYTES: ("histogram", "Response size in bytes, headers and body."),
+    REQUEST_BYTES: ("histogram", "HTTP request body size in bytes."),
+    RESPONSE_BYTES: ("histogram", "HTTP response body size in bytes."),
 }
 
 LabelKey = tuple[str, ...]
