@@ -27,7 +27,7 @@ SERVICE = Service("minimal-service.default.svc.cluster.local", "minimal-service"
 
 
 def entry(listener: str = "gateway_80", code: int = 200, duration_ms: float = 2.0, size: int = 10) -> Entry:
-    return Entry("p", listener, code, "-", "HTTP/1.1", size, size * 2, duration_ms, "a", "c", "h", "r")
+    return Entry("p", listener, code, "-", "HTTP/1.1", size, size * 2, duration_ms, "c", "h", "r")
 
 
 def labels(source: Workload, destination: Workload, reporter: str, code: int = 200) -> dict[str, str]:
