@@ -78,11 +78,11 @@ def draw_shares(axis, phase) -> None:
     bars = axis.bar(labels, shares, color=COLOURS[: len(labels)], yerr=errors, capsize=4, ecolor="black")
     axis.set_ylim(0, 1.15)
     axis.set_ylabel("share, 99.9% interval (dashed: expected)" if phase.expected else "share, 99.9% interval")
-    for bar, label in zip(bars, labels, strict=True):
+    for bar, label, interval in zip(bars, labels, intervals, strict=True):
         if label in phase.expected:
             left, width = bar.get_x(), bar.get_width()
             axis.hlines(phase.expected[label], left, left + width, colors="black", linestyles="dashed", linewidth=1)
-        annotate(axis, bar, str(phase.counts[label]))
+        annotate(axis, bar, str(phase.counts[label]), above=interval.high)
 
 
 def draw_means(axis, phase) -> None:
@@ -100,5 +100,7 @@ def draw_means(axis, phase) -> None:
     axis.set_ylabel("per call (grey: 99.9% acceptance band)")
 
 
-def annotate(axis, bar, text: str) -> None:
-    axis.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+def annotate(axis, bar, text: str, above: float = 0.0) -> None:
+    """Write over the bar, clear of its error bar."""
+    height = max(bar.get_height(), above)
+    axis.annotate(text, (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=8)
