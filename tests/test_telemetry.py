@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import socket
+import threading
 
 import pytest
 
 from meshy.dashboard import page
 from meshy.dashboard.graph import Graph
 from meshy.local.backend import LocalBackend, LocalConfig, LocalError
-from meshy.local.telemetry.accesslog import Entry, Tail, parse_line
+from meshy.local.telemetry.accesslog import Entry, Tail, follow, parse_line, tails_at_end
 from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics, label_key
 from meshy.local.telemetry.peers import Service, Workload, workload_of
 from meshy.local.topology import Layout
@@ -187,3 +188,23 @@ def test_a_taken_dashboard_port_is_refused_before_anything_starts(tmp_path):
         with pytest.raises(LocalError, match=f"127.0.0.1:{port} \\(the dashboard\\) is already in use"):
             backend.up(select_pair())
     assert not backend.supervisor.running()
+
+
+def test_follow_passes_on_only_new_lines_of_every_file(tmp_path):
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_text("old\n")
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def write(line: str) -> None:
+        seen.append(line)
+        if len(seen) == 2:
+            stop.set()
+
+    worker = threading.Thread(target=follow, args=(tails_at_end([first, second]), write, stop, 0.01))
+    worker.start()
+    with open(first, "a") as handle:
+        handle.write("new in a\n")
+    second.write_text("new in b\n")  # a file that appears later is followed from its start
+    worker.join(timeout=10)
+    assert not worker.is_alive() and sorted(seen) == ["new in a", "new in b"]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+import threading
 from pathlib import Path
 
 from invoke import Context, task
 
 from meshy.local.backend import LocalBackend, LocalConfig
-from meshy.local.telemetry.accesslog import Tail
+from meshy.local.telemetry import accesslog
 from meshy.render import build_dir, render_all
 from meshy.tasks.common import PAIR_HELP, TaskError, clear_errors, is_dry, pair_of
 
@@ -19,7 +20,6 @@ STATE_HELP = {
 DASHBOARD_HELP = {
     "dashboard": "address of the dashboard and /metrics, HOST:PORT on loopback (default 127.0.0.1:20001; env MESHY_DASHBOARD)"
 }
-FOLLOW_INTERVAL = 0.2
 
 
 def backend(state: str | None = None, ingress: str | None = None, dashboard: str | None = None) -> LocalBackend:
@@ -120,23 +120,9 @@ def logs(c: Context, name, lines=40, access=False, follow=False, state=None, ing
         text = path.read_text(errors="replace").splitlines() if path.exists() else []
         print("\n".join(text[max(0, len(text) - int(lines)) :]))
     if follow:
-        follow_files(paths)
-
-
-def follow_files(paths: list[Path]) -> None:
-    """Print what is appended to the files until interrupted (tail -f)."""
-    tails = [Tail(path) for path in paths]
-    for tail in tails:
-        while tail.read():  # skip what is there already (printed above)
-            pass
-    try:
-        while True:
-            for tail in tails:
-                for line in tail.read():
-                    print(line, flush=True)
-            time.sleep(FOLLOW_INTERVAL)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following, as with tail -f
+            tails = accesslog.tails_at_end(paths)
+            accesslog.follow(tails, lambda line: print(line, flush=True), stop=threading.Event())
 
 
 @task(help=STATE_HELP)

@@ -12,6 +12,8 @@ destination, as Istio's sidecars and gateways do).
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,3 +156,20 @@ class Tail:
         text = self.partial + chunk.decode(errors="replace")
         *lines, self.partial = text.split("\n")
         return lines
+
+
+def tails_at_end(paths: list[Path]) -> list[Tail]:
+    """Readers of the files that start after what they hold now."""
+    tails = [Tail(path) for path in paths]
+    for tail in tails:
+        while tail.read():
+            pass
+    return tails
+
+
+def follow(tails: list[Tail], write: Callable[[str], None], stop: threading.Event, interval: float = 0.2) -> None:
+    """Pass on every line appended to the files (tail -f) until `stop` is set."""
+    while not stop.wait(interval):
+        for tail in tails:
+            for line in tail.read():
+                write(line)
