@@ -100,8 +100,11 @@ def test_access_logs_in_istios_format_by_workload_name(mesh):
     assert wait_until(lambda: bool(probe_lines()), timeout=5)
     lines = probe_lines()
     assert lines and all(ISTIO_TEXT_LINE.match(line) for line in lines), lines
-    gateway_lines = mesh.backend.access_logs("istio-ingressgateway")[0].read_text()
-    assert "/access-log-probe" in gateway_lines and "outbound|9090||minimal-service" in gateway_lines
+    gateway_log = mesh.backend.access_logs("istio-ingressgateway")[0]
+    # The gateway logs once the response is sent, after the sidecar did.
+    assert wait_until(lambda: "/access-log-probe" in gateway_log.read_text(), timeout=5)
+    probe = next(line for line in gateway_log.read_text().splitlines() if "/access-log-probe" in line)
+    assert ISTIO_TEXT_LINE.match(probe) and "outbound|9090||minimal-service" in probe
 
 
 def test_unknown_workload_names_the_known_ones(mesh):
