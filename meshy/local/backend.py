@@ -459,7 +459,7 @@ class LocalBackend:
         return [self.proxy_dir(proxy) / TEXT_FILE for proxy in proxies]
 
     def metrics_text(self, settle: float = 0.25, timeout: float = READY_TIMEOUT) -> str:
-        """Istio's metrics for the whole mesh once they stop changing (proxies flush logs every 100 ms; two reads 250 ms apart agree)."""
+        """Istio's metrics for the whole mesh, once two reads `settle` apart agree (proxies flush every 100 ms)."""
         url = f"{self.layout.dashboard_url}/metrics"
         deadline = time.monotonic() + timeout
         previous = None
