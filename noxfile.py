@@ -117,6 +117,7 @@ def run_local_demo(session: nox.Session, *pair_options: str) -> None:
         "MESHY_STATE": str(state),
         "MESHY_ADDRESS_BASE": os.environ.get("MESHY_ADDRESS_BASE", str(base)),
         "MESHY_INGRESS": os.environ.get("MESHY_INGRESS", f"127.0.0.1:{free_port()}"),
+        "MESHY_DASHBOARD": os.environ.get("MESHY_DASHBOARD", f"127.0.0.1:{free_port()}"),
     }
     session.run(
         sys.executable, "-m", "invoke", "demo", "--backend", "local", *pair_options, "--down", env=env, external=True

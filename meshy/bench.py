@@ -1,4 +1,4 @@
-"""Benchmark helpers: running hey against loopback targets and reading its summary."""
+"""Benchmark helpers: running hey against loopback targets and reading its summary; background callers."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import requests
@@ -118,3 +120,21 @@ class PacedLoad:
                 else:
                     self.outcome.ok += 1
             self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+
+@contextmanager
+def repeating(call: Callable[[], object], every: float = 0.0) -> Iterator[None]:
+    """Call `call` over and over in a background thread (pausing `every` seconds) for the block's duration."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            call()
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        worker.join(timeout=30)

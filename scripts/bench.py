@@ -4,12 +4,12 @@
 
 minimal-service: requests/s on one core, p99 at 1,000 requests/s, resident memory.
 Local backend: cold start to the first 200, apply-to-observed, latency per path
-side by side with a bare hand-written Envoy, each scenario's duration, demo cold;
+side by side with a bare hand-written Envoy, the dashboard's cost, each scenario's duration, demo cold;
 manifests to a model or a one-line refusal (target: every refusal under 2 s).
 Reliability: failed requests during reloads under load, recovery after SIGKILLs,
 processes and ports left after `down` in each failure case.
 Scale: 10 .. 2,000 VirtualServices and 1 .. 200 pods (reports/bench/scale.json,
-scale.png). `scripts/bench.py scale` (or `nox -s bench -- scale`) runs only the named steps.
+scale.png). `scripts/bench.py scale dashboard` (or `nox -s bench -- scale`) runs only the named steps.
 """
 
 from __future__ import annotations
@@ -32,9 +32,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from meshy.bench import Load, PacedLoad, hey  # noqa: E402
+from meshy.bench import Load, PacedLoad, hey, repeating  # noqa: E402
 from meshy.console import Console  # noqa: E402
-from meshy.local.backend import LocalBackend, LocalConfig, envoy_binary  # noqa: E402
+from meshy.dashboard.page import REFRESH_SECONDS  # noqa: E402
+from meshy.local.backend import DASHBOARD_PROGRAM, LocalBackend, LocalConfig, envoy_binary  # noqa: E402
 from meshy.local.resources import parse_documents  # noqa: E402
 from meshy.local.supervisor import leftover_pids  # noqa: E402
 from meshy.local.topology import Layout  # noqa: E402
@@ -120,7 +121,9 @@ def bench_service(results: dict) -> None:
 def local_backend(state: Path) -> LocalBackend:
     base, claim = claim_address_base()
     CLAIMS.append(claim)  # held until the benchmark ends: no other mesh takes the block
-    return LocalBackend(LocalConfig(state, Layout("127.0.0.1", free_port(), base)), Console(quiet=True))
+    return LocalBackend(
+        LocalConfig(state, Layout("127.0.0.1", free_port(), base, dashboard_port=free_port())), Console(quiet=True)
+    )
 
 
 def bench_cold_start(results: dict) -> None:
@@ -261,6 +264,51 @@ def bench_mesh(results: dict) -> None:
         backend.down()
 
 
+def bench_dashboard(results: dict) -> None:
+    """Latency through the ingress at 1,000 req/s with the dashboard stopped and running (a viewer polling
+    it as the page does), in interleaved rounds of one run; then its memory after a full minute of load."""
+    backend = local_backend(Path(tempfile.mkdtemp()) / "state")
+    backend.up(select_pair())
+    rpc = backend.supervisor.rpc().supervisor
+    target = dict(url=backend.ingress_url + "/", host="minimal.svc.kind.org")
+    try:
+        hey(**target, seconds=1, workers=4)  # warm-up
+        rounds: dict[str, list[Load]] = {"dashboard stopped": [], "dashboard running, page open": []}
+        for _ in range(2):
+            rpc.stopProcess(DASHBOARD_PROGRAM)
+            rounds["dashboard stopped"].append(paced(**target))
+            rpc.startProcess(DASHBOARD_PROGRAM)
+            wait_until(lambda: http_ok(backend.layout.dashboard_url + "/metrics"), timeout=10)
+            with viewer(backend.layout.dashboard_url):
+                rounds["dashboard running, page open"].append(paced(**target))
+        latency = {
+            name: {q: round(statistics.median(getattr(load, f"{q}_ms") for load in loads), 3) for q in ("p50", "p99")}
+            for name, loads in rounds.items()
+        }
+        off, on = latency["dashboard stopped"], latency["dashboard running, page open"]
+        results["dashboard_latency_at_1000_rps_ms"] = latency
+        results["dashboard_latency_ratio"] = {q: round(on[q] / off[q], 3) for q in ("p50", "p99")}
+        with viewer(backend.layout.dashboard_url):
+            hey(**target, seconds=60, workers=10, rate_per_worker=100)  # fills the graph's one-minute window
+        pid = next(p["pid"] for p in backend.supervisor.processes() if p["name"] == DASHBOARD_PROGRAM)
+        rss, peak = rss_mb(pid)
+        results["dashboard_memory_mb"] = {"rss": round(rss, 1), "peak": round(peak, 1)}
+    finally:
+        backend.down()
+
+
+def viewer(url: str):
+    """What an open dashboard page asks for every few seconds."""
+    session = requests.Session()
+    session.trust_env = False
+
+    def refresh() -> None:
+        for path in ("/graph.json", "/table", "/series/versions.svg", "/series/codes.svg"):
+            session.get(url + path, timeout=10)
+
+    return repeating(refresh, REFRESH_SECONDS)
+
+
 def bench_apply(backend: LocalBackend) -> dict:
     template = GENERATION_VS
     session = requests.Session()
@@ -285,6 +333,7 @@ def mesh_env() -> tuple[dict[str, str], object]:
         "MESHY_STATE": str(Path(tempfile.mkdtemp()) / "state"),
         "MESHY_ADDRESS_BASE": str(base),
         "MESHY_INGRESS": f"127.0.0.1:{free_port()}",
+        "MESHY_DASHBOARD": f"127.0.0.1:{free_port()}",
     }
     return env, claim
 
@@ -461,6 +510,7 @@ def inv_up(backend: LocalBackend) -> subprocess.Popen:
     layout = backend.config.layout
     env = {**os.environ, "MESHY_STATE": str(backend.dir), "MESHY_ADDRESS_BASE": str(layout.base)}
     env["MESHY_INGRESS"] = f"{layout.ingress_host}:{layout.ingress_port}"
+    env["MESHY_DASHBOARD"] = f"{layout.dashboard_host}:{layout.dashboard_port}"
     process = subprocess.Popen(
         [sys.executable, "-m", "invoke", "local.up"],
         cwd=ROOT,
@@ -768,6 +818,7 @@ STEPS = (
     bench_service,
     bench_cold_start,
     bench_mesh,
+    bench_dashboard,
     bench_scenarios,
     bench_cli,
     bench_reliability,

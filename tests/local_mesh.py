@@ -23,7 +23,7 @@ class Mesh:
         self.pair = select_pair(k8s, istio)
         # The claim is held as long as this object lives: no other test run takes the block.
         base, self.claim = claim_address_base()
-        layout = Layout("127.0.0.1", free_port(), base)
+        layout = Layout("127.0.0.1", free_port(), base, dashboard_port=free_port())
         self.backend = LocalBackend(LocalConfig(state_dir, layout), Console(quiet=True))
         self.session = requests.Session()
         self.session.trust_env = False
@@ -42,10 +42,19 @@ class Mesh:
 
         return self.apply(render(name, self.pair, RenderOptions(**options)))
 
+    def delete_template(self, name: str, **options) -> list[str]:
+        from meshy.render import RenderOptions
+
+        return self.delete(render(name, self.pair, RenderOptions(**options)))
+
     def get(self, path: str = "/", host: str = "minimal.svc.kind.org", **kwargs) -> requests.Response:
         return self.session.get(
             self.backend.ingress_url + path, headers={"Host": host, **kwargs.pop("headers", {})}, timeout=10, **kwargs
         )
+
+    def metrics(self) -> str:
+        """The mesh's Istio metrics once every proxy's log has been read (see LocalBackend.metrics_text)."""
+        return self.backend.metrics_text()
 
     def bounce(self, endpoint: str) -> requests.Response:
         body = f'{{"rebound":"true","endpoint":"{endpoint}"}}'

@@ -28,6 +28,7 @@ class CliMesh:
         base, self.claim = claim_address_base()
         self.ingress = f"127.0.0.1:{free_port()}"
         self.env = {"MESHY_STATE": str(state), "MESHY_ADDRESS_BASE": str(base), "MESHY_INGRESS": self.ingress}
+        self.env["MESHY_DASHBOARD"] = f"127.0.0.1:{free_port()}"
 
     def inv(self, *args: str, **kwargs) -> subprocess.CompletedProcess:
         return inv(*args, env=self.env, **kwargs)

@@ -52,7 +52,7 @@ def envoy_config(proxies: dict[str, Proxy]) -> dict:
     result = {}
     for wanted, proxy in proxies.items():
         result[wanted] = {
-            "listeners": envoy.lds(proxy),
+            "listeners": envoy.lds(proxy, Path("/meshy/envoy") / proxy.name),
             "routes": envoy.rds(proxy),
             "clusters": envoy.cds(proxy),
         }

@@ -241,7 +241,7 @@ def test_an_unset_weight_is_zero_and_a_zero_total_is_refused():
 def test_server_header_and_attempt_count_as_istio_sets_them():
     mesh = mesh_of("")
     sidecar = next(p for name, p in mesh.proxies.items() if name.startswith("web-"))
-    by_name = {item.name: envoy.listener(item) for item in sidecar.listeners}
+    by_name = {item.name: envoy.listener(item, envoy.Path("/x")) for item in sidecar.listeners}
 
     def server_name(listener: dict) -> str | None:
         return listener["filter_chains"][0]["filters"][0]["typed_config"].get("server_name")
@@ -249,7 +249,7 @@ def test_server_header_and_attempt_count_as_istio_sets_them():
     assert server_name(by_name["inbound_9090"]) == "istio-envoy"
     assert server_name(by_name["outbound"]) is None  # Envoy's own "envoy", as Istio leaves it
     gateway = mesh.proxies["istio-ingressgateway"].listeners[0]
-    assert server_name(envoy.listener(gateway)) == "istio-envoy"
+    assert server_name(envoy.listener(gateway, envoy.Path("/x"))) == "istio-envoy"
     outbound = next(item for item in sidecar.listeners if item.name == "outbound")
     assert all(envoy.virtual_host(vh)["include_request_attempt_count"] for vh in outbound.virtual_hosts)
 

@@ -24,13 +24,15 @@ from tests.local_mesh import Mesh
 def bound_addresses(mesh: Mesh) -> list[tuple[str, int]]:
     layout = mesh.backend.layout
     addresses = [(layout.ingress_host, layout.ingress_port), (layout.external_ip, 9090)]
+    addresses.append((layout.dashboard_host, layout.dashboard_port))
     return addresses + [(layout.pod_ip(i), port) for i in range(3) for port in (9090, 15001)]
 
 
 def cli_env(mesh: Mesh) -> dict[str, str]:
-    """The environment that points inv at this mesh's state directory, address block and ingress port."""
+    """The environment that points inv at this mesh's state directory, address block, ingress and dashboard."""
     layout = mesh.backend.config.layout
     env = {**os.environ, "MESHY_STATE": str(mesh.backend.dir), "MESHY_ADDRESS_BASE": str(layout.base)}
+    env["MESHY_DASHBOARD"] = f"{layout.dashboard_host}:{layout.dashboard_port}"
     return {**env, "MESHY_INGRESS": f"{layout.ingress_host}:{layout.ingress_port}"}
 
 
@@ -60,7 +62,8 @@ def test_down_leaves_no_process_and_no_port(tmp_path):
         addresses = bound_addresses(mesh)
         pids = leftover_pids(mesh.backend.dir)
         mesh.backend.down()
-    assert len(pids) == 11  # supervisord, the xDS server, 4 apps (one outside the mesh) and 5 proxies
+    # supervisord, the xDS server, the dashboard, 4 apps (one outside the mesh) and 5 proxies
+    assert len(pids) == 12
     assert leftover_pids(mesh.backend.dir) == []
     assert [a for a in addresses if port_in_use(*a)] == []
     assert not mesh.backend.dir.exists()
@@ -182,12 +185,12 @@ def test_down_finds_a_supervisord_whatever_happened_to_the_state(running, damage
         shutil.rmtree(running.backend.dir)
     if damage == "state directory deleted":
         status = cli(running, "local.status")
-        assert "10 processes of a mesh in" in status.stdout and "still run but its state is gone" in status.stdout
+        assert "11 processes of a mesh in" in status.stdout and "still run but its state is gone" in status.stdout
         with pytest.raises(LocalError, match="still run but its state is gone; inv local.down ends them"):
             running.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
     result = cli(running, "local.down")
     assert result.returncode == 0, result.stderr
-    assert "ended 11 processes: 3 apps, minimal-external, 5 proxies, supervisord, xds" in result.stdout
+    assert "ended 12 processes: 3 apps, dashboard, minimal-external, 5 proxies, supervisord, xds" in result.stdout
     assert_nothing_left(running, addresses)
     assert not running.backend.dir.exists()
     # A second down finds nothing and says so.
@@ -230,8 +233,8 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     result = cli(running, "local.status")
     assert result.returncode == 0, result.stderr
     assert "RUNNING (no supervisor)" in result.stdout
-    assert "supervisord is gone: 10 processes run unsupervised" in result.stdout
-    with pytest.raises(LocalError, match="supervisord is gone: 10 processes run unsupervised; inv local.up restarts"):
+    assert "supervisord is gone: 11 processes run unsupervised" in result.stdout
+    with pytest.raises(LocalError, match="supervisord is gone: 11 processes run unsupervised; inv local.up restarts"):
         running.apply_template("istio/minimal-virtualservice.yaml.j2")
     orphans = set(leftover_pids(running.backend.dir))
     # up hands the mesh over to a new supervisord: every program has a successor, the orphans are gone.
@@ -240,7 +243,7 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     assert running.backend.supervisor.running()
     # RUNNING once a program stayed up for startsecs (1 s).
     assert wait_until(lambda: all(p.state == "RUNNING" for p in running.backend.supervisor.processes()), timeout=10)
-    assert len(leftover_pids(running.backend.dir)) == 11
+    assert len(leftover_pids(running.backend.dir)) == 12
     assert orphans.isdisjoint(leftover_pids(running.backend.dir))
     assert running.get().status_code == 200
     # Served throughout: a restart of every process would fail nearly every request while it lasts.

@@ -51,7 +51,7 @@ def golden_snapshots(case: str) -> dict:
     layout = topology.Layout()
     pods, _ = topology.pods(resources, {}, layout)
     mesh = build_mesh(Inputs(resources, pods, topology.gateways(layout), {}))
-    return {name: proxy_snapshot(proxy) for name, proxy in mesh.proxies.items()}
+    return {name: proxy_snapshot(proxy, Path("/meshy/envoy") / name) for name, proxy in mesh.proxies.items()}
 
 
 def with_bad_regex(snapshot: dict) -> dict:

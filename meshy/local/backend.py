@@ -47,6 +47,7 @@ from meshy.local.supervisor import (
     stop_pids,
     summary,
 )
+from meshy.local.telemetry.accesslog import TEXT_FILE
 from meshy.local.xds.client import XdsClient, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
@@ -71,6 +72,7 @@ BASELINE = (
 READY_TIMEOUT = 30.0
 # How long an old pod's sidecar may take to finish the requests it holds.
 DRAIN_TIMEOUT = 5.0
+DASHBOARD_PROGRAM = "dashboard"
 
 
 class LocalError(MeshyError, RuntimeError):
@@ -90,20 +92,36 @@ class LocalConfig:
     layout: topology.Layout = topology.Layout()
 
     @classmethod
-    def from_env(cls, state_dir: str | None = None, ingress: str | None = None, base: int | None = None) -> LocalConfig:
+    def from_env(
+        cls,
+        state_dir: str | None = None,
+        ingress: str | None = None,
+        base: int | None = None,
+        dashboard: str | None = None,
+    ) -> LocalConfig:
         directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
         try:
             check_config_path(directory)
         except PathError as error:
             raise LocalError(str(error)) from None
-        text = ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080"
-        host, _, port = text.rpartition(":")
-        if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
-            raise LocalError(f"ingress address {text!r} is not a loopback HOST:PORT; use for example 127.0.0.1:8080.")
+        host, port = loopback_address("ingress", ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080")
+        dashboard_host, dashboard_port = loopback_address(
+            "dashboard", dashboard or os.environ.get("MESHY_DASHBOARD") or "127.0.0.1:20001"
+        )
         raw_base = str(base) if base is not None else os.environ.get("MESHY_ADDRESS_BASE", "10")
         if not raw_base.isdigit() or not 1 <= int(raw_base) <= 250:
             raise LocalError(f"address base {raw_base!r} is not a number from 1 to 250; set MESHY_ADDRESS_BASE to one.")
-        return cls(directory, topology.Layout(host, int(port), int(raw_base)))
+        return cls(directory, topology.Layout(host, port, int(raw_base), dashboard_host, dashboard_port))
+
+
+def loopback_address(what: str, text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
+        option = "--ingress or MESHY_INGRESS" if what == "ingress" else "--dashboard or MESHY_DASHBOARD"
+        raise LocalError(
+            f"{what} address {text!r} is not a loopback HOST:PORT; set {option} to one like 127.0.0.1:8080."
+        )
+    return host, int(port)
 
 
 @dataclass
@@ -348,6 +366,11 @@ class LocalBackend:
                 f"{host}:{port} is already in use by another program; stop it or choose another ingress address "
                 "with --ingress or MESHY_INGRESS."
             )
+        if port_in_use(layout.dashboard_host, layout.dashboard_port):
+            raise LocalError(
+                f"{layout.dashboard_host}:{layout.dashboard_port} (the dashboard) is already in use by another program; "
+                "stop it or choose another address with --dashboard or MESHY_DASHBOARD."
+            )
         # What every mesh binds in its block: pod 0's outbound sidecar port and the external service.
         if port_in_use(layout.pod_ip(0), 15001) or port_in_use(layout.external_ip, 9090):
             raise LocalError(
@@ -566,7 +589,7 @@ class LocalBackend:
         # Envoy judges the final configuration before anything starts or stops.
         final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
         changed = [name for name, value in final.items() if pushed.get(name) != value]
-        self.check_config({name: proxy_snapshot(mesh.proxies[name]) for name in changed})
+        self.check_config({name: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name)) for name in changed})
         client = XdsClient(self.xds_socket)
         try:
             if not steps:
@@ -656,7 +679,7 @@ class LocalBackend:
         changed = [name for name, value in digests.items() if pushed.get(name) != value]
         if not changed:
             return
-        snapshots = {name: proxy_snapshot(proxies[name]) for name in changed}
+        snapshots = {name: proxy_snapshot(proxies[name], self.proxy_dir(name)) for name in changed}
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
         with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their new configuration"):
@@ -736,7 +759,10 @@ class LocalBackend:
         for name in [pod.name for pod in pods] + [g.name for g in gateways]:
             bootstrap = self.proxy_dir(name) / "bootstrap.json"
             command = [envoy_bin, "-c", str(bootstrap), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
+            # Access logs reach their files within 100 ms (Envoy's default is 10 s).
+            command += ["--file-flush-interval-msec", "100"]
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
+        programs.append(dashboard_program(self.dir, self.layout_of(state), python))
         if state.external:
             external_ip = self.layout_of(state).external_ip
             env = {
@@ -849,6 +875,36 @@ class LocalBackend:
         known = sorted(p.stem for p in self.supervisor.logs.glob("*.log")) if self.supervisor.logs.exists() else []
         raise LocalError(f"no log named {name!r}; known logs: {', '.join(known) or 'none (is the mesh up?)'}.")
 
+    def access_logs(self, name: str) -> list[Path]:
+        """Istio-format access logs of every proxy of a workload (a Deployment, a pod or a gateway name)."""
+        state = self.load()
+        layout = self.layout_of(state)
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
+        proxies = [p.name for p in pods if name in (p.name, p.deployment)]
+        proxies += [g.name for g in topology.gateways(layout) if g.name == name]
+        if not proxies:
+            known = sorted({p.deployment for p in pods} | {g.name for g in topology.gateways(layout)})
+            raise LocalError(
+                f"no workload named {name!r}; known workloads: {', '.join(known) or 'none (is the mesh up?)'}."
+            )
+        return [self.proxy_dir(proxy) / TEXT_FILE for proxy in proxies]
+
+    def metrics_text(self, settle: float = 0.25, timeout: float = READY_TIMEOUT) -> str:
+        """Istio's metrics for the whole mesh, once two reads `settle` apart agree (proxies flush every 100 ms)."""
+        url = f"{self.layout.dashboard_url}/metrics"
+        deadline = time.monotonic() + timeout
+        previous = None
+        while True:
+            text = get_text(url)
+            if text is not None and text == previous:
+                return text
+            if time.monotonic() > deadline:
+                if text is None:
+                    raise LocalError(f"no metrics at {url}; see inv local.logs {DASHBOARD_PROGRAM}")
+                return text
+            previous = text
+            time.sleep(settle)
+
     def proxy_stats(self, proxy: str, prefix: str = "") -> dict[str, int]:
         """Counters of one proxy by name (a pod name or a gateway name)."""
         pattern = quote("^" + re.escape(prefix))
@@ -901,10 +957,17 @@ def proxy_digest(proxy: Proxy) -> str:
     return hashlib.sha256(repr(proxy).encode()).hexdigest()[:24]
 
 
-def proxy_snapshot(proxy: Proxy) -> Snapshot:
+def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> Program:
+    """The mesh's metrics endpoint and dashboard: one process reading every proxy's access log."""
+    listen = f"{layout.dashboard_host}:{layout.dashboard_port}"
+    command = [python, "-m", "meshy.dashboard", "--state", str(state_dir), "--listen", listen]
+    return Program(DASHBOARD_PROGRAM, command, {"PYTHONUNBUFFERED": "1"}, str(ROOT))
+
+
+def proxy_snapshot(proxy: Proxy, log_dir: Path) -> Snapshot:
     return snapshot_of(
         [envoy.cluster(item) for item in proxy.clusters],
-        [envoy.listener(item) for item in proxy.listeners],
+        [envoy.listener(item, log_dir) for item in proxy.listeners],
         [envoy.route_configuration(item) for item in proxy.listeners],
     )
 

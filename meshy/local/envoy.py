@@ -28,6 +28,7 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.telemetry.accesslog import access_logs
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -99,6 +100,11 @@ def bootstrap(proxy: Proxy, xds_socket: Path, admin_socket: Path) -> dict[str, A
     return {
         "node": {"id": proxy.name, "cluster": proxy.name},
         "admin": admin(admin_socket),
+        # Upstream connections leave from the proxy's own address, so the next proxy's
+        # access log names the calling workload (Istio learns it by metadata exchange).
+        "cluster_manager": {
+            "upstream_bind_config": {"source_address": {"address": proxy.admin.address, "port_value": 0}}
+        },
         "dynamic_resources": {
             "ads_config": {
                 "api_type": "GRPC",
@@ -147,8 +153,8 @@ def discovery(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"version_info": hashlib.sha256(body).hexdigest()[:16], "resources": resources}
 
 
-def lds(proxy: Proxy) -> dict[str, Any]:
-    return discovery([listener(item) for item in proxy.listeners])
+def lds(proxy: Proxy, log_dir: Path) -> dict[str, Any]:
+    return discovery([listener(item, log_dir) for item in proxy.listeners])
 
 
 def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
@@ -213,7 +219,8 @@ def per_filter_config(item: Route) -> dict[str, Any]:
     return {name: config for name, config in configs.items() if config is not None}
 
 
-def listener(item: Listener) -> dict[str, Any]:
+def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
+    """An HTTP listener; its access logs go to files in `log_dir` (the proxy's own directory)."""
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {
@@ -221,6 +228,7 @@ def listener(item: Listener) -> dict[str, Any]:
         "stat_prefix": item.name,
         "rds": {"route_config_name": item.name, "config_source": ads_source()},
         "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
+        "access_log": access_logs(log_dir, item.name),
     }
     manager.update(connection_options(item))
     if item.server_name:

@@ -28,6 +28,9 @@ class Layout:
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 8080
     base: int = 10
+    # The dashboard and the mesh's metrics endpoint (Kiali's port by default).
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 20001
 
     def pod_ip(self, index: int) -> str:
         return f"127.{self.base}.{index // 250}.{index % 250 + 1}"
@@ -45,6 +48,10 @@ class Layout:
     @property
     def ingress_url(self) -> str:
         return f"http://{self.ingress_host}:{self.ingress_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{self.dashboard_host}:{self.dashboard_port}"
 
 
 def gateways(layout: Layout) -> list[GatewayPod]:

@@ -13,10 +13,13 @@ import json
 import re
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
+from meshy.console import Console
 from meshy.errors import MeshyError
 from meshy.local.backend import LocalBackend
+from meshy.metrics import istio, prometheus
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
 from meshy.scenarios.traffic import WORKERS, Request, Result, send
@@ -89,9 +92,22 @@ class LocalScenarioBackend:
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
 
     def gateway_requests(self, gateway: str, host: str) -> int:
-        # The local gateways have no Istio stats filter: count the gateway's Envoy cluster for the host.
-        cluster = f"cluster.outbound|{self.options.external.port}||{host}."
-        return counter(self.local.proxy_stats(gateway, cluster), ".upstream_rq_total")
+        # The mesh-wide endpoint holds every proxy's reports: the gateway's own are those it made as the source.
+        return istio_requests(self.local.metrics_text(), host, reporter="source", source_workload=gateway)
+
+    def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
+        """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
+        from meshy.dashboard import browser
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        metrics = out_dir / f"{name}.metrics.prom"
+        metrics.write_text(self.local.metrics_text())
+        try:
+            shot = browser.screenshot(self.local.layout.dashboard_url + "/", out_dir / f"{name}.dashboard.png")
+        except browser.BrowserError as error:
+            console.info(f"note: no dashboard screenshot for {name}: {error}")
+            return [metrics]
+        return [metrics, shot]
 
     def config_dump(self, proxy: str) -> dict:
         return self.local.config_dump(proxy)
@@ -208,38 +224,19 @@ def counter(counters: dict[str, int], suffix: str) -> int:
     return sum(value for name, value in counters.items() if name.endswith(suffix))
 
 
-PROMETHEUS_LINE = re.compile(r"^(?P<name>[a-zA-Z_:][\w:]*)(?:\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
-LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def prometheus_samples(text: str, metric: str) -> list[tuple[dict[str, str], float]]:
-    """(labels, value) of every sample of one metric in Prometheus text format."""
-    samples = []
-    for line in text.splitlines():
-        found = PROMETHEUS_LINE.match(line)
-        if found and found["name"] == metric:
-            samples.append((dict(LABEL.findall(found["labels"] or "")), float(found["value"])))
-    return samples
-
-
 def app_requests(metrics: str, path: str) -> int:
     """Requests minimal-service served on one path, from its own /metrics (minimal_service/metrics.py)."""
-    return int(
-        sum(
-            v
-            for labels, v in prometheus_samples(metrics, "minimal_service_requests_total")
-            if labels.get("path") == path
-        )
-    )
+    return int(prometheus.total(prometheus.parse(metrics), "minimal_service_requests_total", path=path))
 
 
-def istio_requests(metrics: str, host: str) -> int:
-    """istio_requests_total towards one destination service host."""
+def istio_requests(metrics: str, host: str, **labels: str) -> int:
+    """istio_requests_total towards one destination service host (FQDN or short name), of samples with `labels`."""
     return int(
         sum(
-            value
-            for labels, value in prometheus_samples(metrics, "istio_requests_total")
-            if host in (labels.get("destination_service"), labels.get("destination_service_name"))
+            sample.value
+            for sample in prometheus.parse(metrics)
+            if sample.matches(istio.REQUESTS, labels)
+            and host in (sample.labels.get("destination_service"), sample.labels.get("destination_service_name"))
         )
     )
 

@@ -50,10 +50,15 @@ def split_check(name: str, counts: dict[str, int], weights: dict[str, int]) -> C
     return Check(name, measured, expected, detail, passed=total > 0 and not failed and test.p_value > ALPHA)
 
 
+def mean_band(n: int, mean: float, variance: float) -> tuple[float, float]:
+    """The acceptance band of a mean of n draws at ALPHA (normal approximation)."""
+    half = stats.z_two_sided(ALPHA) * math.sqrt(variance / n) if n else math.inf
+    return mean - half, mean + half
+
+
 def mean_check(name: str, total: float, n: int, mean: float, variance: float, why: str) -> Check:
     measured = total / n if n else math.nan
-    half = stats.z_two_sided(ALPHA) * math.sqrt(variance / n) if n else math.inf
-    low, high = mean - half, mean + half
+    low, high = mean_band(n, mean, variance)
     return Check(
         name=name,
         measured=f"{measured:.3f} ({total:g} upstream requests / {n})",

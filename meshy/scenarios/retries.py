@@ -7,7 +7,7 @@ import json
 from meshy import stats
 from meshy.console import Console
 from meshy.scenarios.backends import Backend, app_requests, wait_for
-from meshy.scenarios.checks import exact_check, mean_check, share_check
+from meshy.scenarios.checks import exact_check, mean_band, mean_check, share_check
 from meshy.scenarios.traffic import WORKERS, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
@@ -71,6 +71,17 @@ def run(backend: Backend, console: Console) -> Report:
     report.phases.append(
         Phase(
             "after retries", {"200 OK": after[0], "500": n_after - after[0]}, {"200 OK": ok_after, "500": 1 - ok_after}
+        )
+    )
+
+    report.phases.append(
+        Phase(
+            "upstream requests per call",
+            {"before": before[1], "after": after[1]},
+            means={
+                "before": (before[1] / n_before, 1.0, 1.0),
+                "after": (after[1] / n_after, *mean_band(n_after, mean, variance)),
+            },
         )
     )
 

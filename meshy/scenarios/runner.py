@@ -29,6 +29,9 @@ def run(name: str, backend: Backend, console: Console, out_dir: Path | None = No
     result = SCENARIOS[name](backend, console)
     result.seconds = time.monotonic() - started
     paths = report.write(result, out_dir or reports_dir(backend.name))
+    snapshot = getattr(backend, "snapshot", None)  # backends with a mesh-wide metrics endpoint and dashboard
+    if snapshot is not None:
+        snapshot(name, out_dir or reports_dir(backend.name), console)
     console.info(f"{name}: {'PASSED' if result.passed else 'FAILED'} in {result.seconds:.1f}s ({paths[1]})")
     for check in result.checks:
         console.info(f"   {'✓' if check.passed else '✗'} {check.name}: {check.measured} (expected {check.expected})")

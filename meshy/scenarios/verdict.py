@@ -27,6 +27,8 @@ class Phase:
     name: str
     counts: dict[str, int]
     expected: dict[str, float] = field(default_factory=dict)  # share each label should get
+    # A panel of means instead of shares (e.g. attempts per call): label -> (mean, band low, band high).
+    means: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 from typing import TYPE_CHECKING
 
 from invoke import Context
@@ -20,20 +22,23 @@ STATE_HELP = {
 }
 FILE_HELP = "a YAML file, a directory of YAML files, or - for standard input; repeat -f for several"
 OUTPUTS = ("table", "json")
+DASHBOARD_HELP = {
+    "dashboard": "address of the dashboard and /metrics, HOST:PORT on loopback (default 127.0.0.1:20001; env MESHY_DASHBOARD)"
+}
 
 
 class NotRunning(TaskError):
     """Nothing to show: like kubectl get of a missing object, a non-zero exit."""
 
 
-def backend(state: str | None = None, ingress: str | None = None) -> LocalBackend:
+def backend(state: str | None = None, ingress: str | None = None, dashboard: str | None = None) -> LocalBackend:
     from meshy.local.backend import LocalBackend, LocalConfig
 
-    return LocalBackend(LocalConfig.from_env(state, ingress))
+    return LocalBackend(LocalConfig.from_env(state, ingress, dashboard=dashboard))
 
 
-@task(help={**PAIR_HELP, **STATE_HELP})
-def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
+@task(help={**PAIR_HELP, **STATE_HELP, **DASHBOARD_HELP})
+def up(c: Context, k8s=None, istio=None, state=None, ingress=None, dashboard=None):
     """Start minimal-service v1/v2, bounced-service, the external service and both gateways locally.
 
     Returns once a request through the ingress gateway succeeds, then prints
@@ -43,7 +48,7 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
     from meshy.render import build_dir, render_all
 
     pair = pair_of(k8s, istio)
-    local = backend(state, ingress)
+    local = backend(state, ingress, dashboard)
     local.refuse_other_mesh(pair, ingress_asked=bool(ingress or os.environ.get("MESHY_INGRESS")))
     if is_dry(c):
         print(f"would start the local mesh for {pair.name} in {local.dir} (ingress {local.ingress_url})")
@@ -55,6 +60,16 @@ def up(c: Context, k8s=None, istio=None, state=None, ingress=None):
     if seconds:
         print(f"\nfirst 200 through {local.ingress_url} after {seconds:.2f}s; try:")
         print(f"  curl -H 'Host: minimal.svc.kind.org' {local.ingress_url}/")
+    print(f"\ndashboard (versioned graph, /metrics): {local.layout.dashboard_url}/")
+
+
+@task(help=STATE_HELP)
+def dashboard(c: Context, state=None, ingress=None):
+    """Print the URL of the running mesh's dashboard (Kiali-like graph) and of its Istio metrics."""
+    local = backend(state, ingress)
+    local.require_up()
+    print(f"{local.layout.dashboard_url}/")
+    print(f"{local.layout.dashboard_url}/metrics")
 
 
 def change(c: Context, verb: str, files: list[str], state: str | None, ingress: str | None) -> None:
@@ -106,15 +121,25 @@ def status(c: Context, output="table", state=None, ingress=None):
     help={
         "name": "workload (its pods' app logs), pod, gateway or program name (see inv local.status)",
         "tail": "how many last lines of each log",
+        "access": "the Istio-format access logs of every proxy of the workload instead of the programs' logs",
+        "follow": "keep printing lines as they are written (Ctrl-C to stop)",
         **STATE_HELP,
     }
 )
-def logs(c: Context, name, tail=40, state=None, ingress=None):
+def logs(c: Context, name, tail=40, access=False, follow=False, state=None, ingress=None):
     """The last lines of a workload's logs: minimal-service, a pod, proxy_<pod>, istio-ingressgateway, minimal-external."""
+    from meshy.local.telemetry import accesslog
+
     local = backend(state, ingress)
-    for path in local.log_files(name):
+    paths = local.access_logs(name) if access else local.log_files(name)
+    for path in paths:
         print(f"==> {path} <==")
-        print("\n".join(path.read_text(errors="replace").splitlines()[-int(tail) :]))
+        text = path.read_text(errors="replace").splitlines() if path.exists() else []
+        print("\n".join(text[max(0, len(text) - int(tail)) :]))
+    if follow:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following, as with tail -f
+            tails = accesslog.tails_at_end(paths)
+            accesslog.follow(tails, lambda line: print(line, flush=True), stop=threading.Event())
 
 
 @task(help=STATE_HELP)

@@ -1,0 +1,90 @@
+"""Tails every proxy's JSON access log and keeps Istio's metrics for the whole mesh."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meshy.local import topology
+from meshy.local.telemetry.accesslog import JSON_FILE, Entry, Tail, parse_line
+from meshy.local.telemetry.metrics import IstioMetrics, LabelKey, label_key, labels_of
+from meshy.local.telemetry.peers import Peers
+
+Observer = Callable[[dict[str, str], Entry], None]
+
+
+def peers_of(state_dir: Path) -> Peers:
+    """The mesh's workloads and services as the state directory describes them now."""
+    from meshy.local.backend import LocalBackend, LocalConfig
+
+    backend = LocalBackend(LocalConfig(state_dir))
+    state = backend.load()
+    layout = backend.layout_of(state)
+    pods, _ = topology.pods(state.resources, state.allocation, layout)
+    return Peers.build(state.resources, pods, topology.gateways(layout), state.hosts)
+
+
+@dataclass
+class Collector:
+    """Reads what proxies appended since the last poll; thread-safe (the HTTP server polls on every scrape)."""
+
+    state_dir: Path
+    metrics: IstioMetrics = field(default_factory=IstioMetrics)
+    observers: list[Observer] = field(default_factory=list)
+    tails: dict[str, Tail] = field(default_factory=dict)
+    peers: Peers = field(default_factory=Peers)
+    state_mtime: float = -1.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cache: dict[tuple, tuple[dict[str, str], LabelKey]] = field(default_factory=dict)
+
+    def refresh_peers(self) -> None:
+        # Re-read the state only when an apply changed it: a scrape stays cheap.
+        try:
+            mtime = (self.state_dir / "state.json").stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime != self.state_mtime:
+            self.peers, self.state_mtime = peers_of(self.state_dir), mtime
+            self.cache.clear()
+
+    def labels(self, entry: Entry) -> tuple[dict[str, str], LabelKey]:
+        # Under load most requests repeat a handful of label sets: work each out once.
+        ip = entry.upstream_host.rpartition(":")[0], entry.downstream_remote.rpartition(":")[0]
+        cache_key = (entry.proxy, entry.listener, entry.upstream_cluster, *ip, entry.code, entry.flags, entry.protocol)
+        found = self.cache.get(cache_key)
+        if found is None:
+            labels = labels_of(entry, self.peers)
+            found = self.cache[cache_key] = (labels, label_key(labels))
+        return found
+
+    def poll(self) -> int:
+        """Fold new entries into the metrics; return how many there were."""
+        with self.lock:
+            self.refresh_peers()
+            count = 0
+            for path in sorted((self.state_dir / "envoy").glob(f"*/{JSON_FILE}")):
+                proxy = path.parent.name
+                tail = self.tails.setdefault(proxy, Tail(path))
+                while lines := tail.read():
+                    count += self.fold(proxy, lines)
+            return count
+
+    def fold(self, proxy: str, lines: list[str]) -> int:
+        count = 0
+        for line in lines:
+            entry = parse_line(proxy, line)
+            if entry is None:
+                continue
+            labels, key = self.labels(entry)
+            self.metrics.record(key, entry)
+            for observer in self.observers:
+                observer(labels, entry)
+            count += 1
+        return count
+
+    def exposition(self) -> str:
+        self.poll()
+        with self.lock:
+            return self.metrics.exposition()

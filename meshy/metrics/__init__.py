@@ -1,0 +1,1 @@
+"""Reading metrics the way either backend serves them."""

@@ -1,0 +1,210 @@
+"""Access-log entries -> Istio's metrics -> Prometheus text -> the parser, and the dashboard's graph."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import threading
+
+import pytest
+
+from meshy.dashboard import page
+from meshy.dashboard.graph import Graph
+from meshy.local.backend import LocalBackend, LocalConfig, LocalError
+from meshy.local.telemetry.accesslog import Entry, Tail, follow, parse_line, tails_at_end
+from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics, label_key
+from meshy.local.telemetry.peers import Service, Workload, workload_of
+from meshy.local.topology import Layout
+from meshy.metrics.istio import cluster_host, upstream_requests
+from meshy.metrics.prometheus import FormatError, by_label, parse, total
+from meshy.net import claim_address_base, free_port
+from meshy.versions import select_pair
+
+GATEWAY = workload_of("istio-ingressgateway", "istio-system", {"app": "istio-ingressgateway"})
+V1 = workload_of("minimal-service", "default", {"app": "minimal-service", "version": "v1"})
+V2 = workload_of("minimal-service-v2", "default", {"app": "minimal-service", "version": "v2"})
+SERVICE = Service("minimal-service.default.svc.cluster.local", "minimal-service", "default")
+
+
+def entry(listener: str = "gateway_80", code: int = 200, duration_ms: float = 2.0, size: int = 10) -> Entry:
+    return Entry("p", listener, code, "-", "HTTP/1.1", size, size * 2, duration_ms, "c", "h", "r")
+
+
+def labels(source: Workload, destination: Workload, reporter: str, code: int = 200) -> dict[str, str]:
+    return {
+        "reporter": reporter,
+        **source.labels("source"),
+        **destination.labels("destination"),
+        **SERVICE.labels(),
+        "request_protocol": "http",
+        "response_code": str(code),
+        "grpc_response_status": "",
+        "response_flags": "-",
+        "connection_security_policy": "unknown",
+    }
+
+
+def test_exposition_round_trips_through_the_parser():
+    metrics = IstioMetrics()
+    for code in (200, 200, 500):
+        metrics.record(label_key(labels(GATEWAY, V1, "source", code)), entry(code=code, duration_ms=3.0, size=150))
+    metrics.record(label_key(labels(GATEWAY, V2, "destination")), entry("inbound_9090", duration_ms=0.3))
+    samples = parse(metrics.exposition())
+    assert total(samples, REQUESTS) == 4
+    assert by_label(samples, REQUESTS, "response_code", reporter="source") == {"200": 2.0, "500": 1.0}
+    assert total(samples, REQUESTS, reporter="destination", destination_version="v2") == 1
+    assert set(next(s for s in samples if s.name == REQUESTS).labels) == set(LABELS)
+    # 3 ms falls in the (1, 5] bucket: cumulative 0 at le=1, 3 at le=5.
+    source = labels(GATEWAY, V1, "source", 200)
+    assert total(samples, f"{DURATION}_bucket", le="1", **source) == 0
+    assert total(samples, f"{DURATION}_bucket", le="5", **source) == 2
+    assert total(samples, f"{DURATION}_sum", **source) == 6.0
+    # 0.3 ms lands in the first bucket.
+    assert total(samples, f"{DURATION}_bucket", le="0.5", reporter="destination") == 1
+    assert total(samples, f"{REQUEST_BYTES}_bucket", le="100", **source) == 0
+    assert total(samples, f"{REQUEST_BYTES}_bucket", le="1000", **source) == 2
+
+
+def test_parser_reads_escapes_and_refuses_garbage():
+    text = '# HELP x y\nx{a="q\\"uote",b="back\\\\slash"} 2\nx_bucket{le="+Inf"} +Inf\nplain 3 1700000000\n'
+    samples = parse(text)
+    assert samples[0].labels == {"a": 'q"uote', "b": "back\\slash"}
+    assert samples[1].value == math.inf and samples[2].value == 3
+    with pytest.raises(FormatError, match="line 1 is not a Prometheus sample"):
+        parse("this is not { prometheus")
+    with pytest.raises(FormatError, match="is not a number"):
+        parse("x{} abc")
+
+
+def test_access_log_lines_parse_and_partial_lines_wait(tmp_path):
+    line = json.dumps(
+        {
+            "listener": "inbound_9090",
+            "code": "503",
+            "flags": "UH",
+            "request_bytes": "5",
+            "response_bytes": "-",
+            "duration_us": "1500",
+        }
+    )
+    parsed = parse_line("pod", line)
+    assert parsed is not None
+    assert (parsed.reporter, parsed.code, parsed.flags, parsed.request_bytes, parsed.response_bytes) == (
+        "destination",
+        503,
+        "UH",
+        5,
+        0,
+    )
+    assert parsed.duration_ms == 1.5
+    assert parse_line("pod", "{not json") is None
+    path = tmp_path / "access.json"
+    path.write_text(line + "\n" + line[:10])
+    tail = Tail(path)
+    assert tail.read() == [line]
+    with open(path, "a") as handle:
+        handle.write(line[10:] + "\n")
+    assert tail.read() == [line]
+    path.unlink()
+    path.write_text("new\n")  # a replaced file is read from its start
+    assert tail.read() == ["new"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_graph_shows_the_split_errors_quantiles_and_attempts():
+    clock = Clock()
+    graph = Graph(clock=clock, started=clock.now - 60)
+    for i in range(100):
+        version = V1 if i % 4 else V2  # 75% / 25%
+        code = 500 if i % 10 == 0 else 200
+        graph.observe(labels(GATEWAY, version, "source", code), entry(code=code, duration_ms=float(i + 1)))
+        graph.observe(labels(GATEWAY, version, "destination", code), entry("inbound_9090", code=code))
+    graph.observe(labels(GATEWAY, V1, "destination", 503), entry("inbound_9090", code=503))  # a retried attempt
+    edges = {(e.source, e.target): e for e in graph.edges()}
+    split = edges[("service:minimal-service.default.svc.cluster.local", "workload:minimal-service")]
+    assert split.split == 0.75 and split.requests == 75
+    into = edges[("workload:istio-ingressgateway", "service:minimal-service.default.svc.cluster.local")]
+    assert into.requests == 100 and into.attempts == 101
+    assert into.error_share == 0.10
+    # Read from 5% duration buckets: within 2.5% of the exact 50 and 99.
+    assert math.isclose(into.p50_ms, 50, rel_tol=0.025) and math.isclose(into.p99_ms, 99, rel_tol=0.025)
+    assert math.isclose(into.rate, 100 / 60)
+    assert "minimal-service v2" in page.table(graph) and "25%" in page.table(graph)
+    clock.now += 61
+    graph.tick()
+    assert graph.edges() == []
+    assert graph.series[-1][2] == {"200": 90, "500": 10}
+
+
+def test_upstream_requests_count_attempts_inside_the_mesh_and_calls_outside():
+    bounced = Service("bounced-service.default.svc.cluster.local", "bounced-service", "default")
+    external = Service("minimal.external.kind.org", "minimal.external.kind.org", "default")
+    bounced_workload = workload_of("bounced-service", "default", {"app": "bounced-service", "version": "v1"})
+    metrics = IstioMetrics()
+
+    def record(reporter: str, service: Service, destination: Workload, times: int) -> None:
+        for _ in range(times):
+            metrics.record(label_key({**labels(V1, destination, reporter), **service.labels()}), entry())
+
+    record("source", bounced, bounced_workload, 10)
+    record("destination", bounced, bounced_workload, 33)  # retried attempts
+    record("source", external, Workload(), 7)  # outside the mesh: no destination sidecar reports
+    samples = parse(metrics.exposition())
+    assert upstream_requests(samples, "minimal-service", bounced.host) == 33
+    assert upstream_requests(samples, "minimal-service", external.host) == 7
+    assert upstream_requests(samples, "bounced-service", bounced.host) == 0
+    assert cluster_host("outbound|9090||bounced-service.default.svc.cluster.local") == bounced.host
+    with pytest.raises(ValueError, match="not an Istio outbound cluster name"):
+        cluster_host("inbound|9090||")
+
+
+def test_dashboard_address_must_be_loopback():
+    with pytest.raises(
+        LocalError, match=r"dashboard address '0\.0\.0\.0:20001' is not a loopback HOST:PORT; set --dashboard"
+    ):
+        LocalConfig.from_env("/tmp/unused", dashboard="0.0.0.0:20001")
+    assert (
+        LocalConfig.from_env("/tmp/unused", dashboard="127.0.0.1:20099").layout.dashboard_url
+        == "http://127.0.0.1:20099"
+    )
+
+
+def test_a_taken_dashboard_port_is_refused_before_anything_starts(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        base, _claim = claim_address_base()
+        layout = Layout("127.0.0.1", free_port(), base, dashboard_port=port)
+        backend = LocalBackend(LocalConfig(tmp_path / "state", layout))
+        with pytest.raises(LocalError, match=f"127.0.0.1:{port} \\(the dashboard\\) is already in use"):
+            backend.up(select_pair())
+    assert not backend.supervisor.running()
+
+
+def test_follow_passes_on_only_new_lines_of_every_file(tmp_path):
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_text("old\n")
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def write(line: str) -> None:
+        seen.append(line)
+        if len(seen) == 2:
+            stop.set()
+
+    worker = threading.Thread(target=follow, args=(tails_at_end([first, second]), write, stop, 0.01))
+    worker.start()
+    with open(first, "a") as handle:
+        handle.write("new in a\n")
+    second.write_text("new in b\n")  # a file that appears later is followed from its start
+    worker.join(timeout=10)
+    assert not worker.is_alive() and sorted(seen) == ["new in a", "new in b"]
