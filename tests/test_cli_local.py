@@ -145,6 +145,8 @@ def test_ctrl_c_in_a_scenario_puts_back_the_mesh(mesh):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupt once the scenario has changed the mesh: its DestinationRule is applied.
     changed = wait_until(lambda: any(r["kind"] == "DestinationRule" for r in mesh.resources()), timeout=60)
