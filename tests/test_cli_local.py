@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from meshy import ROOT
-from meshy.net import claim_address_base, free_port, wait_until
+from meshy.local.supervisor import leftover_pids
+from meshy.net import claim_address_base, free_port, port_in_use, wait_until
 from meshy.render import render
 from meshy.versions import load_matrix, select_pair
 from tests.test_cli import inv
@@ -164,6 +165,9 @@ def test_down_says_what_it_stopped_and_a_second_down_that_nothing_ran(mesh):
     assert first.returncode == 0
     assert first.stdout.startswith(f"local mesh in {mesh.state}: stopped supervisord and its ")
     assert first.stdout.strip().endswith(" programs; state removed")
+    assert leftover_pids(mesh.state) == []  # every app and proxy ended, not only supervisord
+    host, port = mesh.ingress.split(":")
+    assert not port_in_use(host, int(port))
     second = mesh.inv("local.down")
     assert second.stdout.strip() == f"no local mesh in {mesh.state}: nothing was running, nothing removed"
     status = mesh.inv("local.status")

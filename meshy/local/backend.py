@@ -246,7 +246,10 @@ class LocalBackend:
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
         existed = self.state_file.exists()
-        programs = [p["name"] for p in self.supervisor.processes()] if self.supervisor.running() else []
+        running = self.supervisor.running()
+        programs = [p["name"] for p in self.supervisor.processes()] if running else []
+        if running:
+            self.supervisor.stop_programs()
         return Stopped(existed, programs, self.down())
 
     def refuse_other_mesh(self, pair: Pair, ingress_asked: bool) -> None:
