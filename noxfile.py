@@ -64,9 +64,10 @@ def old_schemas_python(session: nox.Session) -> str:
     wanted = [*OLD_SCHEMAS, *pins("Jinja2", "PyYAML", "jsonschema")]
     stamp = OLD_SCHEMAS_ENV / "requirements.txt"
     if not python.exists():
-        session.run(sys.executable, "-m", "venv", str(OLD_SCHEMAS_ENV), external=True)
+        # run_install: also under --install-only, where session.run does nothing.
+        session.run_install(sys.executable, "-m", "venv", str(OLD_SCHEMAS_ENV), external=True)
     if not stamp.exists() or stamp.read_text() != "\n".join(wanted):
-        session.run(str(python), "-m", "pip", "install", "--disable-pip-version-check", *wanted, external=True)
+        session.run_install(str(python), "-m", "pip", "install", "--disable-pip-version-check", *wanted, external=True)
         stamp.write_text("\n".join(wanted))
     return str(python)
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from meshy import ROOT
-from meshy.net import claim_address_base, free_port, wait_until
+from meshy.local.supervisor import leftover_pids
+from meshy.net import claim_address_base, free_port, port_in_use, wait_until
 from meshy.render import render
 from meshy.versions import load_matrix, select_pair
 from tests.test_cli import inv
@@ -146,6 +147,8 @@ def test_ctrl_c_in_a_scenario_puts_back_the_mesh(mesh):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     # Interrupt once the scenario has changed the mesh: its DestinationRule is applied.
     changed = wait_until(lambda: any(r["kind"] == "DestinationRule" for r in mesh.resources()), timeout=60)
@@ -163,6 +166,9 @@ def test_down_says_what_it_stopped_and_a_second_down_that_nothing_ran(mesh):
     assert first.returncode == 0
     assert first.stdout.startswith(f"local mesh in {mesh.state}: stopped supervisord and its ")
     assert first.stdout.strip().endswith("; state removed")
+    assert leftover_pids(mesh.state) == []  # every app and proxy ended, not only supervisord
+    host, port = mesh.ingress.split(":")
+    assert not port_in_use(host, int(port))
     second = mesh.inv("local.down")
     assert second.stdout.strip() == f"no local mesh in {mesh.state}: nothing was running, nothing removed"
     status = mesh.inv("local.status")
