@@ -198,9 +198,13 @@ class LocalBackend:
             self.check_ports(layout)
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t)]
-            with self.console.step("Starting supervisord"):
+            with self.console.step("Starting supervisord and the xDS server"):
                 limits.raise_open_files()
+                fresh = not self.supervisor.running()
                 self.supervisor.start()
+                if fresh:
+                    # Nothing runs yet: the server starts while the configuration is built and checked.
+                    self.supervisor.sync(self.programs([], [], State()))
             previous = state
             state = dataclasses.replace(
                 state,
