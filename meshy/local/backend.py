@@ -442,6 +442,7 @@ class LocalBackend:
             client.revert(changed)
             client.wait(changed, READY_TIMEOUT)
             proxy, detail = next(iter(outcome.nacked.items()))
+            detail = detail if len(detail) <= 200 else detail[:197] + "..."
             raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
         if outcome.pending:
             proxy, detail = next(iter(outcome.pending.items()))
