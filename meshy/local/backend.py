@@ -7,6 +7,7 @@ command can be run again, or after its caller was killed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -16,7 +17,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,8 @@ BASELINE = (
     "istio/minimal-virtualservice.yaml.j2",
 )
 READY_TIMEOUT = 30.0
+# Proxies from which waiting on them gets its own progress line.
+PROGRESS_FROM = 10
 # How long an old pod's sidecar may take to finish the requests it holds.
 DRAIN_TIMEOUT = 5.0
 
@@ -436,7 +439,7 @@ class LocalBackend:
         snapshots = {name: proxy_snapshot(proxies[name]) for name in changed}
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
-        with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their new configuration"):
+        with self.progress(f"Waiting for {len(changed)} proxies to acknowledge their new configuration", len(changed)):
             outcome = client.wait(changed, timeout)
         if outcome.nacked:
             client.revert(changed)
@@ -452,11 +455,15 @@ class LocalBackend:
             )
         pushed.update({name: digests[name] for name in changed})
 
+    def progress(self, message: str, size: int) -> AbstractContextManager[None]:
+        """A progress line for work on many proxies; a small apply stays one line of output."""
+        return self.console.step(message) if size >= PROGRESS_FROM else contextlib.nullcontext()
+
     def check_config(self, snapshots: dict[str, Snapshot]) -> None:
         """Envoy itself judges the new snapshots, so no proxy is ever sent one it would refuse."""
         if not snapshots:
             return
-        with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
+        with self.progress(f"Checking the configuration of {len(snapshots)} proxies with Envoy", len(snapshots)):
             try:
                 self.validator.validate(snapshots)
             except ConfigRejected as error:
