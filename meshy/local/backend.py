@@ -32,7 +32,7 @@ from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
 from meshy.local.supervisor import Program, Supervisor, kill_leftovers
-from meshy.local.xds.client import XdsClient, socket_path
+from meshy.local.xds.client import XdsClient, XdsError, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
@@ -347,19 +347,21 @@ class LocalBackend:
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
         final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
-        changed = [name for name, value in final.items() if pushed.get(name) != value]
-        self.check_config({name: proxy_snapshot(mesh.proxies[name]) for name in changed})
+        checked = {final[name]: proxy_snapshot(mesh.proxies[name]) for name in final if pushed.get(name) != final[name]}
+        self.check_config({name: checked[final[name]] for name in final if final[name] in checked})
         client = XdsClient(self.xds_socket)
         try:
             if not steps:
                 self.write_bootstraps(mesh.proxies)
                 self.supervisor.sync(self.programs(pods, gateways, state))
-                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
             for start, retire in steps:
                 serving = self.start_pods(client, state, serving, start, pushed)
                 serving = self.retire_pods(client, state, serving, retire, pushed)
-            if steps:
-                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
+            self.push(client, mesh.proxies, pushed, work_timeout(0, len(checked)), checked, final)
+        except XdsError as error:
+            raise LocalError(
+                f"the xDS server does not answer on {self.xds_socket} ({error}); see inv local.logs xds"
+            ) from None
         finally:
             client.close()
         if state.external:
@@ -426,17 +428,19 @@ class LocalBackend:
         proxies: dict[str, Proxy],
         pushed: dict[str, str],
         timeout: float,
-        checked: set[str] = frozenset(),
+        checked: dict[str, Snapshot] | None = None,
+        digests: dict[str, str] | None = None,
     ) -> None:
         """Hand the proxies whose model changed their new snapshots; return when each ACKed.
 
-        `checked`: digests Envoy already validated in this apply.
+        `checked`: snapshots Envoy already accepted in this apply, by model digest.
         """
-        digests = {name: proxy_digest(proxy) for name, proxy in proxies.items()}
+        checked = checked or {}
+        digests = digests or {name: proxy_digest(proxy) for name, proxy in proxies.items()}
         changed = [name for name, value in digests.items() if pushed.get(name) != value]
         if not changed:
             return
-        snapshots = {name: proxy_snapshot(proxies[name]) for name in changed}
+        snapshots = {name: checked.get(digests[name]) or proxy_snapshot(proxies[name]) for name in changed}
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
         with self.progress(f"Waiting for {len(changed)} proxies to acknowledge their new configuration", len(changed)):
