@@ -559,6 +559,7 @@ class LocalBackend:
             ready = get_text(f"http://{gateway.ip}:{ADMIN_PORT}/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
             rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
+        rows.append(self.xds_row(processes.get("xds", "STOPPED")))
         if state.external:
             external = processes.get(EXTERNAL_NAME, "STOPPED")
             rows.append(
@@ -571,6 +572,25 @@ class LocalBackend:
                 )
             )
         return rows
+
+    def xds_row(self, process: str) -> StatusRow:
+        """The control plane: ready when it answers and every proxy it configures is connected."""
+        client = XdsClient(self.xds_socket)
+        try:
+            proxies = client.status(timeout=2)
+        except XdsError:
+            proxies = None
+        finally:
+            client.close()
+        connected = sum(1 for p in (proxies or {}).values() if p["connected"])
+        total = len(proxies or {})
+        return StatusRow(
+            "xds-server",
+            "xds",
+            str(self.xds_socket),
+            proxies is not None and connected == total,
+            f"server {process}, {connected} of {total} proxies connected",
+        )
 
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]
