@@ -420,7 +420,10 @@ class LocalBackend:
 
     def active_requests(self, proxy: str) -> int:
         stats = self.proxy_stats(proxy, "http.")
-        return sum(v for k, v in stats.items() if k.endswith(".downstream_rq_active"))
+        # The admin interface counts the very request that reads the counters.
+        return sum(
+            v for k, v in stats.items() if k.endswith(".downstream_rq_active") and not k.startswith("http.admin.")
+        )
 
     def push(
         self,
