@@ -58,3 +58,26 @@ def test_paced_load_records_each_failure(start_service):
     assert load.outcome.ok == 0
     assert load.outcome.failed == len(load.outcome.failures) > 0
     assert {kind for _, kind in load.outcome.failures} == {"HTTP 500"}
+
+
+def load_bench_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "scripts" / "bench.py"
+    spec = importlib.util.spec_from_file_location("bench_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_manifests_are_what_the_backend_accepts():
+    from meshy.local.resources import parse_documents
+
+    bench = load_bench_script()
+    routes = parse_documents(bench.virtual_services(range(3), 7), "bench")
+    assert [r.spec["hosts"] for r in routes] == [[f"scale-{i}.svc.kind.org"] for i in range(3)]
+    assert {r.spec["http"][0]["headers"]["response"]["set"]["x-generation"] for r in routes} == {"7"}
+    workload = parse_documents(bench.scale_workload(5), "bench")
+    assert [r.kind for r in workload] == ["Deployment", "Service", "VirtualService"]
+    assert workload[0].spec["replicas"] == 5

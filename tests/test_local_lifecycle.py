@@ -83,9 +83,11 @@ def test_mesh_serves_between_up_and_down(tmp_path):
             "bounced-service",
             "istio-ingressgateway",
             "istio-egressgateway",
+            "xds-server",
             "external",
         ]
         assert all(r.ready for r in rows), rows
+        assert rows[-2].processes == "server RUNNING, 5 of 5 proxies connected"
     finally:
         mesh.backend.down()
 

@@ -180,6 +180,18 @@ def test_socket_is_owner_only(mesh):
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
 
 
+def inotify_watchers(pid: int) -> int:
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if os.readlink(fd) == "anon_inode:inotify")
+
+
+def test_proxies_hold_no_file_watch(mesh):
+    # Four inotify instances per Envoy hit the default 128 per user at about 30 pods.
+    envoys = [p for p in mesh.backend.supervisor.processes() if p["name"].startswith("proxy_")]
+    assert len(envoys) == 5
+    assert {p["name"]: inotify_watchers(p["pid"]) for p in envoys} == {p["name"]: 0 for p in envoys}
+
+
 def test_only_changed_proxies_receive_a_push(mesh):
     before = update_counts(mesh)
     mesh.apply(HEADER_VS)

@@ -7,6 +7,7 @@ command can be run again, or after its caller was killed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +50,7 @@ from meshy.local.supervisor import (
     summary,
 )
 from meshy.local.telemetry.accesslog import TEXT_FILE
-from meshy.local.xds.client import XdsClient, socket_path
+from meshy.local.xds.client import XdsClient, XdsError, socket_path
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
@@ -71,6 +72,8 @@ BASELINE = (
     "istio/minimal-virtualservice.yaml.j2",
 )
 READY_TIMEOUT = 30.0
+# Proxies from which waiting on them gets its own progress line.
+PROGRESS_FROM = 10
 # How long an old pod's sidecar may take to finish the requests it holds.
 DRAIN_TIMEOUT = 5.0
 DASHBOARD_PROGRAM = "dashboard"
@@ -330,9 +333,13 @@ class LocalBackend:
             with self.console.step(f"Rendering the baseline manifests for Kubernetes {pair.k8s} / Istio {pair.istio}"):
                 release = release_of(pair.istio)
                 resources = [r for t in BASELINE for r in parse_documents(render(t, pair, options), t, release)]
-            with self.console.step("Starting supervisord"):
+            with self.console.step("Starting supervisord and the xDS server"):
                 limits.raise_open_files()
+                fresh = not self.supervisor.running()
                 self.supervisor.start()
+                if fresh:
+                    # Nothing runs yet: the server starts while the configuration is built and checked.
+                    self.supervisor.sync(self.programs([], [], State()))
             previous = state
             state = dataclasses.replace(
                 state,
@@ -589,19 +596,25 @@ class LocalBackend:
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
         final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
-        changed = [name for name, value in final.items() if pushed.get(name) != value]
-        self.check_config({name: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name)) for name in changed})
+        checked = {
+            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name))
+            for name in final
+            if pushed.get(name) != final[name]
+        }
+        self.check_config({name: checked[final[name]] for name in final if final[name] in checked})
         client = XdsClient(self.xds_socket)
         try:
             if not steps:
                 self.write_bootstraps(mesh.proxies)
                 self.supervisor.sync(self.programs(pods, gateways, state))
-                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
             for start, retire in steps:
                 serving = self.start_pods(client, state, serving, start, pushed)
                 serving = self.retire_pods(client, state, serving, retire, pushed)
-            if steps:
-                self.push(client, mesh.proxies, pushed, work_timeout(0, len(changed)), checked=set(final.values()))
+            self.push(client, mesh.proxies, pushed, work_timeout(0, len(checked)), checked, final)
+        except XdsError as error:
+            raise LocalError(
+                f"the xDS server does not answer on {self.xds_socket} ({error}); see inv local.logs xds"
+            ) from None
         finally:
             client.close()
         if state.external:
@@ -662,7 +675,10 @@ class LocalBackend:
 
     def active_requests(self, proxy: str) -> int:
         stats = self.proxy_stats(proxy, "http.")
-        return sum(v for k, v in stats.items() if k.endswith(".downstream_rq_active"))
+        # The admin interface counts the very request that reads the counters.
+        return sum(
+            v for k, v in stats.items() if k.endswith(".downstream_rq_active") and not k.startswith("http.admin.")
+        )
 
     def push(
         self,
@@ -670,25 +686,30 @@ class LocalBackend:
         proxies: dict[str, Proxy],
         pushed: dict[str, str],
         timeout: float,
-        checked: set[str] = frozenset(),
+        checked: dict[str, Snapshot] | None = None,
+        digests: dict[str, str] | None = None,
     ) -> None:
         """Hand the proxies whose model changed their new snapshots; return when each ACKed.
 
-        `checked`: digests Envoy already validated in this apply.
+        `checked`: snapshots Envoy already accepted in this apply, by model digest.
         """
-        digests = {name: proxy_digest(proxy) for name, proxy in proxies.items()}
+        checked = checked or {}
+        digests = digests or {name: proxy_digest(proxy) for name, proxy in proxies.items()}
         changed = [name for name, value in digests.items() if pushed.get(name) != value]
         if not changed:
             return
-        snapshots = {name: proxy_snapshot(proxies[name], self.proxy_dir(name)) for name in changed}
+        snapshots = {
+            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name)) for name in changed
+        }
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
-        with self.console.step(f"Waiting for {len(changed)} proxies to acknowledge their new configuration"):
+        with self.progress(f"Waiting for {len(changed)} proxies to acknowledge their new configuration", len(changed)):
             outcome = client.wait(changed, timeout)
         if outcome.nacked:
             client.revert(changed)
             client.wait(changed, READY_TIMEOUT)
             proxy, detail = next(iter(outcome.nacked.items()))
+            detail = detail if len(detail) <= 200 else detail[:197] + "..."
             raise LocalError(f"proxy {proxy} refused the new configuration ({detail}); nothing was changed.")
         if outcome.pending:
             proxy, detail = next(iter(outcome.pending.items()))
@@ -698,11 +719,15 @@ class LocalBackend:
             )
         pushed.update({name: digests[name] for name in changed})
 
+    def progress(self, message: str, size: int) -> AbstractContextManager[None]:
+        """A progress line for work on many proxies; a small apply stays one line of output."""
+        return self.console.step(message) if size >= PROGRESS_FROM else contextlib.nullcontext()
+
     def check_config(self, snapshots: dict[str, Snapshot]) -> None:
         """Envoy itself judges the new snapshots, so no proxy is ever sent one it would refuse."""
         if not snapshots:
             return
-        with self.console.step(f"Checking the configuration of {len(snapshots)} proxies with Envoy"):
+        with self.progress(f"Checking the configuration of {len(snapshots)} proxies with Envoy", len(snapshots)):
             try:
                 self.validator.validate(snapshots)
             except ConfigRejected as error:
@@ -820,6 +845,7 @@ class LocalBackend:
             ready = self.admin_get(gateway.name, "/ready") is not None
             address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
             rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
+        rows.append(self.xds_row(processes.get("xds", "STOPPED")))
         if state.external:
             external = processes.get(EXTERNAL_NAME, "STOPPED")
             rows.append(
@@ -863,6 +889,25 @@ class LocalBackend:
             if lines:
                 self.reconcile(dataclasses.replace(state, resources=resources), state)
         return lines
+
+    def xds_row(self, process: str) -> StatusRow:
+        """The control plane: ready when it answers and every proxy it configures is connected."""
+        client = XdsClient(self.xds_socket)
+        try:
+            proxies = client.status(timeout=2)
+        except XdsError:
+            proxies = None
+        finally:
+            client.close()
+        connected = sum(1 for p in (proxies or {}).values() if p["connected"])
+        total = len(proxies or {})
+        return StatusRow(
+            "xds-server",
+            "xds",
+            str(self.xds_socket),
+            proxies is not None and connected == total,
+            f"server {process}, {connected} of {total} proxies connected",
+        )
 
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]

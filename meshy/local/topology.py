@@ -118,8 +118,9 @@ def rollout_steps(
     Kubernetes' defaults (maxSurge 25% rounded up, maxUnavailable 25% rounded
     down; pkg/controller/deployment/rolling.go): a rolled Deployment starts at
     most ceil(25%) new pods at a time, and retires as many old ones only once
-    those serve, so none is ever unavailable. A Deployment without old pods
-    (new or scaled up) starts all at once; one without new pods retires all at once.
+    those serve, so none is ever unavailable; old pods beyond the new replica
+    count go with the first step. A Deployment without old pods (new or scaled
+    up) starts all at once; one without new pods retires all at once.
     """
     by_deployment: dict[str, tuple[list[Pod], list[Pod]]] = {}
     for pod in starting:
@@ -128,12 +129,21 @@ def rollout_steps(
         by_deployment.setdefault(pod.deployment, ([], []))[1].append(pod)
     steps: list[tuple[list[Pod], list[Pod]]] = []
     for deployment, (new, old) in by_deployment.items():
-        size = max(1, -(-replicas.get(deployment, 0) // 4)) if new and old else max(len(new), len(old))
-        for number, first in enumerate(range(0, max(len(new), len(old)), size)):
+        wanted = replicas.get(deployment, 0)
+        size = max(1, -(-wanted // 4)) if new and old else max(len(new), len(old))
+        # Old pods beyond the new replica count are not needed for availability:
+        # they leave with the first step.
+        excess = max(0, len(old) - wanted) if new else 0
+        batches = [(new[:size], old[: excess + size])]
+        batches += [
+            (new[first : first + size], old[excess + first : excess + first + size])
+            for first in range(size, max(len(new), len(old) - excess), size)
+        ]
+        for number, (start, retire) in enumerate(batches):
             if number == len(steps):
                 steps.append(([], []))
-            steps[number][0].extend(new[first : first + size])
-            steps[number][1].extend(old[first : first + size])
+            steps[number][0].extend(start)
+            steps[number][1].extend(retire)
     return steps
 
 

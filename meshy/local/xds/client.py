@@ -41,7 +41,15 @@ class XdsClient:
     def __init__(self, socket: Path) -> None:
         self.socket = socket
         self.channel = grpc.insecure_channel(
-            f"unix:{socket}", options=[("grpc.max_send_message_length", 256 * 1024 * 1024)]
+            f"unix:{socket}",
+            options=[
+                ("grpc.max_send_message_length", 256 * 1024 * 1024),
+                # The server may be starting with the mesh: retry within tens of
+                # milliseconds, not gRPC's default one second and more.
+                ("grpc.initial_reconnect_backoff_ms", 20),
+                ("grpc.min_reconnect_backoff_ms", 20),
+                ("grpc.max_reconnect_backoff_ms", 200),
+            ],
         )
 
     def close(self) -> None:
