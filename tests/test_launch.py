@@ -24,7 +24,12 @@ HOSTILE_VALUE = 'line one\ncommand=/bin/touch {pwned}\nautostart=true\n[program:
 
 
 def dump_env_program(out: Path, env: dict[str, str], name: str = "hostile") -> Program:
-    script = f"import json, os; open({str(out)!r}, 'w').write(json.dumps(dict(os.environ), sort_keys=True))"
+    # Written beside and renamed: the test sees the whole file or none.
+    tmp = out.with_suffix(".tmp")
+    script = (
+        f"import json, os; open({str(tmp)!r}, 'w').write(json.dumps(dict(os.environ), sort_keys=True)); "
+        f"os.replace({str(tmp)!r}, {str(out)!r})"
+    )
     # A program that stays up (startsecs) after writing what it received.
     return Program(name, [sys.executable, "-c", script + "; import time; time.sleep(60)"], env)
 

@@ -84,7 +84,7 @@ def test_the_mesh_keeps_its_pair_for_every_later_apply(tmp_path):
     backend = LocalBackend(LocalConfig(tmp_path), Console(quiet=True))
     old = "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata: {name: vs}\nspec: {hosts: [web]}\n"
     resources = ResourceSet().applied(parse_documents(old, "x", release_of("1.8")))
-    backend.save(State(resources=resources, istio="1.8.6"))
+    backend.save(State(resources=resources, pair="1.19-istio-1.8"))
     state = backend.load()
     assert state.release.version == "1.8"
     with pytest.raises(ResourceError, match="not served by Istio 1.8"):

@@ -98,7 +98,7 @@ def test_rollout_under_load_fails_no_request(mesh):
     assert len(load.outcomes) > RATE  # the rollout really ran under load
     assert old <= load.served_by() and new <= load.served_by()  # traffic moved from the old pods to the new
     # the old pods are gone: no process and no endpoint
-    processes = {p["name"] for p in mesh.backend.supervisor.processes()}
+    processes = {p.name for p in mesh.backend.supervisor.processes()}
     assert not {f"app_{name}" for name in old} & processes
     assert all(mesh.get().json()["servedBy"] in new for _ in range(20))
 
