@@ -33,6 +33,8 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "render", "tests"]
 
 
+# What CI runs (`nox -t ci`): lint, schemas, the suite, the demo per pair, the kind path on stand-ins.
+CI = "ci"
 # Sessions that run in the project's .venv.
 PROJECT_ENV = "none"
 OLD_SCHEMAS_ENV = ROOT / ".nox" / "old-schemas"
@@ -83,14 +85,14 @@ def crds_env() -> dict[str, str]:
     return {"MESHY_ISTIO_CRDS": os.environ.get("MESHY_ISTIO_CRDS", str(default))}
 
 
-@nox.session(venv_backend=PROJECT_ENV)
+@nox.session(venv_backend=PROJECT_ENV, tags=[CI])
 def tests(session: nox.Session) -> None:
     """Unit, golden and black-box tests (real processes, real Envoy, real HTTP)."""
     install(session)
     session.run(sys.executable, "-m", "pytest", *session.posargs, env=crds_env(), external=True)
 
 
-@nox.session
+@nox.session(tags=[CI])
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check (an environment holding ruff alone)."""
     session.install(*pins("ruff"))
@@ -98,7 +100,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(venv_backend=PROJECT_ENV)
+@nox.session(venv_backend=PROJECT_ENV, tags=[CI])
 @nox.parametrize("pair", PAIRS)
 def render(session: nox.Session, pair: str) -> None:
     """Render every template for a pair and validate every object (Kubernetes and Istio schemas)."""
@@ -142,7 +144,7 @@ def e2e_local_pair(pair: str):
 
 
 for _pair in PAIRS:
-    nox.session(name=f"e2e-local-{_pair}", venv_backend=PROJECT_ENV)(e2e_local_pair(_pair))
+    nox.session(name=f"e2e-local-{_pair}", venv_backend=PROJECT_ENV, tags=[CI])(e2e_local_pair(_pair))
 
 
 def docker_running() -> bool:
@@ -189,7 +191,7 @@ def standins(pair: str):
         work = Path(session.create_tmp()).resolve() / f"standins-{pair}"
         shutil.rmtree(work, ignore_errors=True)
         base, _claim = claim_address_base()  # held until the session ends
-        env = harness.standin_env(work, base, python=str(Path(session.bin) / "python"))
+        env = harness.standin_env(work, base, python=sys.executable)
         harness.seed_istio(work / "cache", select_pair(*pair.split("-istio-")))
         plan = session.run("inv", "--dry", "demo", "--backend", "kind", *pair_args(pair), env=env, silent=True)
         plan += session.run("inv", "--dry", "down", *pair_args(pair), env=env, silent=True)
@@ -210,8 +212,8 @@ def standins(pair: str):
 
 
 for _pair in PAIRS:
-    nox.session(name=f"e2e-{_pair}")(e2e_kind(_pair))
-    nox.session(name=f"standins-{_pair}")(standins(_pair))
+    nox.session(name=f"e2e-{_pair}", venv_backend=PROJECT_ENV)(e2e_kind(_pair))
+    nox.session(name=f"standins-{_pair}", venv_backend=PROJECT_ENV, tags=[CI])(standins(_pair))
 
 
 @nox.session(venv_backend=PROJECT_ENV)

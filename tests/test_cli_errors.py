@@ -21,6 +21,7 @@ def test_a_bad_ingress_address_is_one_line(tmp_path):
     result = inv("local.up", env={"MESHY_STATE": str(tmp_path / "s"), "MESHY_INGRESS": "0.0.0.0:80"})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: ingress address '0.0.0.0:80' is not a loopback HOST:PORT; use for example 127.0.0.1:8080."
+        "error: ingress address '0.0.0.0:80' is not a loopback HOST:PORT; "
+        "set --ingress or MESHY_INGRESS to one like 127.0.0.1:8080."
     ]
     assert not (tmp_path / "s").exists()

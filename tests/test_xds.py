@@ -187,9 +187,9 @@ def inotify_watchers(pid: int) -> int:
 
 def test_proxies_hold_no_file_watch(mesh):
     # Four inotify instances per Envoy hit the default 128 per user at about 30 pods.
-    envoys = [p for p in mesh.backend.supervisor.processes() if p["name"].startswith("proxy_")]
+    envoys = [p for p in mesh.backend.supervisor.processes() if p.name.startswith("proxy_")]
     assert len(envoys) == 5
-    assert {p["name"]: inotify_watchers(p["pid"]) for p in envoys} == {p["name"]: 0 for p in envoys}
+    assert {p.name: inotify_watchers(p.pid) for p in envoys} == {p.name: 0 for p in envoys}
 
 
 def test_only_changed_proxies_receive_a_push(mesh):

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import requests
 
+from meshy.errors import MeshyError
+
 # Long enough for the page's first refresh (fetches, layout) in virtual time.
 SCRIPT_BUDGET_MS = 4000
 TIMEOUT = 90
 
 
-class BrowserError(RuntimeError):
+class BrowserError(MeshyError, RuntimeError):
     pass
 
 

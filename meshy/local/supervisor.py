@@ -349,22 +349,26 @@ def stop_pids(pids: list[int], grace: float) -> None:
 
 
 def listens(pid: int) -> bool:
-    """Whether a process holds a listening TCP socket (it accepts connections now)."""
+    """Whether a process holds a listening socket (it accepts connections now): TCP, or Unix (the xDS server)."""
     try:
         inodes = {
             os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1]
             for fd in os.listdir(f"/proc/{pid}/fd")
             if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")
         }
-        rows = [
+        tcp = [
             line.split()
             for name in ("tcp", "tcp6")
             for line in Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
         ]
+        unix = [line.split() for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]]
     except OSError:
         return False
-    # Columns: sl local remote st ... inode (10th); st 0A is LISTEN.
-    return any(row[3] == "0A" and row[9] in inodes for row in rows)
+    # tcp columns: sl local remote st ... inode (10th); st 0A is LISTEN.
+    # unix columns: Num RefCount Protocol Flags Type St Inode [Path]; flag 0x10000 is __SO_ACCEPTCON (listening).
+    return any(row[3] == "0A" and row[9] in inodes for row in tcp) or any(
+        len(row) >= 7 and int(row[3], 16) & 0x10000 and row[6] in inodes for row in unix
+    )
 
 
 def summary(ended: list[Ended]) -> str:

@@ -10,12 +10,14 @@ import math
 import re
 from dataclasses import dataclass
 
+from meshy.errors import MeshyError
+
 LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?$")
 LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
 UNESCAPE = {"\\\\": "\\", '\\"': '"', "\\n": "\n"}
 
 
-class FormatError(ValueError):
+class FormatError(MeshyError, ValueError):
     """Text that is not Prometheus exposition format."""
 
 

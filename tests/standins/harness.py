@@ -31,6 +31,8 @@ def standin_env(work: Path, address_base: int, python: str = sys.executable) -> 
         "MESHY_CACHE": str(work / "cache"),
         "MESHY_ADDRESS_BASE": str(address_base),
         "MESHY_HOST_PORTS": ",".join(f"{name}={port}" for name, port in ports.items()),
+        # The local mesh behind the stand-ins serves its dashboard too: never on another mesh's port.
+        "MESHY_DASHBOARD": f"127.0.0.1:{free_port()}",
     }
 
 

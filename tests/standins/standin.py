@@ -260,7 +260,9 @@ def istioctl(state: dict, args: list[str], stdin: str) -> str:
 def mesh_layout(state: dict):
     from meshy.local.topology import Layout
 
-    return Layout("127.0.0.1", state.get("ingress_port", 8080), int(os.environ.get("MESHY_ADDRESS_BASE", "10")))
+    base = int(os.environ.get("MESHY_ADDRESS_BASE", "10"))
+    dashboard = int(os.environ.get("MESHY_DASHBOARD", "127.0.0.1:20001").rpartition(":")[2])
+    return Layout("127.0.0.1", state.get("ingress_port", 8080), base, dashboard_port=dashboard)
 
 
 def local_backend(state: dict):

@@ -51,7 +51,9 @@ JSON_FIELDS = {
     "duration_us": "%COMMON_DURATION(DS_RX_BEG:DS_TX_END:us)%",
     "upstream_cluster": "%UPSTREAM_CLUSTER_RAW%",
     "upstream_host": "%UPSTREAM_HOST%",
-    "downstream_remote": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    # The connection's own peer, not the address x-forwarded-for names: the peer address is what
+    # tells the calling proxy (each binds its upstream connections to its own address).
+    "downstream_remote": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
 }
 
 

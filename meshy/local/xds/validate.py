@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from meshy.errors import MeshyError
+from meshy.local.envoy import runtime
 from meshy.local.xds.snapshot import CLUSTER, LISTENER, ROUTE, Resources, Snapshot
 
 # Envoy's line for a configuration it refuses: "... error initializing configuration '<file>': <why>".
@@ -86,7 +87,9 @@ def assemble(snapshots: dict[str, Snapshot]) -> dict[str, Any]:
             clusters.append({**untyped(cluster), "name": f"{proxy}/{cluster['name']}"})
         for listener in snapshot[LISTENER].items.values():
             listeners.append({**inline_routes(listener, routes), "name": f"{proxy}/{listener['name']}"})
-    return {"static_resources": {"clusters": clusters, "listeners": listeners}}
+    # The proxies' own runtime layer (Istio's RE2 program-size limit): without it Envoy would judge
+    # regexes by its default limit, not the one the proxies run with.
+    return {"layered_runtime": runtime(), "static_resources": {"clusters": clusters, "listeners": listeners}}
 
 
 class Validator:
