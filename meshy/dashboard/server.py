@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,6 +78,15 @@ def serve(dashboard: Dashboard, host: str, port: int) -> ThreadingHTTPServer:
             # Scrapes every few seconds would drown the program's log.
             pass
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = SharedPortServer((host, port), Handler)
     server.daemon_threads = True
     return server
+
+
+class SharedPortServer(ThreadingHTTPServer):
+    """Binds with SO_REUSEPORT: when a new supervisord takes the mesh over, the successor
+    listens beside the old dashboard until that one is stopped (as the apps and Envoys do)."""
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
