@@ -71,6 +71,7 @@ class Outcome:
     ok: int = 0
     failed: int = 0
     failures: list[tuple[float, str]] = field(default_factory=list)
+    served_by: set[str] = field(default_factory=set)  # the apps (HOSTNAME) that answered, when tracked
 
 
 class PacedLoad:
@@ -80,8 +81,12 @@ class PacedLoad:
     which event (a reload, a kill) a failed request belongs to.
     """
 
-    def __init__(self, url: str, rate: float, host: str | None = None, clients: int = 8) -> None:
+    def __init__(
+        self, url: str, rate: float, host: str | None = None, clients: int = 8, track_servers: bool = False
+    ) -> None:
         self.url = url
+        # minimal-service names the pod that answered (servedBy): a rollout test sees traffic move.
+        self.track_servers = track_servers
         self.interval = clients / rate
         self.headers = {"Host": host} if host else {}
         self.clients = clients
@@ -108,10 +113,13 @@ class PacedLoad:
         next_at = time.monotonic() + index * self.interval / self.clients
         while not self.stopping.is_set():
             next_at += self.interval
+            served = None
             try:
-                status = session.get(self.url, headers=self.headers, timeout=5).status_code
-                failure = None if status == 200 else f"HTTP {status}"
-            except requests.RequestException as error:
+                response = session.get(self.url, headers=self.headers, timeout=5)
+                failure = None if response.status_code == 200 else f"HTTP {response.status_code}"
+                if failure is None and self.track_servers:
+                    served = response.json().get("servedBy")
+            except (requests.RequestException, ValueError) as error:
                 failure = type(error).__name__
             with self.lock:
                 if failure:
@@ -119,6 +127,8 @@ class PacedLoad:
                     self.outcome.failures.append((time.monotonic(), failure))
                 else:
                     self.outcome.ok += 1
+                    if served:
+                        self.outcome.served_by.add(served)
             self.stopping.wait(max(0.0, next_at - time.monotonic()))
 
 

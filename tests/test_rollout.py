@@ -6,13 +6,12 @@ at 200 req/s); these tests count every failed request during the change.
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
-import requests
 import yaml
 
+from meshy.bench import PacedLoad
 from meshy.local import topology
 from meshy.local.model import Pod
 from meshy.render import render
@@ -37,47 +36,10 @@ def deployment(mesh: Mesh, replicas: int = 1, **env: str) -> str:
     return yaml.safe_dump(item)
 
 
-class Load:
-    """RATE requests per second through the ingress until stopped; every outcome kept."""
-
-    def __init__(self, mesh: Mesh) -> None:
-        self.url = mesh.backend.ingress_url
-        self.outcomes: list[tuple[int, str]] = []  # (status or 0, served by or error)
-        self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(WORKERS)]
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        time.sleep(0.5)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        time.sleep(0.5)
-        self.stop.set()
-        for thread in self.threads:
-            thread.join()
-
-    def run(self, worker: int) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        interval = WORKERS / RATE
-        due = time.monotonic() + worker * interval / WORKERS
-        while not self.stop.is_set():
-            try:
-                response = session.get(self.url, headers={"Host": "minimal.svc.kind.org"}, timeout=10)
-                served = response.json().get("servedBy", "") if response.status_code == 200 else response.text[:80]
-                self.outcomes.append((response.status_code, served))
-            except (requests.RequestException, ValueError) as error:
-                self.outcomes.append((0, type(error).__name__))
-            due += interval
-            time.sleep(max(0.0, due - time.monotonic()))
-
-    def failures(self) -> list[tuple[int, str]]:
-        return [o for o in self.outcomes if o[0] != 200]
-
-    def served_by(self) -> set[str]:
-        return {served for status, served in self.outcomes if status == 200}
+def load(mesh: Mesh) -> PacedLoad:
+    """RATE requests per second through the ingress, every failure and every answering pod kept."""
+    url = mesh.backend.ingress_url + "/"
+    return PacedLoad(url, RATE, host="minimal.svc.kind.org", clients=WORKERS, track_servers=True)
 
 
 def pods_of(mesh: Mesh) -> list[Pod]:
@@ -88,15 +50,18 @@ def test_rollout_under_load_fails_no_request(mesh):
     mesh.apply(deployment(mesh, replicas=2))
     old = {pod.name for pod in pods_of(mesh)}
     assert len(old) == 2
-    with Load(mesh) as load:
+    with load(mesh) as traffic:
+        time.sleep(0.5)  # old pods serve first
         assert mesh.apply(deployment(mesh, replicas=2, ROLLOUT="2"))[:1] == [
             "Deployment default/minimal-service configured"
         ]
+        time.sleep(0.5)  # and new ones after
     new = {pod.name for pod in pods_of(mesh)}
     assert len(new) == 2 and not new & old
-    assert load.failures() == []
-    assert len(load.outcomes) > RATE  # the rollout really ran under load
-    assert old <= load.served_by() and new <= load.served_by()  # traffic moved from the old pods to the new
+    assert traffic.outcome.failures == []
+    assert traffic.outcome.ok > RATE  # the rollout really ran under load
+    served = traffic.outcome.served_by
+    assert old <= served and new <= served  # traffic moved from the old pods to the new
     # the old pods are gone: no process and no endpoint
     processes = {p.name for p in mesh.backend.supervisor.processes()}
     assert not {f"app_{name}" for name in old} & processes
@@ -104,12 +69,12 @@ def test_rollout_under_load_fails_no_request(mesh):
 
 
 def test_scaling_up_and_down_keeps_serving_and_zero_replicas_is_allowed(mesh):
-    with Load(mesh) as load:
+    with load(mesh) as traffic:
         mesh.apply(deployment(mesh, replicas=3, ROLLOUT="2"))
         assert len(pods_of(mesh)) == 3
         mesh.apply(deployment(mesh, replicas=1, ROLLOUT="2"))
     assert len(pods_of(mesh)) == 1
-    assert load.failures() == []
+    assert traffic.outcome.failures == []
     assert mesh.apply(deployment(mesh, replicas=0, ROLLOUT="2"))[:1] == [
         "Deployment default/minimal-service configured"
     ]
