@@ -420,7 +420,8 @@ def mesh_view(doc: dict) -> dict:
 
 def kiali_service_entry(address: str) -> dict:
     return {
-        "apiVersion": "networking.istio.io/v1",
+        # v1beta1: served by every Istio release of the matrix (v1 only from 1.22; the mesh behind keeps its pair).
+        "apiVersion": "networking.istio.io/v1beta1",
         "kind": "ServiceEntry",
         "metadata": {"name": "kiali-standin", "namespace": "istio-system"},
         "spec": {
@@ -519,13 +520,13 @@ def app_metrics(state: dict, path: str) -> str:
 
 def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
     """`kubectl exec deploy/X -c istio-proxy -- pilot-agent request GET PATH`: the proxy's Envoy admin API."""
-    import requests
-
     proxy = args[1].removeprefix("deploy/")
     path = args[-1]
     backend = local_backend(state)
-    address = backend.admin_address(proxy)
-    text = requests.get(f"http://{address}/{path}", timeout=10, proxies={"http": ""}).text
+    # The local proxies' admin interfaces are owner-only Unix sockets.
+    text = backend.admin_get(backend.proxy_name(proxy), f"/{path}")
+    if text is None:
+        raise Fail(f"error: unable to upgrade connection: the admin interface of {proxy} does not answer")
     if path == "stats":
         return "".join(line + "\n" for line in text.splitlines() if line.startswith(DEFAULT_STATS))
     if path == "stats/prometheus":
