@@ -290,7 +290,7 @@ def bench_dashboard(results: dict) -> None:
         results["dashboard_latency_ratio"] = {q: round(on[q] / off[q], 3) for q in ("p50", "p99")}
         with viewer(backend.layout.dashboard_url):
             hey(**target, seconds=60, workers=10, rate_per_worker=100)  # fills the graph's one-minute window
-        pid = next(p["pid"] for p in backend.supervisor.processes() if p["name"] == DASHBOARD_PROGRAM)
+        pid = next(p.pid for p in backend.supervisor.processes() if p.name == DASHBOARD_PROGRAM)
         rss, peak = rss_mb(pid)
         results["dashboard_memory_mb"] = {"rss": round(rss, 1), "peak": round(peak, 1)}
     finally:
@@ -709,7 +709,7 @@ def bench_scale_pods(backend: LocalBackend, session: requests.Session) -> list[d
         backend.apply(scale_workload(size), "bench")
         seen(session, backend, "scale.svc.kind.org")
         ready = time.perf_counter() - started
-        pids = {p["name"]: p["pid"] for p in backend.supervisor.processes()}
+        pids = {p.name: p.pid for p in backend.supervisor.processes()}
         pods = [pod.name for pod in backend.pods() if pod.deployment == "scale"]
         per_pod = [pss_mb(pids[f"app_{name}"]) + pss_mb(pids[f"proxy_{name}"]) for name in pods]
         answers = [
