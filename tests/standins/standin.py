@@ -260,7 +260,7 @@ def istioctl(state: dict, args: list[str], stdin: str) -> str:
 def mesh_layout(state: dict):
     from meshy.local.topology import Layout
 
-    base = int(os.environ.get("MESHY_ADDRESS_BASE", "10"))
+    base = int(os.environ["MESHY_ADDRESS_BASE"])  # the harness claims a free block for every run
     dashboard = int(os.environ.get("MESHY_DASHBOARD", "127.0.0.1:20001").rpartition(":")[2])
     return Layout("127.0.0.1", state.get("ingress_port", 8080), base, dashboard_port=dashboard)
 
