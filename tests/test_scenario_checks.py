@@ -15,6 +15,9 @@ AFTER = 1 - 0.7**21
 
 def test_retry_share_passes_when_working_and_fails_when_retries_are_missing():
     assert share_check("after", 231, 231, AFTER, "").passed
+    # Two failures out of 231 are within chance for working retries (a Wilson interval rejected them).
+    assert share_check("after", 229, 231, AFTER, "").passed
+    assert not share_check("after", round(231 * 0.95), 231, AFTER, "retries that barely work").passed
     assert not share_check("after", 70, 231, AFTER, "no retries at all").passed
     # Istio's default policy (2 retries) does not retry 500s; even if it did, 1 - 0.7^3 is far off.
     assert not share_check("after", round(231 * (1 - 0.7**3)), 231, AFTER, "3 tries").passed

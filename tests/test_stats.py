@@ -61,3 +61,13 @@ def test_truncated_geometric_matches_closed_form_mean():
 def test_chi_square_with_nothing_observed_fits_nothing():
     # Every request failed: no count to test, and never a pass (nor a division by zero).
     assert stats.chi_square_gof([0, 0], [0.5, 0.5]).p_value == 0.0
+
+
+def test_binomial_p_value_is_exact():
+    # Ten fair coins, no head: both tails of 1/1024 together.
+    assert math.isclose(stats.binomial_p_value(0, 10, 0.5), 2 / 1024)
+    assert stats.binomial_p_value(5, 10, 0.5) == 1.0
+    # Near 1: two failures in 231 at p = 1 - 0.7**21 happen in about 0.8% of runs, three in 0.03%.
+    p = 1 - 0.7**21
+    assert 0.006 < stats.binomial_p_value(229, 231, p) < 0.02
+    assert stats.binomial_p_value(228, 231, p) < 0.001
