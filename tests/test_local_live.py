@@ -151,7 +151,9 @@ def test_fault_delay_is_visible_in_latency(clean):
     )
     delayed = [timed(clean.get) for _ in range(10)]
     assert statistics.median(baseline) < 0.1
-    assert min(delayed) >= 0.25
+    # Envoy's dispatcher caches the time it arms a timer with, so a 250 ms delay can end a
+    # millisecond or so early by the client's clock (seen: 249.4 ms); far above the baseline.
+    assert min(delayed) >= 0.245
 
 
 def test_fault_abort_is_visible_in_codes(clean):
