@@ -308,13 +308,9 @@ class LocalBackend:
         with self.locked():
             state = self.load()
             handed_over = self.recover(state)
-            running = handed_over or self.is_up()
-            if running and state.external and state.istio not in (None, pair.istio):
-                raise LocalError(
-                    f"the local mesh in {self.dir} runs Istio {state.istio}'s rules, not {pair.istio}'s; "
-                    "run inv local.down first to start it with another pair."
-                )
-            if running and state.external:
+            # A running mesh keeps the pair (and so the Istio rules) it was started with.
+            self.refuse_other_mesh(pair, ingress_asked=False)
+            if (handed_over or self.is_up()) and state.external:
                 revived = self.supervisor.revive()
                 if not revived:
                     if handed_over:
