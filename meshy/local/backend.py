@@ -33,7 +33,8 @@ from meshy.console import Console
 from meshy.errors import MeshyError
 from meshy.local import admin, envoy, limits, topology
 from meshy.local.build import Inputs, build_mesh
-from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
+from meshy.local.memo import BuildMemo, derive
+from meshy.local.model import GatewayPod, Mesh, Pod, Proxy, VirtualHost
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
@@ -188,6 +189,8 @@ class LocalBackend:
         self.supervisor = Supervisor(self.dir, python_binary())
         self._validator: Validator | None = None
         self._loaded: tuple[tuple[int, int, int], State] | None = None
+        # What one apply's builds leave for the next: unchanged VirtualServices are not built again.
+        self.memo = BuildMemo()
 
     @property
     def validator(self) -> Validator:
@@ -573,7 +576,7 @@ class LocalBackend:
             state.resources, state.allocation, layout, busy=frozenset(previous.allocation.values())
         )
         state.allocation = allocation
-        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts, state.release))
+        mesh = build_mesh(Inputs(state.resources, pods, gateways, state.hosts, state.release), self.memo)
         binds = listener_binds(mesh)
         check_binds(binds - set(previous.binds), mesh)
         names = {pod.name for pod in pods}
@@ -591,9 +594,9 @@ class LocalBackend:
         serving = [pod for pod in pods if pod.name in old_names] + retiring
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
-        final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
+        final = {name: proxy_digest(proxy, self.memo) for name, proxy in mesh.proxies.items()}
         checked = {
-            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name))
+            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name), self.memo)
             for name in final
             if pushed.get(name) != final[name]
         }
@@ -628,8 +631,10 @@ class LocalBackend:
     ) -> list[Pod]:
         """Start pods and configure their sidecars; no proxy routes to them until their apps are ready."""
         gateways = topology.gateways(self.layout_of(state))
-        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts, state.release)).proxies
-        after = build_mesh(Inputs(state.resources, serving + start, gateways, state.hosts, state.release)).proxies
+        before = build_mesh(Inputs(state.resources, serving, gateways, state.hosts, state.release), self.memo).proxies
+        after = build_mesh(
+            Inputs(state.resources, serving + start, gateways, state.hosts, state.release), self.memo
+        ).proxies
         proxies = {**before, **{pod.name: after[pod.name] for pod in start}}
         self.write_bootstraps(proxies)
         self.supervisor.sync(self.programs(serving + start, gateways, state))
@@ -649,7 +654,9 @@ class LocalBackend:
         gateways = topology.gateways(self.layout_of(state))
         leaving = {pod.name for pod in retire}
         remaining = [pod for pod in serving if pod.name not in leaving]
-        proxies = build_mesh(Inputs(state.resources, remaining, gateways, state.hosts, state.release)).proxies
+        proxies = build_mesh(
+            Inputs(state.resources, remaining, gateways, state.hosts, state.release), self.memo
+        ).proxies
         self.push(client, proxies, pushed, work_timeout(0, len(proxies)))
         with self.console.step(f"Draining {len(retire)} old pods"):
             for pod in retire:
@@ -690,12 +697,13 @@ class LocalBackend:
         `checked`: snapshots Envoy already accepted in this apply, by model digest.
         """
         checked = checked or {}
-        digests = digests or {name: proxy_digest(proxy) for name, proxy in proxies.items()}
+        digests = digests or {name: proxy_digest(proxy, self.memo) for name, proxy in proxies.items()}
         changed = [name for name, value in digests.items() if pushed.get(name) != value]
         if not changed:
             return
         snapshots = {
-            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name)) for name in changed
+            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name), self.memo)
+            for name in changed
         }
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
@@ -994,9 +1002,21 @@ class LocalBackend:
         return topology.pods(state.resources, state.allocation, self.layout_of(state))[0]
 
 
-def proxy_digest(proxy: Proxy) -> str:
-    """A stable hash of one proxy's model (frozen dataclasses: their repr is their content)."""
-    return hashlib.sha256(repr(proxy).encode()).hexdigest()[:24]
+def proxy_digest(proxy: Proxy, memo: BuildMemo | None = None) -> str:
+    """A stable hash of one proxy's model (frozen dataclasses: their repr is their content).
+
+    Made of one hash per virtual host, which the memo keeps while the host object
+    lives: a gateway holding a thousand hosts is not walked whole for each apply.
+    """
+    parts = [repr(dataclasses.replace(proxy, listeners=()))]
+    for listener in proxy.listeners:
+        parts.append(repr(dataclasses.replace(listener, virtual_hosts=())))
+        parts += [derive(memo, repr_digest, host) for host in listener.virtual_hosts]
+    return repr_digest(parts)[:24]
+
+
+def repr_digest(value: object) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()
 
 
 def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> Program:
@@ -1006,11 +1026,16 @@ def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> 
     return Program(DASHBOARD_PROGRAM, command, {"PYTHONUNBUFFERED": "1"}, str(ROOT))
 
 
-def proxy_snapshot(proxy: Proxy, log_dir: Path) -> Snapshot:
+def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -> Snapshot:
+    """The proxy's xDS resources; the memo keeps each virtual host's JSON while the host object lives."""
+
+    def host(item: VirtualHost) -> dict:
+        return derive(memo, envoy.virtual_host, item)
+
     return snapshot_of(
         [envoy.cluster(item) for item in proxy.clusters],
         [envoy.listener(item, log_dir) for item in proxy.listeners],
-        [envoy.route_configuration(item) for item in proxy.listeners],
+        [envoy.route_configuration(item, host) for item in proxy.listeners],
     )
 
 

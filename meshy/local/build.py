@@ -11,6 +11,7 @@ import fnmatch
 import ipaddress
 from dataclasses import dataclass
 
+from meshy.local.memo import BuildMemo
 from meshy.local.model import (
     Cluster,
     Endpoint,
@@ -67,7 +68,10 @@ class Inputs:
     release: IstioRelease = DEFAULT_RELEASE
 
 
-def build_mesh(inputs: Inputs) -> Mesh:
+def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
+    """The model of every proxy; with a memo, what an earlier build made from the same inputs is reused."""
+    # A memo of its own when none is given: one code path, and a build's VirtualServices are built once.
+    memo = memo or BuildMemo()
     check_namespaces(inputs.resources)
     for resource in inputs.resources.of_kind("Service"):
         check_ports(resource, "port", need_names=True)
@@ -77,11 +81,13 @@ def build_mesh(inputs: Inputs) -> Mesh:
     registry = service_registry(inputs.resources, inputs.pods, inputs.gateways, inputs.hosts)
     rules = destination_rules(inputs.resources, registry)
     context = Context(MESH, None, registry, rules, inputs.release)
-    services = inputs.resources.of_kind("VirtualService")
+    memo.begin(context)
+    # Each VirtualService with the gateways it binds to, worked out once per build.
+    services = [(vs, vs_gateways(vs)) for vs in inputs.resources.of_kind("VirtualService")]
     mesh_hosts: dict[str, Resource] = {}
-    for vs in services:
-        check_virtual_service(vs, inputs.resources, context)
-        if MESH not in vs_gateways(vs):
+    for vs, bound in services:
+        check_virtual_service(vs, bound, inputs.resources, context, memo)
+        if MESH not in bound:
             continue
         for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
             # Istio would apply only the oldest of the two to sidecars; refuse rather than ignore one.
@@ -93,9 +99,9 @@ def build_mesh(inputs: Inputs) -> Mesh:
     clusters = outbound_clusters(registry, rules)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, services, context, clusters)
+        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo)
     for gateway in inputs.gateways:
-        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
+        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
     return Mesh(proxies)
 
 
@@ -146,30 +152,44 @@ def check_endpoints(resource: Resource) -> None:
                 )
 
 
-def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context) -> None:
-    for gateway in vs_gateways(vs):
+def check_virtual_service(
+    vs: Resource, bound: list[str], resources: ResourceSet, context: Context, memo: BuildMemo
+) -> None:
+    for gateway in bound:
         if gateway != MESH:
             namespace, _, name = gateway.partition("/")
             if Key("Gateway", namespace, name) not in resources.items:
                 raise BuildError(f"{vs.key}: gateway {plain(gateway)} does not exist; apply the Gateway first")
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
+    memo.of(check_routes, vs, context)
+
+
+def check_routes(vs: Resource, context: Context) -> bool:
+    """Every http entry and match builds, also those that apply to no proxy yet."""
     for index, http in enumerate(vs.spec.get("http", [])):
         for match_index, match in enumerate(http.get("match") or [{}]):
             http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
+    return True
 
 
-def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster]) -> Proxy:
-    registry = context.registry
-    bound = [vs for vs in services if MESH in vs_gateways(vs)]
+def routes_of(vs: Resource, context: Context) -> tuple[Route, ...]:
+    """A VirtualService's routes at one place, as a value the memo may hand out again."""
+    return tuple(http_routes(vs, context))
+
+
+def sidecar(
+    pod: Pod, mesh_hosts: dict[str, Resource], context: Context, clusters: list[Cluster], memo: BuildMemo
+) -> Proxy:
+    """mesh_hosts: the VirtualService bound to the mesh that routes each registry host, if one does."""
     virtual_hosts = []
-    for host, entry in sorted(registry.items()):
-        owner = next(
-            (vs for vs in bound if host in {resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]}), None
-        )
+    for host, entry in sorted(context.registry.items()):
+        owner = mesh_hosts.get(host)
         for port in sorted(entry.ports):
             routes = (
-                http_routes(owner, context.at(MESH, port)) if owner else [default_route(host, port, context.release)]
+                memo.of(routes_of, owner, context.at(MESH, port))
+                if owner
+                else [default_route(host, port, context.release)]
             )
             virtual_hosts.append(
                 VirtualHost(f"{host}:{port}", sidecar_domains(entry, port, pod.namespace), tuple(routes))
@@ -202,8 +222,14 @@ def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str
 
 
 def gateway_proxy(
-    gateway: GatewayPod, resources: ResourceSet, services: list[Resource], context: Context, clusters: list[Cluster]
+    gateway: GatewayPod,
+    resources: ResourceSet,
+    services: list[tuple[Resource, list[str]]],
+    context: Context,
+    clusters: list[Cluster],
+    memo: BuildMemo,
 ) -> Proxy:
+    """services: every VirtualService with the gateways it binds to."""
     servers: dict[int, list[tuple[str, str]]] = {}
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
@@ -216,17 +242,18 @@ def gateway_proxy(
     for port in sorted(servers):
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, list[Route]] = {}
-        merged: set[tuple[Key, str]] = set()
-        for vs in services:
+        places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
+        for vs, bound in services:
+            merged: set[str] = set()  # a host several servers match takes the VirtualService's routes once
             for gateway_key, server_host in servers[port]:
-                if gateway_key not in vs_gateways(vs):
+                if gateway_key not in bound:
                     continue
                 for host in vs.spec["hosts"]:
-                    if host_matches(host, vs.namespace, server_host) and (vs.key, host) not in merged:
-                        merged.add((vs.key, host))
-                        hosts.setdefault(host, []).extend(http_routes(vs, context.at(gateway_key, port)))
+                    if host not in merged and host_matches(host, vs.namespace, server_host):
+                        merged.add(host)
+                        hosts.setdefault(host, []).extend(memo.of(routes_of, vs, places[gateway_key]))
         virtual_hosts = tuple(
-            VirtualHost(f"{host}:{port}", (host,), tuple(sort_catch_all_last(routes, context.release)))
+            memo.virtual_host(gateway.name, f"{host}:{port}", (host,), sort_catch_all_last(routes, context.release))
             for host, routes in hosts.items()
             if routes
         )

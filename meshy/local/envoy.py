@@ -173,14 +173,16 @@ def cds(proxy: Proxy) -> dict[str, Any]:
 # --- Listeners and routes -------------------------------------------------------------
 
 
-def route_configuration(item: Listener) -> dict[str, Any]:
+def route_configuration(item: Listener, host: Callable[[VirtualHost], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """host: how each virtual host becomes JSON (virtual_host, or a memo of it)."""
+    host = host or virtual_host
     return {
         "@type": ROUTE_CONFIGURATION,
         "name": item.name,
         # Routes may name clusters that arrive later or never exist: answer 503, not reject.
         "validate_clusters": False,
         "max_direct_response_body_size_bytes": MAX_DIRECT_BODY,
-        "virtual_hosts": [virtual_host(vh) for vh in item.virtual_hosts],
+        "virtual_hosts": [host(vh) for vh in item.virtual_hosts],
     }
 
 
