@@ -27,7 +27,7 @@ from meshy.local.model import (
     WeightedCluster,
 )
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
-from meshy.local.resources import BuildError, Key, Resource, ResourceSet
+from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.routes import (
     MESH,
     Context,
@@ -85,8 +85,9 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
     # Each VirtualService with the gateways it binds to, worked out once per build.
     services = [(vs, vs_gateways(vs)) for vs in inputs.resources.of_kind("VirtualService")]
     mesh_hosts: dict[str, Resource] = {}
+    gateway_names = {f"{g.namespace}/{g.name}" for g in inputs.resources.of_kind("Gateway")}
     for vs, bound in services:
-        check_virtual_service(vs, bound, inputs.resources, context, memo)
+        check_virtual_service(vs, bound, gateway_names, context, memo)
         if MESH not in bound:
             continue
         for host in (resolve_host(h, vs.namespace, registry) for h in vs.spec["hosts"]):
@@ -153,12 +154,12 @@ def check_endpoints(resource: Resource) -> None:
 
 
 def check_virtual_service(
-    vs: Resource, bound: list[str], resources: ResourceSet, context: Context, memo: BuildMemo
+    vs: Resource, bound: list[str], gateway_names: set[str], context: Context, memo: BuildMemo
 ) -> None:
+    """gateway_names: "namespace/name" of every Gateway applied."""
     for gateway in bound:
         if gateway != MESH:
-            namespace, _, name = gateway.partition("/")
-            if Key("Gateway", namespace, name) not in resources.items:
+            if gateway not in gateway_names:
                 raise BuildError(f"{vs.key}: gateway {plain(gateway)} does not exist; apply the Gateway first")
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
@@ -253,7 +254,9 @@ def gateway_proxy(
                         merged.add(host)
                         hosts.setdefault(host, []).extend(memo.of(routes_of, vs, places[gateway_key]))
         virtual_hosts = tuple(
-            memo.virtual_host(gateway.name, f"{host}:{port}", (host,), sort_catch_all_last(routes, context.release))
+            memo.virtual_host(
+                gateway.name, f"{host}:{port}", (host,), routes, lambda r: sort_catch_all_last(r, context.release)
+            )
             for host, routes in hosts.items()
             if routes
         )

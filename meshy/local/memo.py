@@ -64,7 +64,8 @@ class BuildMemo:
         self.inputs: RouteInputs | None = None
         self.build = 0
         self.entries: dict[tuple[Any, ...], Entry] = {}
-        self.hosts: dict[tuple[str, ...], tuple[VirtualHost, int]] = {}
+        # (proxy, virtual host name) -> the host, the routes it was made from, the build that last used it
+        self.hosts: dict[tuple[str, str], tuple[VirtualHost, list[Route], int]] = {}
         self.derived: dict[tuple[Callable, int], tuple[weakref.ref, Any]] = {}
 
     def begin(self, context: Context) -> None:
@@ -76,7 +77,7 @@ class BuildMemo:
         self.build += 1
         last = self.build - 1
         self.entries = {key: entry for key, entry in self.entries.items() if entry.used >= last}
-        self.hosts = {key: item for key, item in self.hosts.items() if item[1] >= last}
+        self.hosts = {key: item for key, item in self.hosts.items() if item[2] >= last}
 
     def of(self, build: Callable[[Resource, Context], T], vs: Resource, context: Context) -> T:
         """build(vs, context), reused while vs has the same content and the build's other inputs hold."""
@@ -94,15 +95,22 @@ class BuildMemo:
         entry.used = self.build
         return entry.value
 
-    def virtual_host(self, owner: str, name: str, domains: tuple[str, ...], routes: list[Route]) -> VirtualHost:
-        """VirtualHost(name, domains, routes), the same object as last build's when its routes are the same objects."""
+    def virtual_host(
+        self,
+        owner: str,
+        name: str,
+        domains: tuple[str, ...],
+        routes: list[Route],
+        order: Callable[[list[Route]], list[Route]],
+    ) -> VirtualHost:
+        """VirtualHost(name, domains, order(routes)): last build's object when made from these very routes."""
         key = (owner, name)
         known = self.hosts.get(key)
-        if known is not None and same_host(known[0], domains, routes):
-            self.hosts[key] = (known[0], self.build)
-            return known[0]
-        host = VirtualHost(name, domains, tuple(routes))
-        self.hosts[key] = (host, self.build)
+        if known is not None and known[0].domains == domains and same_objects(known[1], routes):
+            host = known[0]
+        else:
+            host = VirtualHost(name, domains, tuple(order(routes)))
+        self.hosts[key] = (host, routes, self.build)
         return host
 
     def derive(self, make: Callable[[Any], T], item: Any) -> T:
@@ -116,11 +124,9 @@ class BuildMemo:
         return value
 
 
-def same_host(host: VirtualHost, domains: tuple[str, ...], routes: list[Route]) -> bool:
-    """Whether host has these domains and these very route objects (identity: no deep comparison)."""
-    if host.domains != domains or len(host.routes) != len(routes):
-        return False
-    return all(a is b for a, b in zip(host.routes, routes, strict=True))
+def same_objects(known: list[Route], routes: list[Route]) -> bool:
+    """The same route objects in the same order (identity: no deep comparison)."""
+    return len(known) == len(routes) and all(a is b for a, b in zip(known, routes, strict=True))
 
 
 def derive(memo: BuildMemo | None, make: Callable[[Any], T], item: Any) -> T:
