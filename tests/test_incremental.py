@@ -10,15 +10,18 @@ memo that kept routes past such a change fails here.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+from meshy.console import Console
 from meshy.local import memo as memo_module
 from meshy.local import topology
-from meshy.local.backend import proxy_digest, proxy_snapshot
+from meshy.local.backend import LocalBackend, LocalConfig, State, proxy_digest, proxy_snapshot
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.memo import BuildMemo
 from meshy.local.release import release_of
 from meshy.local.resources import BuildError, ResourceSet, parse_documents
+from tests.local_mesh import Mesh
 
 IN = Path(__file__).parent / "testdata" / "local" / "in"
 LAYOUT = topology.Layout()
@@ -194,3 +197,40 @@ def test_a_memo_reuses_unchanged_virtual_hosts():
     hosts_after = {h.name: h for h in after.proxies["istio-ingressgateway"].listeners[0].virtual_hosts}
     kept = [name for name, host in hosts_after.items() if hosts_before.get(name) is host]
     assert sorted(set(hosts_after) - set(kept)) == ["scale-3.svc.kind.org:80"]
+
+
+def test_state_written_from_kept_texts_reads_back_the_same(tmp_path):
+    backend = LocalBackend(LocalConfig(tmp_path / "state"), Console(quiet=True))
+    state = State(resources=starting_resources(), layout=LAYOUT, pair="1.36-istio-1.30")
+    backend.save(state)
+    changed = dataclasses.replace(state, resources=state.resources.applied(parse_documents(RETRIES, "x")))
+    backend.save(changed)
+    assert backend.read_state().resources == changed.resources
+
+
+def test_a_running_mesh_holds_what_a_fresh_build_makes_after_each_apply(tmp_path):
+    """Real Envoy proxies: after each apply (or refusal) every proxy's ACKed digest is a fresh build's."""
+    mesh = Mesh(tmp_path / "state")
+    backend = mesh.backend
+    try:
+        mesh.up()
+        refused = []
+        for what, verb, manifests, release in STEPS:
+            if release != "1.30" or not manifests:
+                continue
+            text = "\n---\n".join(manifests)
+            try:
+                mesh.apply(text) if verb == "apply" else mesh.delete(text)
+            except BuildError:
+                refused.append(what)
+            state = backend.load()
+            pods, _ = topology.pods(state.resources, state.allocation, backend.layout)
+            inputs = Inputs(state.resources, pods, topology.gateways(backend.layout), state.hosts, state.release)
+            fresh = {name: proxy_digest(proxy) for name, proxy in build_mesh(inputs).proxies.items()}
+            assert state.digests == fresh, what
+        assert refused == ["the destination rule deleted: subsets refused"]
+        # The last step narrowed the gateway to plain's host, whose route goes to the renumbered Service.
+        assert mesh.get(host="plain.svc.kind.org").status_code == 200
+        assert mesh.get(host="minimal.svc.kind.org").status_code == 404
+    finally:
+        backend.down()

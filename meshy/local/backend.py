@@ -241,7 +241,7 @@ class LocalBackend:
     def save(self, state: State) -> None:
         data_layout = self.layout_of(state)
         data = {
-            "resources": state.resources.to_list(),
+            "resources": [derive(self.memo, resource_text, r) for r in state.resources.items.values()],
             "allocation": state.allocation,
             "hosts": state.hosts,
             "layout": dataclasses.asdict(data_layout),
@@ -586,11 +586,13 @@ class LocalBackend:
         replicas = {d.name: d.spec.get("replicas", 1) for d in state.resources.of_kind("Deployment")}
         steps = topology.rollout_steps(starting, retiring, replicas)
         new_gateways = [g for g in gateways if g.name not in previous.digests]
-        problem = limits.check(
-            limits.read_limits(self.supervisor.pid()), proxies=len(starting) + len(new_gateways), apps=len(starting)
-        )
-        if problem:
-            raise LocalError(problem)
+        # Reading the limits walks /proc (every process of the machine): only worth it when processes start.
+        if starting or new_gateways:
+            problem = limits.check(
+                limits.read_limits(self.supervisor.pid()), proxies=len(starting) + len(new_gateways), apps=len(starting)
+            )
+            if problem:
+                raise LocalError(problem)
         serving = [pod for pod in pods if pod.name in old_names] + retiring
         pushed = dict(state.digests)
         # Envoy judges the final configuration before anything starts or stops.
@@ -1013,6 +1015,11 @@ def proxy_digest(proxy: Proxy, memo: BuildMemo | None = None) -> str:
         parts.append(repr(dataclasses.replace(listener, virtual_hosts=())))
         parts += [derive(memo, repr_digest, host) for host in listener.virtual_hosts]
     return repr_digest(parts)[:24]
+
+
+def resource_text(resource: Resource) -> orjson.Fragment:
+    """A resource as the state file holds it, encoded once for as long as the resource object lives."""
+    return orjson.Fragment(orjson.dumps(resource.to_dict()))
 
 
 def repr_digest(value: object) -> str:

@@ -104,6 +104,9 @@ class Validator:
         self.envoy_bin = envoy_bin
         self.work_dir = work_dir
         self.accepted: set[bytes] = set()
+        # id -> (host, its text): the backend hands unchanged hosts' JSON over as the same objects
+        # (snapshots are never changed once made), so those are not encoded again for the lookup.
+        self.texts: dict[int, tuple[dict[str, Any], bytes]] = {}
 
     def validate(self, snapshots: dict[str, Snapshot]) -> None:
         new_hosts: set[bytes] = set()
@@ -116,7 +119,7 @@ class Validator:
                     raise ConfigRejected(proxy, f"two virtual hosts of route configuration {name} serve {domain}")
                 hosts = []
                 for host in route.get("virtual_hosts", []):
-                    key = orjson.dumps(host)
+                    key = self.text(host)
                     if key not in self.accepted:
                         hosts.append(host)
                         new_hosts.add(key)
@@ -125,7 +128,18 @@ class Validator:
         validate(trimmed, self.envoy_bin, self.work_dir)
         if len(self.accepted) > MAX_ACCEPTED_HOSTS:
             self.accepted.clear()
+            self.texts.clear()
         self.accepted |= new_hosts
+
+    def text(self, host: dict[str, Any]) -> bytes:
+        known = self.texts.get(id(host))
+        if known is not None and known[0] is host:
+            return known[1]
+        text = orjson.dumps(host)
+        if len(self.texts) > MAX_ACCEPTED_HOSTS:
+            self.texts.clear()
+        self.texts[id(host)] = (host, text)
+        return text
 
 
 def validate(snapshots: dict[str, Snapshot], envoy_bin: str, work_dir: Path) -> None:
