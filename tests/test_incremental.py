@@ -21,6 +21,7 @@ from meshy.local.build import Inputs, build_mesh
 from meshy.local.memo import BuildMemo
 from meshy.local.release import release_of
 from meshy.local.resources import BuildError, ResourceSet, parse_documents
+from meshy.local.xds.snapshot import ROUTE, digest
 from tests.local_mesh import Mesh
 
 IN = Path(__file__).parent / "testdata" / "local" / "in"
@@ -179,6 +180,17 @@ def test_a_memo_blind_to_the_other_inputs_is_caught(monkeypatch):
     assert "a consistent hash on the destination rule" in caught
     assert "the Service's port renumbered" in caught
     assert "the destination rule deleted: subsets refused" in caught
+
+
+def test_route_versions_from_kept_host_texts_are_the_digest_of_the_routes():
+    memo = BuildMemo()
+    resources = starting_resources().applied(parse_documents(PLAIN + "---\n" + MERGED, "x"))
+    for _ in range(2):
+        pods, _ = topology.pods(resources, {}, LAYOUT)
+        mesh = build_mesh(Inputs(resources, pods, topology.gateways(LAYOUT), HOSTS), memo)
+        for name, proxy in mesh.proxies.items():
+            routes = proxy_snapshot(proxy, Path("/meshy/envoy") / name, memo)[ROUTE]
+            assert routes.version == digest(list(routes.items.values()))
 
 
 def test_a_memo_reuses_unchanged_virtual_hosts():

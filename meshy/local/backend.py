@@ -1039,11 +1039,23 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -
     def host(item: VirtualHost) -> dict:
         return derive(memo, envoy.virtual_host, item)
 
+    routes = [envoy.route_configuration(item, host) for item in proxy.listeners]
+    # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
+    encoded = [
+        {**config, "virtual_hosts": [derive(memo, host_text, vh) for vh in item.virtual_hosts]}
+        for config, item in zip(routes, proxy.listeners, strict=True)
+    ]
     return snapshot_of(
         [envoy.cluster(item) for item in proxy.clusters],
         [envoy.listener(item, log_dir) for item in proxy.listeners],
-        [envoy.route_configuration(item, host) for item in proxy.listeners],
+        routes,
+        encoded,
     )
+
+
+def host_text(item: VirtualHost) -> orjson.Fragment:
+    """A virtual host's Envoy JSON as the snapshot's version digest encodes it (sorted keys)."""
+    return orjson.Fragment(orjson.dumps(envoy.virtual_host(item), option=orjson.OPT_SORT_KEYS))
 
 
 def listener_binds(mesh: Mesh) -> set[str]:

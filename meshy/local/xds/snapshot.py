@@ -29,8 +29,10 @@ class Resources:
     items: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, resources: list[dict[str, Any]]) -> Resources:
-        return cls(digest(resources), {r["name"]: r for r in resources})
+    def of(cls, resources: list[dict[str, Any]], encoded: list[Any] | None = None) -> Resources:
+        """encoded: the same resources with parts already encoded (orjson.Fragment of their sorted-key
+        JSON), which gives the same version without encoding those parts again."""
+        return cls(digest(resources if encoded is None else encoded), {r["name"]: r for r in resources})
 
     def to_json(self) -> dict[str, Any]:
         return {"version": self.version, "resources": list(self.items.values())}
@@ -43,8 +45,14 @@ class Resources:
 Snapshot = dict[str, Resources]  # type URL -> resources
 
 
-def snapshot_of(clusters: list[dict], listeners: list[dict], routes: list[dict]) -> Snapshot:
-    return {CLUSTER: Resources.of(clusters), LISTENER: Resources.of(listeners), ROUTE: Resources.of(routes)}
+def snapshot_of(
+    clusters: list[dict], listeners: list[dict], routes: list[dict], encoded_routes: list[Any] | None = None
+) -> Snapshot:
+    return {
+        CLUSTER: Resources.of(clusters),
+        LISTENER: Resources.of(listeners),
+        ROUTE: Resources.of(routes, encoded_routes),
+    }
 
 
 def snapshot_to_json(snapshot: Snapshot) -> dict[str, Any]:
