@@ -11,13 +11,16 @@ memo that kept routes past such a change fails here.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from pathlib import Path
+
+import pytest
 
 from meshy.console import Console
 from meshy.local import memo as memo_module
 from meshy.local import topology
 from meshy.local.backend import LocalBackend, LocalConfig, State, proxy_digest, proxy_snapshot
-from meshy.local.build import Inputs, build_mesh
+from meshy.local.build import Inputs, build_mesh, host_matches
 from meshy.local.memo import BuildMemo
 from meshy.local.release import release_of
 from meshy.local.resources import BuildError, ResourceSet, parse_documents
@@ -246,3 +249,12 @@ def test_a_running_mesh_holds_what_a_fresh_build_makes_after_each_apply(tmp_path
         assert mesh.get(host="minimal.svc.kind.org").status_code == 404
     finally:
         backend.down()
+
+
+@pytest.mark.parametrize(
+    "pattern", ["*", "*.svc.kind.org", "*kind.org", "a.svc.kind.org", "*.s?c.kind.org", "*.[ab].org"]
+)
+@pytest.mark.parametrize("host", ["a.svc.kind.org", ".svc.kind.org", "svc.kind.org", "a.b.org", "x.svc.kind.org.evil"])
+def test_gateway_host_matching_is_fnmatch(pattern, host):
+    # build.host_matches skips fnmatch's regular expression for "*.suffix"; the answers must not change.
+    assert host_matches(host, "default", pattern) == fnmatch.fnmatchcase(host, pattern)

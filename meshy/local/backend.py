@@ -1037,12 +1037,12 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -
     """The proxy's xDS resources; the memo keeps each virtual host's JSON while the host object lives."""
 
     def host(item: VirtualHost) -> dict:
-        return derive(memo, envoy.virtual_host, item)
+        return derive(memo, host_encoding, item)[0]
 
     routes = [envoy.route_configuration(item, host) for item in proxy.listeners]
     # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
     encoded = [
-        {**config, "virtual_hosts": [derive(memo, host_text, vh) for vh in item.virtual_hosts]}
+        {**config, "virtual_hosts": [derive(memo, host_encoding, vh)[1] for vh in item.virtual_hosts]}
         for config, item in zip(routes, proxy.listeners, strict=True)
     ]
     return snapshot_of(
@@ -1053,9 +1053,10 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -
     )
 
 
-def host_text(item: VirtualHost) -> orjson.Fragment:
-    """A virtual host's Envoy JSON as the snapshot's version digest encodes it (sorted keys)."""
-    return orjson.Fragment(orjson.dumps(envoy.virtual_host(item), option=orjson.OPT_SORT_KEYS))
+def host_encoding(item: VirtualHost) -> tuple[dict, orjson.Fragment]:
+    """A virtual host's Envoy JSON, and that JSON as the snapshot's version digest encodes it (sorted keys)."""
+    data = envoy.virtual_host(item)
+    return data, orjson.Fragment(orjson.dumps(data, option=orjson.OPT_SORT_KEYS))
 
 
 def listener_binds(mesh: Mesh) -> set[str]:

@@ -280,4 +280,8 @@ def host_matches(host: str, namespace: str, server_host: str) -> bool:
         server_namespace, server_host = server_host.split("/", 1)
         if server_namespace not in ("*", ".", namespace):
             return False
-    return fnmatch.fnmatchcase(host, server_host) or server_host == "*"
+    suffix = server_host[1:]
+    if server_host.startswith("*") and not any(c in suffix for c in "*?["):
+        # What fnmatch does with one leading "*" and nothing else to expand, without its regular expression.
+        return host.endswith(suffix)
+    return fnmatch.fnmatchcase(host, server_host)

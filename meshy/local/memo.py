@@ -66,7 +66,8 @@ class BuildMemo:
         self.entries: dict[tuple[Any, ...], Entry] = {}
         # (proxy, virtual host name) -> the host, the routes it was made from, the build that last used it
         self.hosts: dict[tuple[str, str], tuple[VirtualHost, list[Route], int]] = {}
-        self.derived: dict[tuple[Callable, int], tuple[weakref.ref, Any]] = {}
+        # make -> id(item) -> (a weak reference to item, make(item))
+        self.derived: dict[Callable, dict[int, tuple[weakref.ref, Any]]] = {}
 
     def begin(self, context: Context) -> None:
         """A new build: forget what it cannot reuse (other inputs) or no longer needs (unused last build)."""
@@ -115,12 +116,15 @@ class BuildMemo:
 
     def derive(self, make: Callable[[Any], T], item: Any) -> T:
         """make(item), kept while item lives: model objects are frozen, so it cannot go stale."""
-        key = (make, id(item))
-        known = self.derived.get(key)
+        table = self.derived.get(make)
+        if table is None:
+            table = self.derived[make] = {}
+        key = id(item)
+        known = table.get(key)
         if known is not None and known[0]() is item:
             return known[1]
         value = make(item)
-        self.derived[key] = (weakref.ref(item, lambda _, key=key: self.derived.pop(key, None)), value)
+        table[key] = (weakref.ref(item, lambda _, key=key: table.pop(key, None)), value)
         return value
 
 
