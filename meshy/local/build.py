@@ -242,7 +242,7 @@ def gateway_proxy(
     listeners = []
     for port in sorted(servers):
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
-        hosts: dict[str, list[Route]] = {}
+        hosts: dict[str, tuple[Route, ...]] = {}
         places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
         for vs, bound in services:
             merged: set[str] = set()  # a host several servers match takes the VirtualService's routes once
@@ -252,7 +252,9 @@ def gateway_proxy(
                 for host in vs.spec["hosts"]:
                     if host not in merged and host_matches(host, vs.namespace, server_host):
                         merged.add(host)
-                        hosts.setdefault(host, []).extend(memo.of(routes_of, vs, places[gateway_key]))
+                        routes = memo.of(routes_of, vs, places[gateway_key])
+                        # The memo's own tuple when one VirtualService makes the host: nothing new to allocate.
+                        hosts[host] = hosts[host] + routes if host in hosts else routes
         virtual_hosts = tuple(
             memo.virtual_host(
                 gateway.name, f"{host}:{port}", (host,), routes, lambda r: sort_catch_all_last(r, context.release)

@@ -57,6 +57,13 @@ class Entry:
     used: int  # the build that last asked for it
 
 
+@dataclass
+class HostEntry:
+    host: VirtualHost
+    routes: tuple[Route, ...]  # what the host was made from
+    used: int
+
+
 class BuildMemo:
     """Values of earlier builds, held by the backend object across its applies (no global state)."""
 
@@ -64,8 +71,7 @@ class BuildMemo:
         self.inputs: RouteInputs | None = None
         self.build = 0
         self.entries: dict[tuple[Any, ...], Entry] = {}
-        # (proxy, virtual host name) -> the host, the routes it was made from, the build that last used it
-        self.hosts: dict[tuple[str, str], tuple[VirtualHost, list[Route], int]] = {}
+        self.hosts: dict[tuple[str, str], HostEntry] = {}  # by (proxy, virtual host name)
         # make -> id(item) -> (a weak reference to item, make(item))
         self.derived: dict[Callable, dict[int, tuple[weakref.ref, Any]]] = {}
 
@@ -78,7 +84,7 @@ class BuildMemo:
         self.build += 1
         last = self.build - 1
         self.entries = {key: entry for key, entry in self.entries.items() if entry.used >= last}
-        self.hosts = {key: item for key, item in self.hosts.items() if item[2] >= last}
+        self.hosts = {key: item for key, item in self.hosts.items() if item.used >= last}
 
     def of(self, build: Callable[[Resource, Context], T], vs: Resource, context: Context) -> T:
         """build(vs, context), reused while vs has the same content and the build's other inputs hold."""
@@ -101,17 +107,18 @@ class BuildMemo:
         owner: str,
         name: str,
         domains: tuple[str, ...],
-        routes: list[Route],
-        order: Callable[[list[Route]], list[Route]],
+        routes: tuple[Route, ...],
+        order: Callable[[tuple[Route, ...]], list[Route]],
     ) -> VirtualHost:
         """VirtualHost(name, domains, order(routes)): last build's object when made from these very routes."""
         key = (owner, name)
         known = self.hosts.get(key)
-        if known is not None and known[0].domains == domains and same_objects(known[1], routes):
-            host = known[0]
-        else:
-            host = VirtualHost(name, domains, tuple(order(routes)))
-        self.hosts[key] = (host, routes, self.build)
+        if known is not None and known.host.domains == domains and same_objects(known.routes, routes):
+            # Updated in place: a small apply leaves no new objects behind for the unchanged hosts.
+            known.used = self.build
+            return known.host
+        host = VirtualHost(name, domains, tuple(order(routes)))
+        self.hosts[key] = HostEntry(host, routes, self.build)
         return host
 
     def derive(self, make: Callable[[Any], T], item: Any) -> T:
@@ -128,8 +135,10 @@ class BuildMemo:
         return value
 
 
-def same_objects(known: list[Route], routes: list[Route]) -> bool:
+def same_objects(known: tuple[Route, ...], routes: tuple[Route, ...]) -> bool:
     """The same route objects in the same order (identity: no deep comparison)."""
+    if known is routes:
+        return True
     return len(known) == len(routes) and all(a is b for a, b in zip(known, routes, strict=True))
 
 
