@@ -703,6 +703,40 @@ def bench_scale_routes(backend: LocalBackend, session: requests.Session) -> list
     return rows
 
 
+def small_apply_ratio(backend: LocalBackend, session: requests.Session, rounds: int = 5, each: int = 3) -> dict:
+    """One small apply on top of 10 and on top of 1,000 VirtualServices, in interleaved rounds.
+
+    Each round applies the other 990 VirtualServices, measures, deletes them and
+    measures again, so load that other work puts on the machine falls on both
+    sizes alike; ratios of medians, and of minimums (which that load cannot inflate).
+    """
+    base, extra = virtual_services(range(10), 0), virtual_services(range(10, 1000), 0)
+    backend.apply(base, "bench")
+    times: dict[int, list[float]] = {10: [], 1000: []}
+    generation = 10**6
+    for _ in range(rounds):
+        for size in (1000, 10):
+            if size == 1000:
+                backend.apply(extra, "bench")
+            else:
+                backend.delete(extra, "bench")
+            for _ in range(each):
+                generation += 1
+                times[size].append(small_apply(backend, session, generation)[0])
+    backend.delete(base, "bench")
+    return {
+        "rounds": rounds,
+        "applies_per_size": rounds * each,
+        "median_10_s": round(statistics.median(times[10]), 3),
+        "median_1000_s": round(statistics.median(times[1000]), 3),
+        "min_10_s": round(min(times[10]), 3),
+        "min_1000_s": round(min(times[1000]), 3),
+        "ratio_of_medians": round(statistics.median(times[1000]) / statistics.median(times[10]), 2),
+        "ratio_of_minimums": round(min(times[1000]) / min(times[10]), 2),
+        "load_average": os.getloadavg()[0],
+    }
+
+
 def pss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
         if line.startswith("Pss:"):
@@ -781,6 +815,8 @@ def bench_scale(results: dict) -> None:
     try:
         backend.up(select_pair())
         routes = bench_scale_routes(backend, session)
+        interleaved = small_apply_ratio(backend, session)
+        print(f"  {interleaved}", flush=True)
         pods = bench_scale_pods(backend, session)
     finally:
         backend.down()
@@ -789,6 +825,8 @@ def bench_scale(results: dict) -> None:
         "machine": machine(),
         "routes": routes,
         "pods": pods,
+        # The target (<= 1.5x): interleaved rounds on one mesh, so the machine's other work falls on both sizes.
+        "small_apply_interleaved_1000_vs_10": interleaved,
         "small_apply_ratio_1000_to_10": round(
             by_size[1000]["small_apply_on_top_s"] / by_size[10]["small_apply_on_top_s"], 2
         ),
