@@ -258,3 +258,6 @@ def test_a_running_mesh_holds_what_a_fresh_build_makes_after_each_apply(tmp_path
 def test_gateway_host_matching_is_fnmatch(pattern, host):
     # build.host_matches skips fnmatch's regular expression for "*.suffix"; the answers must not change.
     assert host_matches(host, "default", pattern) == fnmatch.fnmatchcase(host, pattern)
+    for namespace, allowed in (("default", True), ("*", True), (".", True), ("other", False), ("", False)):
+        expected = allowed and fnmatch.fnmatchcase(host, pattern)
+        assert host_matches(host, "default", f"{namespace}/{pattern}") == expected

@@ -241,7 +241,7 @@ class LocalBackend:
     def save(self, state: State) -> None:
         data_layout = self.layout_of(state)
         data = {
-            "resources": [derive(self.memo, resource_text, r) for r in state.resources.items.values()],
+            "resources": derive(self.memo, resource_text, state.resources.items.values()),
             "allocation": state.allocation,
             "hosts": state.hosts,
             "layout": dataclasses.asdict(data_layout),
@@ -1013,7 +1013,7 @@ def proxy_digest(proxy: Proxy, memo: BuildMemo | None = None) -> str:
     parts = [repr(dataclasses.replace(proxy, listeners=()))]
     for listener in proxy.listeners:
         parts.append(repr(dataclasses.replace(listener, virtual_hosts=())))
-        parts += [derive(memo, repr_digest, host) for host in listener.virtual_hosts]
+        parts += derive(memo, repr_digest, listener.virtual_hosts)
     return repr_digest(parts)[:24]
 
 
@@ -1036,15 +1036,12 @@ def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> 
 def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -> Snapshot:
     """The proxy's xDS resources; the memo keeps each virtual host's JSON while the host object lives."""
 
-    def host(item: VirtualHost) -> dict:
-        return derive(memo, host_encoding, item)[0]
-
-    routes = [envoy.route_configuration(item, host) for item in proxy.listeners]
-    # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
-    encoded = [
-        {**config, "virtual_hosts": [derive(memo, host_encoding, vh)[1] for vh in item.virtual_hosts]}
-        for config, item in zip(routes, proxy.listeners, strict=True)
-    ]
+    routes, encoded = [], []
+    for item in proxy.listeners:
+        hosts = derive(memo, host_encoding, item.virtual_hosts)
+        routes.append(envoy.route_configuration(item, [data for data, _ in hosts]))
+        # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
+        encoded.append({**routes[-1], "virtual_hosts": [text for _, text in hosts]})
     return snapshot_of(
         [envoy.cluster(item) for item in proxy.clusters],
         [envoy.listener(item, log_dir) for item in proxy.listeners],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshy.local.memo import BuildMemo
@@ -244,13 +245,14 @@ def gateway_proxy(
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, tuple[Route, ...]] = {}
         places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
+        matchers = [(gateway_key, host_matcher(server_host)) for gateway_key, server_host in servers[port]]
         for vs, bound in services:
             merged: set[str] = set()  # a host several servers match takes the VirtualService's routes once
-            for gateway_key, server_host in servers[port]:
+            for gateway_key, matches in matchers:
                 if gateway_key not in bound:
                     continue
                 for host in vs.spec["hosts"]:
-                    if host not in merged and host_matches(host, vs.namespace, server_host):
+                    if host not in merged and matches(host, vs.namespace):
                         merged.add(host)
                         routes = memo.of(routes_of, vs, places[gateway_key])
                         # The memo's own tuple when one VirtualService makes the host: nothing new to allocate.
@@ -278,12 +280,24 @@ def gateway_proxy(
 
 
 def host_matches(host: str, namespace: str, server_host: str) -> bool:
-    if "/" in server_host:
-        server_namespace, server_host = server_host.split("/", 1)
-        if server_namespace not in ("*", ".", namespace):
-            return False
-    suffix = server_host[1:]
-    if server_host.startswith("*") and not any(c in suffix for c in "*?["):
+    return host_matcher(server_host)(host, namespace)
+
+
+def host_matcher(server_host: str) -> Callable[[str, str], bool]:
+    """Whether a VirtualService host (in its namespace) matches a Gateway server's host, worked out once per server."""
+    server_namespace, slash, pattern = server_host.partition("/")
+    if not slash:
+        server_namespace, pattern = None, server_host
+    suffix = pattern[1:]
+    if pattern.startswith("*") and not any(c in suffix for c in "*?["):
         # What fnmatch does with one leading "*" and nothing else to expand, without its regular expression.
-        return host.endswith(suffix)
-    return fnmatch.fnmatchcase(host, server_host)
+        def host_ok(host: str) -> bool:
+            return host.endswith(suffix)
+    else:
+
+        def host_ok(host: str) -> bool:
+            return fnmatch.fnmatchcase(host, pattern)
+
+    if server_namespace is None:
+        return lambda host, namespace: host_ok(host)
+    return lambda host, namespace: server_namespace in ("*", ".", namespace) and host_ok(host)

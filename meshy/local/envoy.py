@@ -173,16 +173,15 @@ def cds(proxy: Proxy) -> dict[str, Any]:
 # --- Listeners and routes -------------------------------------------------------------
 
 
-def route_configuration(item: Listener, host: Callable[[VirtualHost], dict[str, Any]] | None = None) -> dict[str, Any]:
-    """host: how each virtual host becomes JSON (virtual_host, or a memo of it)."""
-    host = host or virtual_host
+def route_configuration(item: Listener, hosts: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """hosts: the listener's virtual hosts as JSON when the caller has them already (kept from an earlier apply)."""
     return {
         "@type": ROUTE_CONFIGURATION,
         "name": item.name,
         # Routes may name clusters that arrive later or never exist: answer 503, not reject.
         "validate_clusters": False,
         "max_direct_response_body_size_bytes": MAX_DIRECT_BODY,
-        "virtual_hosts": [host(vh) for vh in item.virtual_hosts],
+        "virtual_hosts": hosts if hosts is not None else [virtual_host(vh) for vh in item.virtual_hosts],
     }
 
 

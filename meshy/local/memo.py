@@ -14,7 +14,7 @@ incremental run builds with a build from scratch.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,18 +121,22 @@ class BuildMemo:
         self.hosts[key] = HostEntry(host, routes, self.build)
         return host
 
-    def derive(self, make: Callable[[Any], T], item: Any) -> T:
-        """make(item), kept while item lives: model objects are frozen, so it cannot go stale."""
+    def derive(self, make: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        """make(item) for each item, kept while the item lives: model objects are frozen, so it cannot go stale."""
         table = self.derived.get(make)
         if table is None:
             table = self.derived[make] = {}
-        key = id(item)
-        known = table.get(key)
-        if known is not None and known[0]() is item:
-            return known[1]
-        value = make(item)
-        table[key] = (weakref.ref(item, lambda _, key=key: table.pop(key, None)), value)
-        return value
+        values = []
+        for item in items:  # one loop for all: this runs for every host of a gateway on every apply
+            key = id(item)
+            known = table.get(key)
+            if known is not None and known[0]() is item:
+                values.append(known[1])
+                continue
+            value = make(item)
+            table[key] = (weakref.ref(item, lambda _, key=key: table.pop(key, None)), value)
+            values.append(value)
+        return values
 
 
 def same_objects(known: tuple[Route, ...], routes: tuple[Route, ...]) -> bool:
@@ -142,6 +146,6 @@ def same_objects(known: tuple[Route, ...], routes: tuple[Route, ...]) -> bool:
     return len(known) == len(routes) and all(a is b for a, b in zip(known, routes, strict=True))
 
 
-def derive(memo: BuildMemo | None, make: Callable[[Any], T], item: Any) -> T:
-    """make(item), through the memo when there is one."""
-    return memo.derive(make, item) if memo is not None else make(item)
+def derive(memo: BuildMemo | None, make: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+    """make(item) for each item, through the memo when there is one."""
+    return memo.derive(make, items) if memo is not None else [make(item) for item in items]
