@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import http.client
-import os
 import re
 import shutil
 import signal
@@ -30,27 +28,24 @@ import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.errors import MeshyError
 from meshy.local import admin, envoy, limits, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
-from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
+from meshy.local.paths import PathError, child, write_private
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
+from meshy.local.statedir import LocalConfig, LocalError, StateDir, python_binary
 from meshy.local.supervisor import (
     DOWN_GRACE,
-    Ended,
     Program,
-    Supervisor,
     listens,
     running_programs,
     stop_all,
     stop_pids,
-    summary,
 )
 from meshy.local.telemetry.accesslog import TEXT_FILE
-from meshy.local.xds.client import XdsClient, XdsError, socket_path
+from meshy.local.xds.client import XdsClient, XdsError
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
@@ -79,53 +74,11 @@ DRAIN_TIMEOUT = 5.0
 DASHBOARD_PROGRAM = "dashboard"
 
 
-class LocalError(MeshyError, RuntimeError):
-    """The local backend cannot do what was asked; the message says why and what to do."""
-
-
 class Interrupted(LocalError):
     """Ctrl-C ended a command; what it started was stopped again."""
 
     exit_code = 130  # a shell's code for SIGINT
     label = ""
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    state_dir: Path
-    layout: topology.Layout = topology.Layout()
-
-    @classmethod
-    def from_env(
-        cls,
-        state_dir: str | None = None,
-        ingress: str | None = None,
-        base: int | None = None,
-        dashboard: str | None = None,
-    ) -> LocalConfig:
-        directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
-        try:
-            check_config_path(directory)
-        except PathError as error:
-            raise LocalError(str(error)) from None
-        host, port = loopback_address("ingress", ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080")
-        dashboard_host, dashboard_port = loopback_address(
-            "dashboard", dashboard or os.environ.get("MESHY_DASHBOARD") or "127.0.0.1:20001"
-        )
-        raw_base = str(base) if base is not None else os.environ.get("MESHY_ADDRESS_BASE", "10")
-        if not raw_base.isdigit() or not 1 <= int(raw_base) <= 250:
-            raise LocalError(f"address base {raw_base!r} is not a number from 1 to 250; set MESHY_ADDRESS_BASE to one.")
-        return cls(directory, topology.Layout(host, port, int(raw_base), dashboard_host, dashboard_port))
-
-
-def loopback_address(what: str, text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
-        option = "--ingress or MESHY_INGRESS" if what == "ingress" else "--dashboard or MESHY_DASHBOARD"
-        raise LocalError(
-            f"{what} address {text!r} is not a loopback HOST:PORT; set {option} to one like 127.0.0.1:8080."
-        )
-    return host, int(port)
 
 
 @dataclass
@@ -151,27 +104,6 @@ class State:
 
 
 @dataclass(frozen=True)
-class Stopped:
-    """What local.down found and did."""
-
-    state_existed: bool
-    programs: list[str]  # programs supervisord was running
-    ended: list[Ended]  # every process ended, supervisord included
-
-    def summary(self, directory: Path) -> str:
-        if not (self.state_existed or self.programs or self.ended):
-            return f"no local mesh in {directory}: nothing was running, nothing removed"
-        ended = f"ended {len(self.ended)} processes: {summary(self.ended)}"
-        if self.programs:
-            done = f"stopped supervisord and its {len(self.programs)} programs; {ended}"
-        elif self.ended:
-            done = f"{ended} (no supervisord was answering)"
-        else:
-            done = "nothing was running"
-        return f"local mesh in {directory}: {done}; state removed"
-
-
-@dataclass(frozen=True)
 class StatusRow:
     workload: str
     pod: str
@@ -180,12 +112,10 @@ class StatusRow:
     processes: str
 
 
-class LocalBackend:
+class LocalBackend(StateDir):
     def __init__(self, config: LocalConfig, console: Console | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.console = console or Console()
-        self.dir = config.state_dir
-        self.supervisor = Supervisor(self.dir, python_binary())
         self._validator: Validator | None = None
         self._loaded: tuple[tuple[int, int, int], State] | None = None
 
@@ -197,10 +127,6 @@ class LocalBackend:
         return self._validator
 
     # --- state ------------------------------------------------------------------
-
-    @property
-    def state_file(self) -> Path:
-        return self.dir / "state.json"
 
     def load(self) -> State:
         """The saved state; re-read only when the file changed (every save writes a new file)."""
@@ -250,17 +176,6 @@ class LocalBackend:
         write_private(self.state_file, orjson.dumps(data).decode(), durable=True)
         info = self.state_file.stat()
         self._loaded = ((info.st_ino, info.st_mtime_ns, info.st_size), dataclasses.replace(state, layout=data_layout))
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One command at a time per state directory."""
-        private_dir(self.dir)
-        with open(self.dir / "lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-
-    def is_up(self) -> bool:
-        return self.state_file.exists() and self.supervisor.running()
 
     def layout_of(self, state: State) -> topology.Layout:
         """The layout the mesh was started with (options apply to a new mesh only)."""
@@ -447,45 +362,6 @@ class LocalBackend:
                 return False
         return True
 
-    def down(self) -> list[Ended]:
-        """Stop everything of this state directory at once and remove it; return what was ended.
-
-        Safe to run twice, and after anything: processes are found by the marker
-        they all carry (supervisord too), not by pid files.
-        """
-        with self.locked():
-            ended = stop_all(self.dir)
-            self.supervisor.socket.unlink(missing_ok=True)
-            self.xds_socket.unlink(missing_ok=True)
-        shutil.rmtree(admin.sockets_location(self.dir), ignore_errors=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return ended
-
-    def problem(self) -> str | None:
-        """One line on processes of this state directory that run outside a working mesh, or None.
-
-        They are found by their marker, so this holds whatever happened: a killed
-        supervisord, a deleted state directory, an interrupted command.
-        """
-        programs = running_programs(self.dir)
-        programs.pop("supervisord", None)
-        if not programs:
-            return None
-        if not self.state_file.exists():
-            return (
-                f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
-                "inv local.down ends them."
-            )
-        if not self.supervisor.running():
-            return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
-        return None
-
-    def stop(self) -> Stopped:
-        """down(), reporting what was there."""
-        existed = self.state_file.exists()
-        programs = [p.name for p in self.supervisor.processes()] if self.supervisor.running() else []
-        return Stopped(existed, programs, self.down())
-
     def refuse_other_mesh(self, pair: Pair, ingress_asked: bool) -> None:
         """A running mesh is kept as it is: asking for another pair or ingress is an error, not a no-op."""
         if not self.is_up():
@@ -549,10 +425,6 @@ class LocalBackend:
         return self.load()
 
     # --- reconcile --------------------------------------------------------------------------
-
-    @property
-    def xds_socket(self) -> Path:
-        return socket_path(self.dir)
 
     @property
     def xds_state(self) -> Path:
@@ -807,15 +679,6 @@ class LocalBackend:
 
     # --- inspection ------------------------------------------------------------------------------
 
-    def process_states(self) -> dict[str, str]:
-        """Program name -> its state as status shows it, with restarts; also when supervisord is gone."""
-        if self.supervisor.running():
-            return {
-                p.name: p.state + (f" ({p.restarts} restarts)" if p.restarts else "")
-                for p in self.supervisor.processes()
-            }
-        return {name: "RUNNING (no supervisor)" for name in running_programs(self.dir)}
-
     def status(self) -> list[StatusRow]:
         state = self.load()
         processes = self.process_states()
@@ -860,8 +723,8 @@ class LocalBackend:
         state = self.load()
         running = self.is_up()
         return {
+            **super().status_document(),
             "running": running,
-            "stateDir": str(self.dir),
             "pair": state.pair,
             "ingress": self.layout_of(state).ingress_url if running else None,
             "workloads": [dataclasses.asdict(row) for row in self.status()] if running else [],
@@ -971,17 +834,6 @@ class LocalBackend:
                 return gateway.name
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
 
-    def admin_socket(self, proxy: str) -> Path:
-        """The owner-only Unix socket of a proxy's Envoy admin interface."""
-        try:
-            return admin.socket_path(self.dir, proxy)
-        except PathError as error:
-            raise LocalError(str(error)) from None
-
-    def admin_get(self, proxy: str, target: str) -> str | None:
-        """GET from a proxy's admin interface (by proxy name): the body on 200, else None."""
-        return admin.get(self.admin_socket(proxy), target)
-
     def config_dump(self, proxy: str) -> dict:
         """The Envoy configuration dump of a pod's, Deployment's or gateway's proxy."""
         text = admin.get(self.admin_socket(self.proxy_name(proxy)), "/config_dump", timeout=5)
@@ -1074,12 +926,6 @@ def ignoring_interrupts() -> Iterator[None]:
 def write_atomic(path: Path, text: str) -> None:
     """Write beside, then rename into place: readers never see half a file."""
     write_private(path, text)
-
-
-def python_binary() -> str:
-    # sys.prefix, not sys.executable: inv and python name the same venv differently,
-    # and a changed command line would restart every app.
-    return str(Path(sys.prefix) / "bin" / "python")
 
 
 def envoy_binary() -> str:
