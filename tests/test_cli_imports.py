@@ -1,5 +1,7 @@
 """What `inv local.status` and `inv local.down` import: invoke, the state directory, supervisord, sockets.
 
+The status of a running mesh is probed the same way in tests/test_cli_local.py.
+
 Their speed target (at most 1.5x `inv --list` of an empty tasks.py) is measured
 by `nox -s bench -- cli`; these tests pin its cause, which timing on a shared
 machine cannot: the translation layers, gRPC and the Envoy API stay unloaded.
@@ -45,14 +47,15 @@ program.run()
 """
 
 
-def loaded_by(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+def loaded_by(env: dict[str, str], *args: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`inv ARGS` with only PATH and env set, and which HEAVY modules it loaded."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE, json.dumps(HEAVY), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
-        env={"PATH": "/usr/bin:/bin", "MESHY_STATE": str(tmp_path / "state")},
+        env={"PATH": "/usr/bin:/bin", **env},
     )
     line = next(line for line in result.stderr.splitlines() if line.startswith("LOADED "))
     return result, json.loads(line.removeprefix("LOADED "))
@@ -67,7 +70,7 @@ def loaded_by(tmp_path, *args: str) -> tuple[subprocess.CompletedProcess, list[s
     ],
 )
 def test_status_and_down_without_a_mesh_import_no_translation_layer(tmp_path, args, code, says):
-    result, loaded = loaded_by(tmp_path, *args)
+    result, loaded = loaded_by({"MESHY_STATE": str(tmp_path / "state")}, *args)
     assert result.returncode == code, result.stderr
     assert says in result.stdout + result.stderr
     assert loaded == []
@@ -75,6 +78,6 @@ def test_status_and_down_without_a_mesh_import_no_translation_layer(tmp_path, ar
 
 def test_the_probe_sees_the_backend_when_a_task_needs_it(tmp_path):
     # local.up (dry) builds the whole backend: the probe must report its modules, or the tests above prove nothing.
-    result, loaded = loaded_by(tmp_path, "--dry", "local.up")
+    result, loaded = loaded_by({"MESHY_STATE": str(tmp_path / "state")}, "--dry", "local.up")
     assert result.returncode == 0, result.stderr
     assert {"meshy.local.backend", "meshy.local.build", "grpc"} <= set(loaded)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import http.client
 import re
 import shutil
 import signal
@@ -22,7 +21,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
@@ -35,7 +34,7 @@ from meshy.local.paths import PathError, child, write_private
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
-from meshy.local.statedir import LocalConfig, LocalError, StateDir, python_binary
+from meshy.local.statedir import EXTERNAL_NAME, LocalConfig, LocalError, StateDir, Workload, get_text, python_binary
 from meshy.local.supervisor import (
     DOWN_GRACE,
     Program,
@@ -56,7 +55,6 @@ if TYPE_CHECKING:
 
 NO_PROXY = {"http": "", "https": ""}
 EXTERNAL_HOST = "minimal.external.kind.org"
-EXTERNAL_NAME = "minimal-external"
 # The walkthrough's state after its setup: workloads, the services gateway
 # and minimal-service's VirtualService (Service selecting v1).
 BASELINE = (
@@ -103,15 +101,6 @@ class State:
         return release_of(self.istio) if self.istio else DEFAULT_RELEASE
 
 
-@dataclass(frozen=True)
-class StatusRow:
-    workload: str
-    pod: str
-    address: str
-    ready: bool
-    processes: str
-
-
 class LocalBackend(StateDir):
     def __init__(self, config: LocalConfig, console: Console | None = None) -> None:
         super().__init__(config)
@@ -156,10 +145,7 @@ class LocalBackend(StateDir):
                 list(data.get("binds", [])),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ResourceError) as error:
-            raise LocalError(
-                f"the state file {self.state_file} is damaged ({type(error).__name__}); "
-                "run inv local.down to remove this mesh, then inv local.up."
-            ) from None
+            raise self.damaged(error) from None
 
     def save(self, state: State) -> None:
         data_layout = self.layout_of(state)
@@ -172,10 +158,30 @@ class LocalBackend(StateDir):
             "pair": state.pair,
             "digests": state.digests,
             "binds": state.binds,
+            "workloads": self.workloads(state, data_layout),
         }
         write_private(self.state_file, orjson.dumps(data).decode(), durable=True)
         info = self.state_file.stat()
         self._loaded = ((info.st_ino, info.st_mtime_ns, info.st_size), dataclasses.replace(state, layout=data_layout))
+
+    @staticmethod
+    def workloads(state: State, layout: topology.Layout) -> list[dict]:
+        """What status shows of each pod and gateway, saved with the state: status then needs no model."""
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
+        entries = [
+            Workload(
+                pod.deployment,
+                pod.name,
+                f"{pod.ip}:{','.join(map(str, pod.ports))}",
+                [f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}" for port in pod.ports],
+            )
+            for pod in pods
+        ]
+        entries += [
+            Workload(g.name, g.name, ",".join(f"{h}:{p}" for h, p in g.bind.values()), None)
+            for g in topology.gateways(layout)
+        ]
+        return [dataclasses.asdict(entry) for entry in entries]
 
     def layout_of(self, state: State) -> topology.Layout:
         """The layout the mesh was started with (options apply to a new mesh only)."""
@@ -679,57 +685,6 @@ class LocalBackend(StateDir):
 
     # --- inspection ------------------------------------------------------------------------------
 
-    def status(self) -> list[StatusRow]:
-        state = self.load()
-        processes = self.process_states()
-        layout = self.layout_of(state)
-        pods, _ = topology.pods(state.resources, state.allocation, layout)
-        rows = []
-        for pod in pods:
-            app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
-            ready = self.admin_get(pod.name, "/ready") is not None and all(
-                get_text(f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}") is not None for port in pod.ports
-            )
-            rows.append(
-                StatusRow(
-                    pod.deployment,
-                    pod.name,
-                    f"{pod.ip}:{','.join(map(str, pod.ports))}",
-                    ready,
-                    f"app {app}, sidecar {proxy}",
-                )
-            )
-        for gateway in topology.gateways(layout):
-            proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
-            ready = self.admin_get(gateway.name, "/ready") is not None
-            address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
-            rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
-        rows.append(self.xds_row(processes.get("xds", "STOPPED")))
-        if state.external:
-            external = processes.get(EXTERNAL_NAME, "STOPPED")
-            rows.append(
-                StatusRow(
-                    "external",
-                    EXTERNAL_NAME,
-                    f"{layout.external_ip}:9090",
-                    get_text(f"http://{layout.external_ip}:9090/health") is not None,
-                    f"app {external} (outside the mesh)",
-                )
-            )
-        return rows
-
-    def status_document(self) -> dict:
-        """status() for machines: whether it runs, its pair and ingress, one entry per workload."""
-        state = self.load()
-        running = self.is_up()
-        return {
-            **super().status_document(),
-            "running": running,
-            "pair": state.pair,
-            "ingress": self.layout_of(state).ingress_url if running else None,
-            "workloads": [dataclasses.asdict(row) for row in self.status()] if running else [],
-        }
-
     def log_files(self, name: str) -> list[Path]:
         """The app logs of a workload's pods (like kubectl logs deploy/NAME), else the one log of that name."""
         pods = [pod.name for pod in self.pods() if pod.deployment == name]
@@ -748,25 +703,6 @@ class LocalBackend(StateDir):
             if lines:
                 self.reconcile(dataclasses.replace(state, resources=resources), state)
         return lines
-
-    def xds_row(self, process: str) -> StatusRow:
-        """The control plane: ready when it answers and every proxy it configures is connected."""
-        client = XdsClient(self.xds_socket)
-        try:
-            proxies = client.status(timeout=2)
-        except XdsError:
-            proxies = None
-        finally:
-            client.close()
-        connected = sum(1 for p in (proxies or {}).values() if p["connected"])
-        total = len(proxies or {})
-        return StatusRow(
-            "xds-server",
-            "xds",
-            str(self.xds_socket),
-            proxies is not None and connected == total,
-            f"server {process}, {connected} of {total} proxies connected",
-        )
 
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]
@@ -893,21 +829,6 @@ def change_word(current: ResourceSet, resource: Resource) -> str:
     if current.items.get(resource.key) == resource:
         return "unchanged"
     return "configured" if resource.key in current.items else "created"
-
-
-def get_text(url: str) -> str | None:
-    """The body of a 200 answer, else None; http.client because importing requests costs each inv call ~0.1 s."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=1)
-    try:
-        connection.request("GET", f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/")
-        response = connection.getresponse()
-        body = response.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-    return body if response.status == 200 else None
 
 
 @contextmanager

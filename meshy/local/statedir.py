@@ -9,15 +9,21 @@ configuration, xDS), so those commands cost about what invoke itself costs.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import http.client
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import orjson
 
 from meshy import ROOT
 from meshy.errors import MeshyError
@@ -26,6 +32,11 @@ from meshy.local.layout import Layout
 from meshy.local.paths import PathError, check_config_path, private_dir
 from meshy.local.supervisor import Ended, Supervisor, running_programs, stop_all, summary
 from meshy.local.xds.control import socket_path
+
+EXTERNAL_NAME = "minimal-external"
+# Envoy's gauge of its ADS stream: 1 while connected to the management server
+# (envoy docs/root/configuration/overview/mgmt_server.rst, "control_plane.").
+CONNECTED_STATE = "/stats?filter=" + quote(r"^control_plane\.connected_state$")
 
 
 class LocalError(MeshyError, RuntimeError):
@@ -89,6 +100,25 @@ class Stopped:
         else:
             done = "nothing was running"
         return f"local mesh in {directory}: {done}; state removed"
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    workload: str
+    pod: str
+    address: str
+    ready: bool
+    processes: str
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A pod or gateway as status shows it; LocalBackend saves them with the state, from its model."""
+
+    workload: str  # the Deployment, or the gateway's name
+    pod: str  # also the name of its proxy
+    address: str
+    health: list[str] | None  # the app's health URLs; None for a gateway (an Envoy alone)
 
 
 class StateDir:
@@ -177,12 +207,121 @@ class StateDir:
         """GET from a proxy's admin interface (by proxy name): the body on 200, else None."""
         return admin.get(self.admin_socket(proxy), target)
 
+    def saved(self) -> dict | None:
+        """The state file's data as saved; None without a state file."""
+        try:
+            data = orjson.loads(self.state_file.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as error:
+            raise self.damaged(error) from None
+        if not isinstance(data, dict):
+            raise self.damaged(TypeError(type(data).__name__))
+        return data
+
+    def damaged(self, error: Exception) -> LocalError:
+        return LocalError(
+            f"the state file {self.state_file} is damaged ({type(error).__name__}); "
+            "run inv local.down to remove this mesh, then inv local.up."
+        )
+
+    def status(self) -> list[StatusRow]:
+        """One row per pod, gateway, the xDS server and the external service; none without a state file."""
+        data = self.saved()
+        if data is None:
+            return []
+        try:  # a state file without workloads is damaged too (or older than the field): the same fix holds
+            workloads = [Workload(**entry) for entry in data["workloads"]]
+            layout = Layout(**data["layout"])
+        except (KeyError, TypeError) as error:
+            raise self.damaged(error) from None
+        processes = self.process_states()
+        rows = [self.workload_row(workload, processes) for workload in workloads]
+        rows.append(self.xds_row(processes.get("xds", "STOPPED"), [w.pod for w in workloads]))
+        if data.get("external"):
+            rows.append(
+                StatusRow(
+                    "external",
+                    EXTERNAL_NAME,
+                    f"{layout.external_ip}:9090",
+                    get_text(f"http://{layout.external_ip}:9090/health") is not None,
+                    f"app {processes.get(EXTERNAL_NAME, 'STOPPED')} (outside the mesh)",
+                )
+            )
+        return rows
+
+    def workload_row(self, workload: Workload, processes: dict[str, str]) -> StatusRow:
+        """Ready when its Envoy says ready and, for a pod, its app answers every health URL."""
+        proxy = processes.get(f"proxy_{workload.pod}", "STOPPED")
+        ready = self.admin_get(workload.pod, "/ready") is not None
+        if workload.health is None:
+            return StatusRow(workload.workload, workload.pod, workload.address, ready, f"envoy {proxy}")
+        app = processes.get(f"app_{workload.pod}", "STOPPED")
+        ready = ready and all(get_text(url) is not None for url in workload.health)
+        return StatusRow(workload.workload, workload.pod, workload.address, ready, f"app {app}, sidecar {proxy}")
+
+    def xds_row(self, process: str, proxies: list[str]) -> StatusRow:
+        """The control plane: ready when its socket accepts connections and every proxy says it is connected.
+
+        Each proxy's own gauge, over its admin socket: asking the server (gRPC)
+        would cost status more in imports than all its other work.
+        """
+        connected = sum(1 for proxy in proxies if gauge(self.admin_get(proxy, CONNECTED_STATE)) == 1)
+        return StatusRow(
+            "xds-server",
+            "xds",
+            str(self.xds_socket),
+            accepts(self.xds_socket) and connected == len(proxies),
+            f"server {process}, {connected} of {len(proxies)} proxies connected",
+        )
+
     def status_document(self) -> dict:
-        """What status says of a directory without a mesh's state; LocalBackend adds the running mesh."""
-        return {"running": False, "stateDir": str(self.dir), "pair": None, "ingress": None, "workloads": []}
+        """status() for machines: whether it runs, its pair and ingress, one entry per workload."""
+        running = self.is_up()
+        rows = self.status() if running else []  # first: it refuses a damaged state file
+        data = self.saved() or {}
+        return {
+            "running": running,
+            "stateDir": str(self.dir),
+            "pair": data.get("pair"),
+            "ingress": Layout(**data["layout"]).ingress_url if running else None,
+            "workloads": [dataclasses.asdict(row) for row in rows],
+        }
 
 
 def python_binary() -> str:
     # sys.prefix, not sys.executable: inv and python name the same venv differently,
     # and a changed command line would restart every app.
     return str(Path(sys.prefix) / "bin" / "python")
+
+
+def get_text(url: str) -> str | None:
+    """The body of a 200 answer, else None; http.client because importing requests costs each inv call ~0.1 s."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=1)
+    try:
+        connection.request("GET", f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/")
+        response = connection.getresponse()
+        body = response.read().decode(errors="replace")
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+    return body if response.status == 200 else None
+
+
+def gauge(stats: str | None) -> int | None:
+    """The value of the one stat in an admin /stats answer ("name: value"), None without one."""
+    value = (stats or "").strip().rpartition(": ")[2]
+    return int(value) if value.isdigit() else None
+
+
+def accepts(path: Path) -> bool:
+    """Whether a Unix socket has a listener (connecting is enough; nothing is sent)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True

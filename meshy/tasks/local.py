@@ -113,8 +113,6 @@ def status(c: Context, output="table", state=None, ingress=None):
     if output not in OUTPUTS:
         raise TaskError(f"-o {output} is not known; use -o table or -o json.")
     local = state_dir(state, ingress)
-    if local.state_file.exists():
-        local = backend(state, ingress)  # a mesh to describe: its model (pods, gateways) is read
     running = local.is_up()
     problem = local.problem()
     if output == "json":
@@ -162,7 +160,7 @@ def down(c: Context, state=None, ingress=None):
     print(local.stop().summary(local.dir))
 
 
-def print_table(local: LocalBackend) -> None:
+def print_table(local: StateDir) -> None:
     rows = local.status()
     header = ("WORKLOAD", "POD", "ADDRESS", "READY", "PROCESSES")
     table = [header] + [(r.workload, r.pod, r.address, "yes" if r.ready else "no", r.processes) for r in rows]
