@@ -358,31 +358,40 @@ def run_seconds(args: list[str], cwd: Path, env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
-def bench_cli(results: dict, rounds: int = 15) -> None:
+def bench_cli(results: dict, rounds: int = 21) -> None:
     """inv's own cost: each command against `inv --list` over a one-task tasks.py, interleaved.
 
-    Ratios are of medians and of minimums: other work on a shared machine only
-    ever adds time, so the minimum is the closest to each command's own cost.
+    Every round runs each command once, the status of a running mesh included
+    (a second mesh environment, up for all rounds), so load from other work
+    on a shared machine falls on all of them alike. Ratios are of medians and
+    of minimums: other work only ever adds time, so the minimum is the closest
+    to each command's own cost.
     """
     empty = Path(tempfile.mkdtemp())
     (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
     env, _claim = mesh_env()
+    running_env, _running_claim = mesh_env()
     commands = {
-        "baseline: inv --list, one-task tasks.py": (empty, ["--list"]),
-        "inv --list": (ROOT, ["--list"]),
-        "inv --help local.status": (ROOT, ["--help", "local.status"]),
-        "inv local.status (nothing running)": (ROOT, ["local.status"]),
+        "baseline: inv --list, one-task tasks.py": (empty, ["--list"], env),
+        "inv --list": (ROOT, ["--list"], env),
+        "inv --help local.status": (ROOT, ["--help", "local.status"], env),
+        "inv local.status (nothing running)": (ROOT, ["local.status"], env),
+        "inv local.status (mesh running)": (ROOT, ["local.status"], running_env),
     }
     times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, (cwd, args) in commands.items():
-            times[name].append(run_seconds(args, cwd, env))
-    running, down = [], []
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=running_env, check=True, capture_output=True
+    )
+    try:
+        for _ in range(rounds):
+            for name, (cwd, args, command_env) in commands.items():
+                times[name].append(run_seconds(args, cwd, command_env))
+    finally:
+        subprocess.run([sys.executable, "-m", "invoke", "local.down"], cwd=ROOT, env=running_env, capture_output=True)
+    down = []
     for _ in range(3):
         subprocess.run([sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=env, check=True, capture_output=True)
-        running += [run_seconds(["local.status"], ROOT, env) for _ in range(3)]
         down.append(run_seconds(["local.down"], ROOT, env))
-    times["inv local.status (mesh running)"] = running
     times["inv local.down (mesh running)"] = down
     baseline = times["baseline: inv --list, one-task tasks.py"]
     median, low = statistics.median(baseline), min(baseline)
