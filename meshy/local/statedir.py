@@ -18,6 +18,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,15 +237,21 @@ class StateDir:
         except (KeyError, TypeError) as error:
             raise self.damaged(error) from None
         processes = self.process_states()
-        rows = [self.workload_row(workload, processes) for workload in workloads]
-        rows.append(self.xds_row(processes.get("xds", "STOPPED"), [w.pod for w in workloads]))
-        if data.get("external"):
+        # Every probe waits on another process (an Envoy, an app): they are asked all at once.
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            rows = pool.map(lambda workload: self.workload_row(workload, processes), workloads)
+            connected = pool.map(self.connected, [workload.pod for workload in workloads])
+            listening = pool.submit(accepts, self.xds_socket)
+            health = f"http://{layout.external_ip}:9090/health"
+            external = pool.submit(get_text, health) if data.get("external") else None
+            rows = [*rows, self.xds_row(processes.get("xds", "STOPPED"), listening.result(), list(connected))]
+        if external is not None:
             rows.append(
                 StatusRow(
                     "external",
                     EXTERNAL_NAME,
                     f"{layout.external_ip}:9090",
-                    get_text(f"http://{layout.external_ip}:9090/health") is not None,
+                    external.result() is not None,
                     f"app {processes.get(EXTERNAL_NAME, 'STOPPED')} (outside the mesh)",
                 )
             )
@@ -260,19 +267,22 @@ class StateDir:
         ready = ready and all(get_text(url) is not None for url in workload.health)
         return StatusRow(workload.workload, workload.pod, workload.address, ready, f"app {app}, sidecar {proxy}")
 
-    def xds_row(self, process: str, proxies: list[str]) -> StatusRow:
-        """The control plane: ready when its socket accepts connections and every proxy says it is connected.
+    def connected(self, proxy: str) -> bool:
+        """Whether a proxy's ADS stream to the xDS server is up, by the proxy's own gauge."""
+        return gauge(self.admin_get(proxy, CONNECTED_STATE)) == 1
 
-        Each proxy's own gauge, over its admin socket: asking the server (gRPC)
+    def xds_row(self, process: str, listening: bool, connected: list[bool]) -> StatusRow:
+        """The control plane: ready when its socket accepts connections and every proxy is connected to it.
+
+        The proxies' own gauges, over their admin sockets: asking the server (gRPC)
         would cost status more in imports than all its other work.
         """
-        connected = sum(1 for proxy in proxies if gauge(self.admin_get(proxy, CONNECTED_STATE)) == 1)
         return StatusRow(
             "xds-server",
             "xds",
             str(self.xds_socket),
-            accepts(self.xds_socket) and connected == len(proxies),
-            f"server {process}, {connected} of {len(proxies)} proxies connected",
+            listening and all(connected),
+            f"server {process}, {sum(connected)} of {len(connected)} proxies connected",
         )
 
     def status_document(self) -> dict:
