@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import http.client
+import json
 import os
 import re
 import shutil
@@ -23,8 +24,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
-
-import orjson
 
 from meshy import ROOT
 from meshy.errors import MeshyError
@@ -165,6 +164,8 @@ class StateDir:
         They are found by their marker, so this holds whatever happened: a killed
         supervisord, a deleted state directory, an interrupted command.
         """
+        if self.is_up():
+            return None  # a working mesh: the scan of every process below is not needed
         programs = running_programs(self.dir)
         programs.pop("supervisord", None)
         if not programs:
@@ -174,9 +175,7 @@ class StateDir:
                 f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
                 "inv local.down ends them."
             )
-        if not self.supervisor.running():
-            return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
-        return None
+        return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
 
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
@@ -211,7 +210,7 @@ class StateDir:
     def saved(self) -> dict | None:
         """The state file's data as saved; None without a state file."""
         try:
-            data = orjson.loads(self.state_file.read_bytes())
+            data = json.loads(self.state_file.read_bytes())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as error:
