@@ -35,6 +35,8 @@ HEAVY = (
     "jinja2",
     "requests",
     "kubernetes",
+    "supervisor.xmlrpc",
+    "orjson",
 )
 # Runs invoke's own program as `inv ARGS` and reports, as it exits, which HEAVY modules were loaded.
 PROBE = """
