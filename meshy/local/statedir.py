@@ -1,10 +1,11 @@
 """A local mesh's state directory and what runs from it, without the mesh's model.
 
-What `local.status` of a stopped mesh and `local.down` need: the configuration
-(state directory and addresses), supervisord, the processes marked with the
-directory and the proxies' admin sockets. LocalBackend builds on StateDir;
-this module imports none of the translation layers (resources, build, Envoy
-configuration, xDS), so those commands cost about what invoke itself costs.
+What `local.status` and `local.down` need: the configuration (state
+directory and addresses), supervisord, the processes marked with the
+directory, the proxies' admin sockets and the workloads LocalBackend saves
+with the state. LocalBackend builds on StateDir; this module imports none of
+the translation layers (resources, build, Envoy configuration, xDS), so
+those commands cost about what invoke itself costs.
 """
 
 from __future__ import annotations
