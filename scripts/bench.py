@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import statistics
@@ -351,49 +352,72 @@ def bench_scenarios(results: dict) -> None:
     }
 
 
-def run_seconds(args: list[str], cwd: Path, env: dict[str, str]) -> float:
-    """Wall time of one `python -m invoke ARGS` (a fresh interpreter, as a user's shell starts it)."""
+def run_seconds(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + system) of one `python -m invoke ARGS` (a fresh interpreter, as a shell starts it).
+
+    The CPU time is the process's own work: other work on a shared machine
+    stretches the wall time (waiting for a core), hardly the CPU time.
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, env=env, capture_output=True, check=False)
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def bench_cli(results: dict, rounds: int = 15) -> None:
+def bench_cli(results: dict, rounds: int = 21) -> None:
     """inv's own cost: each command against `inv --list` over a one-task tasks.py, interleaved.
 
-    Ratios are of medians and of minimums: other work on a shared machine only
-    ever adds time, so the minimum is the closest to each command's own cost.
+    Every round runs each command once, the status of a running mesh included
+    (a second mesh environment, up for all rounds), so load from other work
+    on a shared machine falls on all of them alike. Wall-time ratios are of
+    medians and of minimums (other work only ever adds time, so the minimum
+    is the closest to each command's own cost); CPU-time ratios of medians.
     """
     empty = Path(tempfile.mkdtemp())
     (empty / "tasks.py").write_text("from invoke import task\n\n\n@task\ndef noop(c):\n    pass\n")
     env, _claim = mesh_env()
+    running_env, _running_claim = mesh_env()
     commands = {
-        "baseline: inv --list, one-task tasks.py": (empty, ["--list"]),
-        "inv --list": (ROOT, ["--list"]),
-        "inv --help local.status": (ROOT, ["--help", "local.status"]),
-        "inv local.status (nothing running)": (ROOT, ["local.status"]),
+        BASELINE: (empty, ["--list"], env),
+        "inv --list": (ROOT, ["--list"], env),
+        "inv --help local.status": (ROOT, ["--help", "local.status"], env),
+        "inv local.status (nothing running)": (ROOT, ["local.status"], env),
+        "inv local.status (mesh running)": (ROOT, ["local.status"], running_env),
     }
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(rounds):
-        for name, (cwd, args) in commands.items():
-            times[name].append(run_seconds(args, cwd, env))
-    running, down = [], []
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    subprocess.run(
+        [sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=running_env, check=True, capture_output=True
+    )
+    try:
+        for _ in range(rounds):
+            for name, (cwd, args, command_env) in commands.items():
+                runs[name].append(run_seconds(args, cwd, command_env))
+    finally:
+        subprocess.run([sys.executable, "-m", "invoke", "local.down"], cwd=ROOT, env=running_env, capture_output=True)
+    down = []
     for _ in range(3):
         subprocess.run([sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=env, check=True, capture_output=True)
-        running += [run_seconds(["local.status"], ROOT, env) for _ in range(3)]
         down.append(run_seconds(["local.down"], ROOT, env))
-    times["inv local.status (mesh running)"] = running
-    times["inv local.down (mesh running)"] = down
-    baseline = times["baseline: inv --list, one-task tasks.py"]
-    median, low = statistics.median(baseline), min(baseline)
-    results["cli_s"] = {
-        name: {
-            "median": round(statistics.median(values), 3),
-            "min": round(min(values), 3),
-            "ratio_median": round(statistics.median(values) / median, 2),
-            "ratio_min": round(min(values) / low, 2),
-        }
-        for name, values in times.items()
+    runs["inv local.down (mesh running)"] = down
+    results["cli_s"] = {name: cli_figures(values, runs[BASELINE]) for name, values in runs.items()}
+
+
+BASELINE = "baseline: inv --list, one-task tasks.py"
+
+
+def cli_figures(runs: list[tuple[float, float]], baseline: list[tuple[float, float]]) -> dict[str, float]:
+    """Medians and minimums of wall and CPU time, and their ratios to the baseline's."""
+    wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+    base_wall, base_cpu = [w for w, _ in baseline], [c for _, c in baseline]
+    return {
+        "median": round(statistics.median(wall), 3),
+        "min": round(min(wall), 3),
+        "ratio_median": round(statistics.median(wall) / statistics.median(base_wall), 2),
+        "ratio_min": round(min(wall) / min(base_wall), 2),
+        "cpu_median": round(statistics.median(cpu), 3),
+        "cpu_ratio_median": round(statistics.median(cpu) / statistics.median(base_cpu), 2),
     }
 
 

@@ -18,6 +18,7 @@ from meshy.net import claim_address_base, free_port, port_in_use, wait_until
 from meshy.render import render
 from meshy.versions import load_matrix, select_pair
 from tests.test_cli import inv
+from tests.test_cli_imports import loaded_by
 
 PAIR = select_pair()
 RETRIES = "istio/bounced-virtualservice-retries.yaml.j2"
@@ -62,6 +63,15 @@ def test_up_prints_plain_text_and_status_lists_the_workloads(mesh):
     workloads = {row["workload"]: row for row in document["workloads"]}
     assert workloads["minimal-service"]["ready"] is True
     assert workloads["istio-ingressgateway"]["address"] == mesh.ingress
+    assert workloads["xds-server"]["ready"] is True
+    assert workloads["xds-server"]["processes"].endswith(", 5 of 5 proxies connected")
+
+
+def test_status_of_a_running_mesh_reads_the_saved_workloads_without_the_model(mesh):
+    result, loaded = loaded_by(mesh.env, "local.status")
+    assert result.returncode == 0, result.stderr
+    assert "minimal-service-v2" in result.stdout and "5 of 5 proxies connected" in result.stdout
+    assert loaded == []
 
 
 def test_up_with_another_pair_or_ingress_is_refused(mesh):

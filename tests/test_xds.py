@@ -21,7 +21,8 @@ from meshy.local import envoy, topology
 from meshy.local.backend import NO_PROXY, LocalError, envoy_binary, proxy_snapshot
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.resources import ResourceSet, parse_documents
-from meshy.local.xds.client import MAX_SOCKET_PATH, XdsClient, socket_path
+from meshy.local.xds.client import XdsClient
+from meshy.local.xds.control import MAX_SOCKET_PATH, socket_path
 from meshy.local.xds.encode import Encoder, to_any
 from meshy.local.xds.snapshot import LISTENER, ROUTE, Resources, snapshot_from_json
 from meshy.local.xds.validate import ConfigRejected, Validator, validate

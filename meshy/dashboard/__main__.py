@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from meshy.dashboard.server import Dashboard, serve
-from meshy.local.backend import LocalError, loopback_address
+from meshy.local.statedir import LocalError, loopback_address
 
 
 def main(argv: list[str] | None = None) -> int:

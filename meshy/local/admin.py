@@ -25,7 +25,7 @@ MAX_SOCKET_PATH = 100
 class UnixHTTPConnection(http.client.HTTPConnection):
     """HTTP/1.1 to a server listening on a Unix socket."""
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: Path, timeout: float | None) -> None:
         super().__init__("localhost", timeout=timeout)
         self.socket_path = str(path)
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
-import http.client
-import os
 import re
 import shutil
 import signal
@@ -24,34 +21,31 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.errors import MeshyError
 from meshy.local import admin, envoy, limits, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.memo import BuildMemo, derive
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy, VirtualHost
-from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
+from meshy.local.paths import PathError, child, write_private
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
+from meshy.local.statedir import EXTERNAL_NAME, LocalConfig, LocalError, StateDir, Workload, get_text, python_binary
 from meshy.local.supervisor import (
     DOWN_GRACE,
-    Ended,
     Program,
-    Supervisor,
     listens,
     running_programs,
     stop_all,
     stop_pids,
-    summary,
 )
 from meshy.local.telemetry.accesslog import TEXT_FILE
-from meshy.local.xds.client import XdsClient, XdsError, socket_path
+from meshy.local.xds.client import XdsClient, XdsError
 from meshy.local.xds.snapshot import Snapshot, snapshot_of
 from meshy.local.xds.validate import ConfigRejected, Validator
 from meshy.net import port_in_use, wait_until
@@ -62,7 +56,6 @@ if TYPE_CHECKING:
 
 NO_PROXY = {"http": "", "https": ""}
 EXTERNAL_HOST = "minimal.external.kind.org"
-EXTERNAL_NAME = "minimal-external"
 # The walkthrough's state after its setup: workloads, the services gateway
 # and minimal-service's VirtualService (Service selecting v1).
 BASELINE = (
@@ -80,53 +73,11 @@ DRAIN_TIMEOUT = 5.0
 DASHBOARD_PROGRAM = "dashboard"
 
 
-class LocalError(MeshyError, RuntimeError):
-    """The local backend cannot do what was asked; the message says why and what to do."""
-
-
 class Interrupted(LocalError):
     """Ctrl-C ended a command; what it started was stopped again."""
 
     exit_code = 130  # a shell's code for SIGINT
     label = ""
-
-
-@dataclass(frozen=True)
-class LocalConfig:
-    state_dir: Path
-    layout: topology.Layout = topology.Layout()
-
-    @classmethod
-    def from_env(
-        cls,
-        state_dir: str | None = None,
-        ingress: str | None = None,
-        base: int | None = None,
-        dashboard: str | None = None,
-    ) -> LocalConfig:
-        directory = Path(state_dir or os.environ.get("MESHY_STATE") or ROOT / ".meshy").resolve()
-        try:
-            check_config_path(directory)
-        except PathError as error:
-            raise LocalError(str(error)) from None
-        host, port = loopback_address("ingress", ingress or os.environ.get("MESHY_INGRESS") or "127.0.0.1:8080")
-        dashboard_host, dashboard_port = loopback_address(
-            "dashboard", dashboard or os.environ.get("MESHY_DASHBOARD") or "127.0.0.1:20001"
-        )
-        raw_base = str(base) if base is not None else os.environ.get("MESHY_ADDRESS_BASE", "10")
-        if not raw_base.isdigit() or not 1 <= int(raw_base) <= 250:
-            raise LocalError(f"address base {raw_base!r} is not a number from 1 to 250; set MESHY_ADDRESS_BASE to one.")
-        return cls(directory, topology.Layout(host, port, int(raw_base), dashboard_host, dashboard_port))
-
-
-def loopback_address(what: str, text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not re.fullmatch(r"127\.\d{1,3}\.\d{1,3}\.\d{1,3}", host) or not port.isdigit() or not 0 < int(port) < 65536:
-        option = "--ingress or MESHY_INGRESS" if what == "ingress" else "--dashboard or MESHY_DASHBOARD"
-        raise LocalError(
-            f"{what} address {text!r} is not a loopback HOST:PORT; set {option} to one like 127.0.0.1:8080."
-        )
-    return host, int(port)
 
 
 @dataclass
@@ -151,42 +102,10 @@ class State:
         return release_of(self.istio) if self.istio else DEFAULT_RELEASE
 
 
-@dataclass(frozen=True)
-class Stopped:
-    """What local.down found and did."""
-
-    state_existed: bool
-    programs: list[str]  # programs supervisord was running
-    ended: list[Ended]  # every process ended, supervisord included
-
-    def summary(self, directory: Path) -> str:
-        if not (self.state_existed or self.programs or self.ended):
-            return f"no local mesh in {directory}: nothing was running, nothing removed"
-        ended = f"ended {len(self.ended)} processes: {summary(self.ended)}"
-        if self.programs:
-            done = f"stopped supervisord and its {len(self.programs)} programs; {ended}"
-        elif self.ended:
-            done = f"{ended} (no supervisord was answering)"
-        else:
-            done = "nothing was running"
-        return f"local mesh in {directory}: {done}; state removed"
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    workload: str
-    pod: str
-    address: str
-    ready: bool
-    processes: str
-
-
-class LocalBackend:
+class LocalBackend(StateDir):
     def __init__(self, config: LocalConfig, console: Console | None = None) -> None:
-        self.config = config
+        super().__init__(config)
         self.console = console or Console()
-        self.dir = config.state_dir
-        self.supervisor = Supervisor(self.dir, python_binary())
         self._validator: Validator | None = None
         self._loaded: tuple[tuple[int, int, int], State] | None = None
         # What one apply's builds leave for the next: unchanged VirtualServices are not built again.
@@ -200,10 +119,6 @@ class LocalBackend:
         return self._validator
 
     # --- state ------------------------------------------------------------------
-
-    @property
-    def state_file(self) -> Path:
-        return self.dir / "state.json"
 
     def load(self) -> State:
         """The saved state; re-read only when the file changed (every save writes a new file)."""
@@ -233,10 +148,7 @@ class LocalBackend:
                 list(data.get("binds", [])),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError, ResourceError) as error:
-            raise LocalError(
-                f"the state file {self.state_file} is damaged ({type(error).__name__}); "
-                "run inv local.down to remove this mesh, then inv local.up."
-            ) from None
+            raise self.damaged(error) from None
 
     def save(self, state: State) -> None:
         data_layout = self.layout_of(state)
@@ -249,21 +161,30 @@ class LocalBackend:
             "pair": state.pair,
             "digests": state.digests,
             "binds": state.binds,
+            "workloads": self.workloads(state, data_layout),
         }
         write_private(self.state_file, orjson.dumps(data).decode(), durable=True)
         info = self.state_file.stat()
         self._loaded = ((info.st_ino, info.st_mtime_ns, info.st_size), dataclasses.replace(state, layout=data_layout))
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """One command at a time per state directory."""
-        private_dir(self.dir)
-        with open(self.dir / "lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-
-    def is_up(self) -> bool:
-        return self.state_file.exists() and self.supervisor.running()
+    @staticmethod
+    def workloads(state: State, layout: topology.Layout) -> list[dict]:
+        """What status shows of each pod and gateway, saved with the state: status then needs no model."""
+        pods, _ = topology.pods(state.resources, state.allocation, layout)
+        entries = [
+            Workload(
+                pod.deployment,
+                pod.name,
+                f"{pod.ip}:{','.join(map(str, pod.ports))}",
+                [f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}" for port in pod.ports],
+            )
+            for pod in pods
+        ]
+        entries += [
+            Workload(g.name, g.name, ",".join(f"{h}:{p}" for h, p in g.bind.values()), None)
+            for g in topology.gateways(layout)
+        ]
+        return [dataclasses.asdict(entry) for entry in entries]
 
     def layout_of(self, state: State) -> topology.Layout:
         """The layout the mesh was started with (options apply to a new mesh only)."""
@@ -450,45 +371,6 @@ class LocalBackend:
                 return False
         return True
 
-    def down(self) -> list[Ended]:
-        """Stop everything of this state directory at once and remove it; return what was ended.
-
-        Safe to run twice, and after anything: processes are found by the marker
-        they all carry (supervisord too), not by pid files.
-        """
-        with self.locked():
-            ended = stop_all(self.dir)
-            self.supervisor.socket.unlink(missing_ok=True)
-            self.xds_socket.unlink(missing_ok=True)
-        shutil.rmtree(admin.sockets_location(self.dir), ignore_errors=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        return ended
-
-    def problem(self) -> str | None:
-        """One line on processes of this state directory that run outside a working mesh, or None.
-
-        They are found by their marker, so this holds whatever happened: a killed
-        supervisord, a deleted state directory, an interrupted command.
-        """
-        programs = running_programs(self.dir)
-        programs.pop("supervisord", None)
-        if not programs:
-            return None
-        if not self.state_file.exists():
-            return (
-                f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
-                "inv local.down ends them."
-            )
-        if not self.supervisor.running():
-            return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up restarts them."
-        return None
-
-    def stop(self) -> Stopped:
-        """down(), reporting what was there."""
-        existed = self.state_file.exists()
-        programs = [p.name for p in self.supervisor.processes()] if self.supervisor.running() else []
-        return Stopped(existed, programs, self.down())
-
     def refuse_other_mesh(self, pair: Pair, ingress_asked: bool) -> None:
         """A running mesh is kept as it is: asking for another pair or ingress is an error, not a no-op."""
         if not self.is_up():
@@ -552,10 +434,6 @@ class LocalBackend:
         return self.load()
 
     # --- reconcile --------------------------------------------------------------------------
-
-    @property
-    def xds_socket(self) -> Path:
-        return socket_path(self.dir)
 
     @property
     def xds_state(self) -> Path:
@@ -817,66 +695,6 @@ class LocalBackend:
 
     # --- inspection ------------------------------------------------------------------------------
 
-    def process_states(self) -> dict[str, str]:
-        """Program name -> its state as status shows it, with restarts; also when supervisord is gone."""
-        if self.supervisor.running():
-            return {
-                p.name: p.state + (f" ({p.restarts} restarts)" if p.restarts else "")
-                for p in self.supervisor.processes()
-            }
-        return {name: "RUNNING (no supervisor)" for name in running_programs(self.dir)}
-
-    def status(self) -> list[StatusRow]:
-        state = self.load()
-        processes = self.process_states()
-        layout = self.layout_of(state)
-        pods, _ = topology.pods(state.resources, state.allocation, layout)
-        rows = []
-        for pod in pods:
-            app, proxy = processes.get(f"app_{pod.name}", "STOPPED"), processes.get(f"proxy_{pod.name}", "STOPPED")
-            ready = self.admin_get(pod.name, "/ready") is not None and all(
-                get_text(f"http://{pod.app_ip}:{port}{pod.health_path or '/health'}") is not None for port in pod.ports
-            )
-            rows.append(
-                StatusRow(
-                    pod.deployment,
-                    pod.name,
-                    f"{pod.ip}:{','.join(map(str, pod.ports))}",
-                    ready,
-                    f"app {app}, sidecar {proxy}",
-                )
-            )
-        for gateway in topology.gateways(layout):
-            proxy = processes.get(f"proxy_{gateway.name}", "STOPPED")
-            ready = self.admin_get(gateway.name, "/ready") is not None
-            address = ",".join(f"{h}:{p}" for h, p in gateway.bind.values())
-            rows.append(StatusRow(gateway.name, gateway.name, address, ready, f"envoy {proxy}"))
-        rows.append(self.xds_row(processes.get("xds", "STOPPED")))
-        if state.external:
-            external = processes.get(EXTERNAL_NAME, "STOPPED")
-            rows.append(
-                StatusRow(
-                    "external",
-                    EXTERNAL_NAME,
-                    f"{layout.external_ip}:9090",
-                    get_text(f"http://{layout.external_ip}:9090/health") is not None,
-                    f"app {external} (outside the mesh)",
-                )
-            )
-        return rows
-
-    def status_document(self) -> dict:
-        """status() for machines: whether it runs, its pair and ingress, one entry per workload."""
-        state = self.load()
-        running = self.is_up()
-        return {
-            "running": running,
-            "stateDir": str(self.dir),
-            "pair": state.pair,
-            "ingress": self.layout_of(state).ingress_url if running else None,
-            "workloads": [dataclasses.asdict(row) for row in self.status()] if running else [],
-        }
-
     def log_files(self, name: str) -> list[Path]:
         """The app logs of a workload's pods (like kubectl logs deploy/NAME), else the one log of that name."""
         pods = [pod.name for pod in self.pods() if pod.deployment == name]
@@ -895,25 +713,6 @@ class LocalBackend:
             if lines:
                 self.reconcile(dataclasses.replace(state, resources=resources), state)
         return lines
-
-    def xds_row(self, process: str) -> StatusRow:
-        """The control plane: ready when it answers and every proxy it configures is connected."""
-        client = XdsClient(self.xds_socket)
-        try:
-            proxies = client.status(timeout=2)
-        except XdsError:
-            proxies = None
-        finally:
-            client.close()
-        connected = sum(1 for p in (proxies or {}).values() if p["connected"])
-        total = len(proxies or {})
-        return StatusRow(
-            "xds-server",
-            "xds",
-            str(self.xds_socket),
-            proxies is not None and connected == total,
-            f"server {process}, {connected} of {total} proxies connected",
-        )
 
     def log_file(self, name: str) -> Path:
         candidates = [name, f"app_{name}", f"proxy_{name}"]
@@ -980,17 +779,6 @@ class LocalBackend:
             if gateway.name == proxy:
                 return gateway.name
         raise LocalError(f"no proxy named {proxy!r}; see inv local.status.")
-
-    def admin_socket(self, proxy: str) -> Path:
-        """The owner-only Unix socket of a proxy's Envoy admin interface."""
-        try:
-            return admin.socket_path(self.dir, proxy)
-        except PathError as error:
-            raise LocalError(str(error)) from None
-
-    def admin_get(self, proxy: str, target: str) -> str | None:
-        """GET from a proxy's admin interface (by proxy name): the body on 200, else None."""
-        return admin.get(self.admin_socket(proxy), target)
 
     def config_dump(self, proxy: str) -> dict:
         """The Envoy configuration dump of a pod's, Deployment's or gateway's proxy."""
@@ -1085,21 +873,6 @@ def change_word(current: ResourceSet, resource: Resource) -> str:
     return "configured" if resource.key in current.items else "created"
 
 
-def get_text(url: str) -> str | None:
-    """The body of a 200 answer, else None; http.client because importing requests costs each inv call ~0.1 s."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=1)
-    try:
-        connection.request("GET", f"{parts.path or '/'}?{parts.query}" if parts.query else parts.path or "/")
-        response = connection.getresponse()
-        body = response.read().decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-    return body if response.status == 200 else None
-
-
 @contextmanager
 def ignoring_interrupts() -> Iterator[None]:
     """A second Ctrl-C must not cut the clean-up of the first one short."""
@@ -1116,12 +889,6 @@ def ignoring_interrupts() -> Iterator[None]:
 def write_atomic(path: Path, text: str) -> None:
     """Write beside, then rename into place: readers never see half a file."""
     write_private(path, text)
-
-
-def python_binary() -> str:
-    # sys.prefix, not sys.executable: inv and python name the same venv differently,
-    # and a changed command line would restart every app.
-    return str(Path(sys.prefix) / "bin" / "python")
 
 
 def envoy_binary() -> str:

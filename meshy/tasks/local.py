@@ -15,6 +15,7 @@ from meshy.tasks.runner import task
 
 if TYPE_CHECKING:
     from meshy.local.backend import LocalBackend
+    from meshy.local.statedir import StateDir
 
 STATE_HELP = {
     "state": "state directory of the local mesh (default .meshy/; env MESHY_STATE)",
@@ -35,6 +36,13 @@ def backend(state: str | None = None, ingress: str | None = None, dashboard: str
     from meshy.local.backend import LocalBackend, LocalConfig
 
     return LocalBackend(LocalConfig.from_env(state, ingress, dashboard=dashboard))
+
+
+def state_dir(state: str | None = None, ingress: str | None = None) -> StateDir:
+    """The state directory alone: enough to stop a mesh, or to see that none is there."""
+    from meshy.local.statedir import LocalConfig, StateDir
+
+    return StateDir(LocalConfig.from_env(state, ingress))
 
 
 @task(help={**PAIR_HELP, **STATE_HELP, **DASHBOARD_HELP})
@@ -104,7 +112,7 @@ def status(c: Context, output="table", state=None, ingress=None):
 
     if output not in OUTPUTS:
         raise TaskError(f"-o {output} is not known; use -o table or -o json.")
-    local = backend(state, ingress)
+    local = state_dir(state, ingress)
     running = local.is_up()
     problem = local.problem()
     if output == "json":
@@ -145,14 +153,14 @@ def logs(c: Context, name, tail=40, access=False, follow=False, state=None, ingr
 @task(help=STATE_HELP)
 def down(c: Context, state=None, ingress=None):
     """Stop every process of the local mesh and remove its state; says what was there. Safe to run twice."""
-    local = backend(state, ingress)
+    local = state_dir(state, ingress)
     if is_dry(c):
         print(f"would stop the local mesh and remove {local.dir}")
         return
     print(local.stop().summary(local.dir))
 
 
-def print_table(local: LocalBackend) -> None:
+def print_table(local: StateDir) -> None:
     rows = local.status()
     header = ("WORKLOAD", "POD", "ADDRESS", "READY", "PROCESSES")
     table = [header] + [(r.workload, r.pod, r.address, "yes" if r.ready else "no", r.processes) for r in rows]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,20 +10,8 @@ import grpc
 import orjson
 
 from meshy.errors import MeshyError
-from meshy.local.xds.server import CONTROL
+from meshy.local.xds.control import CONTROL
 from meshy.local.xds.snapshot import Snapshot, snapshot_to_json
-
-# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
-MAX_SOCKET_PATH = 107
-
-
-def socket_path(state_dir: Path) -> Path:
-    """The server's socket in the state directory, or a short hashed path when that is too long."""
-    path = state_dir / "xds.sock"
-    if len(str(path).encode()) <= MAX_SOCKET_PATH:
-        return path
-    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
-    return Path("/tmp") / f"meshy-xds-{digest}.sock"
 
 
 class XdsError(MeshyError, RuntimeError):

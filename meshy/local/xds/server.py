@@ -23,6 +23,7 @@ import orjson
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 
+from meshy.local.xds.control import CONTROL
 from meshy.local.xds.encode import Encoder
 from meshy.local.xds.snapshot import (
     ROUTE,
@@ -33,8 +34,6 @@ from meshy.local.xds.snapshot import (
     snapshot_from_json,
     snapshot_to_json,
 )
-
-CONTROL = "meshy.xds.Control"
 
 
 @dataclass
