@@ -3,7 +3,8 @@
 supervisord runs as a daemon owned by the state directory; every call here
 talks to it over its unix socket. Its configuration names only fixed paths:
 each program is `python launch.py SPEC.json` (see launch.py), so manifest
-text never becomes supervisord syntax.
+text never becomes supervisord syntax. A new supervisord's launchers adopt
+the programs a killed one left running, so a hand-over restarts nothing.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def program_config(name: str, python: str, spec_path: Path) -> str:
             "startsecs=1",
             "startretries=5",
             "stopsignal=TERM",
-            "stopwaitsecs=6",
+            f"stopwaitsecs={launch.STOP_WAIT_S}",
             "stopasgroup=true",
             "killasgroup=true",
             # The launcher writes the log itself (no pipe that dies with supervisord).
@@ -192,6 +193,7 @@ class Supervisor:
             if path.stem not in wanted:
                 path.unlink()
                 launch.starts_file(path).unlink(missing_ok=True)
+                launch.served_file(path).unlink(missing_ok=True)
         respawn = []
         for name, spec in specs.items():
             spec_path = child(self.programs_dir, f"{name}.json")
@@ -223,9 +225,16 @@ class Supervisor:
 
     def processes(self) -> list[ProcessInfo]:
         return [
-            ProcessInfo(p["name"], p["statename"], p["pid"], self.restarts(p["name"]))
+            ProcessInfo(p["name"], p["statename"], self.serving_pid(p["name"], p["pid"]), self.restarts(p["name"]))
             for p in self.rpc().supervisor.getAllProcessInfo()
         ]
+
+    def serving_pid(self, name: str, launcher: int) -> int:
+        """The pid of the process that serves a program: its launcher's own, or the program it adopted."""
+        if not launcher:
+            return 0
+        served = launch.read_served(child(self.programs_dir, f"{name}.json"))
+        return served.pid if served is not None and served.holder == launcher else launcher
 
     def restarts(self, name: str) -> int:
         try:
@@ -242,10 +251,19 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 def is_supervisord(pid: int) -> bool:
+    return b"supervisor.supervisord" in _cmdline(pid)
+
+
+def is_launcher(pid: int) -> bool:
+    """A launcher that holds an adopted program (or is about to start one): not a program of its own."""
+    return str(LAUNCHER).encode() in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> bytes:
     try:
-        return b"supervisor.supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
+        return b""
 
 
 def marked(pid: int) -> str | None:
@@ -289,7 +307,7 @@ def leftover_pids(state_dir: Path) -> list[int]:
 
 def running_programs(state_dir: Path) -> dict[str, int]:
     """Program name -> pid of this state directory's processes, found without supervisord."""
-    return {program_of(pid): pid for pid in leftover_pids(state_dir)}
+    return {program_of(pid): pid for pid in leftover_pids(state_dir) if not is_launcher(pid)}
 
 
 # Long enough for an idle Envoy or app to exit on SIGTERM; a draining app (up to 4 s with
@@ -306,7 +324,8 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     if not Path("/proc").is_dir():
         return _stop_by_pidfile(state_dir)
     pids = leftover_pids(state_dir)
-    ended = [Ended(pid, program_of(pid)) for pid in pids]
+    # Launchers are stopped too, but only what they hold counts as a program.
+    ended = [Ended(pid, program_of(pid)) for pid in pids if not is_launcher(pid)]
     for pid in pids:
         if is_supervisord(pid):
             _signal(pid, signal.SIGKILL)
