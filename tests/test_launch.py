@@ -277,7 +277,7 @@ def test_only_the_program_itself_is_adopted(supervisor, record):
         elif record == "a dead process":
             candidate.kill()
             candidate.wait()
-        write_private(launch.served_file(spec_path), launch.Served(pid, start, digest, pid).to_text())
+        write_private(Path(launch.served_file(spec_path)), launch.served_text(launch.Served(pid, start, digest, pid)))
         supervisor.rpc().supervisor.startProcess("sleeper")
         if record == "the program":
             assert wait_until(lambda: program_pid(supervisor) == candidate.pid, timeout=10)

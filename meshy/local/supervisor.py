@@ -26,6 +26,7 @@ from pathlib import Path
 from meshy.errors import MeshyError
 from meshy.local import launch
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
+from meshy.local.spec import Spec
 from meshy.net import wait_until
 
 LAUNCHER = Path(launch.__file__).resolve()
@@ -44,14 +45,14 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     directory: str = "/"
 
-    def spec(self, log: Path) -> launch.Spec:
+    def spec(self, log: Path) -> Spec:
         for name in self.env:
             if not name or "=" in name or "\0" in name or "\0" in self.env[name]:
                 raise PathError(
                     f"environment variable {name!r} of {self.name} cannot be passed to a process; "
                     "use a C identifier as its name, as Kubernetes requires."
                 )
-        return launch.Spec(self.name, list(self.command), dict(self.env), self.directory, str(log))
+        return Spec(self.name, list(self.command), dict(self.env), self.directory, str(log))
 
 
 def program_config(name: str, python: str, spec_path: Path) -> str:
@@ -192,8 +193,8 @@ class Supervisor:
         for path in list(self.programs_dir.glob("*.conf")) + list(self.programs_dir.glob("*.json")):
             if path.stem not in wanted:
                 path.unlink()
-                launch.starts_file(path).unlink(missing_ok=True)
-                launch.served_file(path).unlink(missing_ok=True)
+                Path(launch.starts_file(path)).unlink(missing_ok=True)
+                Path(launch.served_file(path)).unlink(missing_ok=True)
         respawn = []
         for name, spec in specs.items():
             spec_path = child(self.programs_dir, f"{name}.json")
@@ -238,7 +239,7 @@ class Supervisor:
 
     def restarts(self, name: str) -> int:
         try:
-            return max(0, launch.starts_file(child(self.programs_dir, f"{name}.json")).stat().st_size - 1)
+            return max(0, os.stat(launch.starts_file(child(self.programs_dir, f"{name}.json"))).st_size - 1)
         except OSError:
             return 0
 
