@@ -260,6 +260,9 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     size = log.stat().st_size
     assert running.get().status_code == 200
     assert wait_until(lambda: log.stat().st_size > size, timeout=5)
+    # down ends the launchers holding adopted programs too, and counts each program once.
+    result = cli(running, "local.down")
+    assert "ended 12 processes: 3 apps, dashboard, minimal-external, 5 proxies, supervisord, xds" in result.stdout
 
 
 def test_adopted_programs_are_supervised_after_a_hand_over(running):

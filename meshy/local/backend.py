@@ -438,6 +438,10 @@ class LocalBackend:
     def successors_ready(self, orphans: dict[str, int], admin_inodes: dict[str, int | None]) -> bool:
         """Every orphan is adopted, or has a successor that accepts connections: an app listening, an Envoy whose
         admin says ready."""
+        # Until every launcher has adopted or replaced its orphan the answer is no, and asking supervisord
+        # over and over would take CPU from the launchers.
+        if any(self.supervisor.unclaimed(name, old) for name, old in orphans.items()):
+            return False
         current = {p.name: p for p in self.supervisor.processes()}
         successors = [current.get(name) for name in orphans]
         # The cheap checks first: a launcher that has not adopted or started its program yet is still a launcher.

@@ -237,6 +237,14 @@ class Supervisor:
         served = launch.read_served(child(self.programs_dir, f"{name}.json"))
         return served.pid if served is not None and served.holder == launcher else launcher
 
+    def unclaimed(self, name: str, pid: int) -> bool:
+        """Whether a program's orphan still runs and no launcher has adopted or replaced it yet: a file read, no RPC."""
+        record = launch.read_served(child(self.programs_dir, f"{name}.json"))
+        if record is None or record.pid != pid:
+            return False
+        # Held by itself (never adopted) or by the launcher of a supervisord that has died since.
+        return record.holder == pid or launch.start_time(record.holder) is None
+
     def restarts(self, name: str) -> int:
         try:
             return max(0, os.stat(launch.starts_file(child(self.programs_dir, f"{name}.json"))).st_size - 1)
