@@ -158,7 +158,6 @@ def adopt(spec_path: str, served: Served) -> int:
     parent = os.pidfd_open(parent_pid)
     if os.getppid() != parent_pid:
         return 0  # supervisord died before its pidfd was open
-    write_served(spec_path, Served(served.pid, served.start, served.digest, os.getpid()))
     wakeup_read, wakeup_write = os.pipe()
     os.set_blocking(wakeup_read, False)
     os.set_blocking(wakeup_write, False)
@@ -169,6 +168,8 @@ def adopt(spec_path: str, served: Served) -> int:
     poller = select.poll()
     for descriptor in (program, parent, wakeup_read):
         poller.register(descriptor, select.POLLIN)
+    # Claimed only now that signals reach the program: from here on a stop is passed on.
+    write_served(spec_path, Served(served.pid, served.start, served.digest, os.getpid()))
     kill_at: float | None = None
     while True:
         timeout = None if kill_at is None else max(0, round((kill_at - time.monotonic()) * 1000))
