@@ -1,4 +1,4 @@
-"""Start one program of the local mesh from its spec (spec.py): `python launch.py SPEC.json`.
+"""Start one program of the local mesh from its JSON spec (Program.spec): `python launch.py SPEC.json`.
 
 supervisord's configuration holds only this command and fixed paths; the
 program's arguments and environment travel in the spec file as JSON. The
@@ -197,7 +197,7 @@ def start(spec_path: str, text: str, digest: str) -> int:
     """Become the program: count the start, record it, point its output at its log, exec."""
     import json  # only here: adopting needs no parsing (see the module's note on imports)
 
-    spec = json.loads(text)  # the fields of spec.Spec
+    spec = json.loads(text)  # as supervisor.Program.spec writes it
     with open(starts_file(spec_path), "ab") as starts:
         starts.write(b".")
     if spec["log"]:

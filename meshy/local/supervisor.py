@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -26,7 +27,6 @@ from pathlib import Path
 from meshy.errors import MeshyError
 from meshy.local import launch
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
-from meshy.local.spec import Spec
 from meshy.net import wait_until
 
 LAUNCHER = Path(launch.__file__).resolve()
@@ -45,14 +45,20 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     directory: str = "/"
 
-    def spec(self, log: Path) -> Spec:
+    def spec(self, log: Path) -> str:
+        """The JSON spec launch.py starts this program from; the env is checked first.
+
+        Arguments and environment (manifest text) reach the process as JSON data,
+        never as supervisord syntax.
+        """
         for name in self.env:
             if not name or "=" in name or "\0" in name or "\0" in self.env[name]:
                 raise PathError(
                     f"environment variable {name!r} of {self.name} cannot be passed to a process; "
                     "use a C identifier as its name, as Kubernetes requires."
                 )
-        return Spec(self.name, list(self.command), dict(self.env), self.directory, str(log))
+        fields = {"name": self.name, "argv": self.command, "env": self.env, "directory": self.directory}
+        return json.dumps({**fields, "log": str(log)}, indent=1, sort_keys=True)
 
 
 def program_config(name: str, python: str, spec_path: Path) -> str:
@@ -198,9 +204,8 @@ class Supervisor:
                 Path(launch.starts_file(path)).unlink(missing_ok=True)
                 Path(launch.served_file(path)).unlink(missing_ok=True)
         respawn = []
-        for name, spec in specs.items():
+        for name, spec_text in specs.items():
             spec_path = child(self.programs_dir, f"{name}.json")
-            spec_text = spec.to_json()
             if write_if_changed(spec_path, spec_text):
                 respawn.append(name)
             write_if_changed(child(self.programs_dir, f"{name}.conf"), program_config(name, self.python, spec_path))
