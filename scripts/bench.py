@@ -466,7 +466,8 @@ def reloads_under_load() -> dict:
 
 
 def program_pid(backend: LocalBackend, name: str) -> int:
-    return backend.supervisor.rpc().supervisor.getProcessInfo(name)["pid"]
+    """The pid of the process serving a program: after a hand-over the adopted one, not its launcher."""
+    return next(p.pid for p in backend.supervisor.processes() if p.name == name)
 
 
 def recovered(backend: LocalBackend, program: str, before: int) -> bool:
@@ -478,6 +479,67 @@ def recovered(backend: LocalBackend, program: str, before: int) -> bool:
         return False
     response = requests.get(backend.ingress_url, headers={"Host": "minimal.svc.kind.org"}, timeout=1, proxies=NO_PROXY)
     return response.status_code == 200
+
+
+def kill_and_recover(backend: LocalBackend, load: PacedLoad, program: str) -> dict:
+    """Seconds from SIGKILL of one program to serving again, and requests failed meanwhile."""
+    time.sleep(1.5)  # past startsecs, so the last (re)start counts as a success
+    failed_before = load.outcome.failed
+    before = program_pid(backend, program)
+    started = time.monotonic()
+    os.kill(before, signal.SIGKILL)
+    ok = wait_until(lambda: recovered(backend, program, before), timeout=30, interval=0.01)
+    return {
+        "recovery_s": round(time.monotonic() - started, 3) if ok else None,
+        "failed_requests": load.outcome.failed - failed_before,
+    }
+
+
+def kill_supervisord(backend: LocalBackend) -> dict[str, int]:
+    """SIGKILL supervisord; return the pids of the programs it leaves running."""
+    time.sleep(1.5)
+    orphans = {p.name: p.pid for p in backend.supervisor.processes()}
+    os.kill(backend.supervisor.pid(), signal.SIGKILL)
+    wait_until(lambda: not backend.supervisor.running(), timeout=5, interval=0.01)
+    time.sleep(1)  # the mesh serves on, unsupervised
+    return orphans
+
+
+def handed_over(backend: LocalBackend, orphans: dict[str, int]) -> dict:
+    """Whether up left every program supervised, by the process that served before, and the mesh ready."""
+    processes = backend.supervisor.processes()
+    return {
+        "programs_supervised": sum(p.state in ("STARTING", "RUNNING") for p in processes),
+        "programs_adopted": sum(p.pid == orphans.get(p.name) for p in processes),
+        "programs": len(orphans),
+        "ready": all(row.ready for row in backend.status()),
+    }
+
+
+def hand_over_figures(backend: LocalBackend, load: PacedLoad) -> dict:
+    """SIGKILL of supervisord, then `up` (in this process, then `inv local.up` as a user runs it) under load."""
+    failed_before = load.outcome.failed
+    orphans = kill_supervisord(backend)
+    unsupervised_failed = load.outcome.failed - failed_before
+    recovery = timed(lambda: backend.up(select_pair()))
+    figures = {
+        "recovery_s": round(recovery, 3),
+        **handed_over(backend, orphans),
+        "failed_requests_unsupervised": unsupervised_failed,
+        "failed_requests_during_recovery": load.outcome.failed - failed_before - unsupervised_failed,
+    }
+    failed_before = load.outcome.failed
+    orphans = kill_supervisord(backend)
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "local.up"], cwd=ROOT, env=cli_env(backend), capture_output=True, text=True
+    )
+    if done.returncode:
+        raise RuntimeError(f"inv local.up failed to take the mesh over: {done.stderr.strip()}")
+    figures["inv_local_up_s"] = round(time.monotonic() - started, 3)
+    figures["inv_local_up"] = handed_over(backend, orphans)
+    figures["failed_requests_around_inv_local_up"] = load.outcome.failed - failed_before
+    return figures
 
 
 def recovery_after_kills() -> dict:
@@ -493,30 +555,11 @@ def recovery_after_kills() -> dict:
         }
         with load_on(backend, 200) as load:
             for label, program in victims.items():
-                time.sleep(1.5)  # past startsecs, so the last restart counts as a success
-                failed_before = load.outcome.failed
-                before = program_pid(backend, program)
-                started = time.monotonic()
-                os.kill(before, signal.SIGKILL)
-                ok = wait_until(lambda p=program, b=before: recovered(backend, p, b), timeout=30, interval=0.01)
-                figures[label] = {
-                    "recovery_s": round(time.monotonic() - started, 3) if ok else None,
-                    "failed_requests": load.outcome.failed - failed_before,
-                }
-            time.sleep(1.5)
-            failed_before = load.outcome.failed
-            supervisord = backend.supervisor.pid()
-            started = time.monotonic()
-            os.kill(supervisord, signal.SIGKILL)
-            wait_until(lambda: not backend.supervisor.running(), timeout=5, interval=0.01)
-            time.sleep(1)  # the mesh serves on, unsupervised
-            unsupervised_failed = load.outcome.failed - failed_before
-            recovery = timed(lambda: backend.up(select_pair()))
-            figures["supervisord"] = {
-                "recovery_s": round(recovery, 3),
-                "failed_requests_unsupervised": unsupervised_failed,
-                "failed_requests_during_recovery": load.outcome.failed - failed_before - unsupervised_failed,
-            }
+                figures[label] = kill_and_recover(backend, load, program)
+            figures["supervisord"] = hand_over_figures(backend, load)
+            # An adopted program that dies is restarted by the new supervisord like any other.
+            for label, program in victims.items():
+                figures[f"{label} after the hand-over"] = kill_and_recover(backend, load, program)
         return figures
     finally:
         backend.down()
@@ -530,15 +573,20 @@ def bound(backend: LocalBackend) -> list[tuple[str, int]]:
     ]
 
 
-def inv_up(backend: LocalBackend) -> subprocess.Popen:
+def cli_env(backend: LocalBackend) -> dict[str, str]:
+    """The environment that points inv at this backend's state directory and addresses."""
     layout = backend.config.layout
     env = {**os.environ, "MESHY_STATE": str(backend.dir), "MESHY_ADDRESS_BASE": str(layout.base)}
     env["MESHY_INGRESS"] = f"{layout.ingress_host}:{layout.ingress_port}"
     env["MESHY_DASHBOARD"] = f"{layout.dashboard_host}:{layout.dashboard_port}"
+    return env
+
+
+def inv_up(backend: LocalBackend) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "invoke", "local.up"],
         cwd=ROOT,
-        env=env,
+        env=cli_env(backend),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from meshy import ROOT
+from meshy.local import launch
 from meshy.local.backend import LocalBackend, LocalConfig, LocalError
 from meshy.local.paths import PathError, child, write_private
-from meshy.local.supervisor import Program, Supervisor, leftover_pids, stop_all
+from meshy.local.supervisor import Program, Supervisor, is_launcher, leftover_pids, stop_all
 from meshy.net import free_port, http_ok, wait_until
 
 # Written into an INI file, these would add programs that touch a file (the old way: environment=NAME="VALUE").
@@ -154,3 +157,134 @@ def test_minimal_service_serves_when_its_stdout_is_gone(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+# --- hand-over: a new supervisord's launchers adopt what a killed one left running --------------------------
+
+
+def sleeper(name: str = "sleeper", on_term: str = "exit") -> Program:
+    """A program that runs until stopped; with on_term="ignore" it outlives SIGTERM."""
+    handler = "signal.SIG_IGN" if on_term == "ignore" else "lambda *_: sys.exit(0)"
+    script = f"import signal, sys, time; signal.signal(signal.SIGTERM, {handler}); time.sleep(600)"
+    return Program(name, [sys.executable, "-c", script])
+
+
+def program_pid(supervisor: Supervisor, name: str = "sleeper") -> int:
+    return next(p.pid for p in supervisor.processes() if p.name == name)
+
+
+def kill_supervisord(supervisor: Supervisor) -> None:
+    os.kill(supervisor.pid(), signal.SIGKILL)
+    assert wait_until(lambda: not supervisor.running(), timeout=5)
+
+
+def adopted(supervisor: Supervisor, pid: int, name: str = "sleeper") -> bool:
+    """supervisord runs the program and names the old process as it: a launcher holds it."""
+    return any(p.name == name and p.pid == pid and p.state in ("STARTING", "RUNNING") for p in supervisor.processes())
+
+
+def started_anew(supervisor: Supervisor, old: int, name: str = "sleeper") -> bool:
+    """supervisord runs the program in a process of its own (its launcher exec'ed it), not the old one."""
+    pid = program_pid(supervisor, name)
+    record = launch.read_served(supervisor.programs_dir / f"{name}.json")
+    return pid not in (0, old) and record is not None and record.pid == record.holder == pid
+
+
+def launchers(state_dir: Path) -> list[int]:
+    return [pid for pid in leftover_pids(state_dir) if is_launcher(pid)]
+
+
+def orphaned(supervisor: Supervisor, program: Program) -> int:
+    """Run the program, then kill its supervisord; return the pid of the program left running."""
+    supervisor.sync([program])
+    assert wait_until(lambda: started_anew(supervisor, 0), timeout=10)
+    pid = program_pid(supervisor)
+    kill_supervisord(supervisor)
+    return pid
+
+
+def handed_over(supervisor: Supervisor, program: Program) -> int:
+    """The program left running by a killed supervisord, adopted by a new one; return its pid."""
+    pid = orphaned(supervisor, program)
+    supervisor.start()
+    assert wait_until(lambda: adopted(supervisor, pid), timeout=10)
+    return pid
+
+
+def test_a_new_supervisord_adopts_the_running_program(supervisor):
+    pid = handed_over(supervisor, sleeper())
+    assert supervisor.processes()[0].restarts == 0  # adopting is not a start
+    assert len(launchers(supervisor.state_dir)) == 1
+    # Killed again: the first adopter leaves with its supervisord; the next one adopts the same process.
+    first_adopter = launchers(supervisor.state_dir)[0]
+    kill_supervisord(supervisor)
+    assert wait_until(lambda: launch.start_time(first_adopter) is None, timeout=5)
+    supervisor.start()
+    assert wait_until(lambda: adopted(supervisor, pid), timeout=10)
+    assert len(launchers(supervisor.state_dir)) == 1
+    assert [e.name for e in stop_all(supervisor.state_dir)] in (["supervisord", "sleeper"], ["sleeper", "supervisord"])
+    assert leftover_pids(supervisor.state_dir) == []
+
+
+def test_an_adopted_program_that_dies_is_restarted(supervisor):
+    pid = handed_over(supervisor, sleeper())
+    os.kill(pid, signal.SIGKILL)
+    # Its launcher exits with it, and supervisord starts the program anew (not adopting a dead pid).
+    assert wait_until(lambda: started_anew(supervisor, pid), timeout=10)
+    assert supervisor.processes()[0].restarts == 1
+
+
+@pytest.mark.parametrize("on_term", ["exit", "ignore"])
+def test_stopping_an_adopted_program_reaches_it(supervisor, on_term):
+    pid = handed_over(supervisor, sleeper(on_term=on_term))
+    started = time.monotonic()
+    # SIGTERM, passed on by the launcher; one that ignores it is killed before supervisord would kill the launcher.
+    supervisor.rpc().supervisor.stopProcess("sleeper")
+    assert launch.start_time(pid) is None
+    assert time.monotonic() - started < launch.STOP_WAIT_S
+    assert supervisor.processes()[0].state == "STOPPED"
+    assert launchers(supervisor.state_dir) == []
+
+
+def test_a_changed_spec_is_started_anew_not_adopted(supervisor):
+    pid = orphaned(supervisor, sleeper())
+    spec = supervisor.programs_dir / "sleeper.json"
+    changed = json.loads(spec.read_text())
+    changed["env"] = {"CHANGED": "1"}
+    spec.write_text(json.dumps(changed))
+    supervisor.start()
+    assert wait_until(lambda: started_anew(supervisor, pid), timeout=10)
+    assert launch.start_time(pid) is not None  # left for the caller (hand_over stops what was not adopted)
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("record", ["the program", "another start time", "no marker", "a dead process"])
+def test_only_the_program_itself_is_adopted(supervisor, record):
+    supervisor.sync([sleeper()])
+    assert wait_until(lambda: started_anew(supervisor, 0), timeout=10)
+    supervisor.rpc().supervisor.stopProcess("sleeper")
+    spec_path = supervisor.programs_dir / "sleeper.json"
+    digest = launch.read_record(spec_path).digest
+    # A process that carries the program's name and marker, as one left by a killed supervisord does.
+    env = {**os.environ, launch.PROGRAM: "sleeper", launch.MARKER: str(supervisor.state_dir)}
+    candidate = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], env=env)
+    try:
+        pid, start = candidate.pid, launch.start_time(candidate.pid)
+        if record == "another start time":
+            start += 1  # the pid was reused by another process since the record was written
+        elif record == "no marker":
+            pid, start = os.getpid(), launch.start_time(os.getpid())
+        elif record == "a dead process":
+            candidate.kill()
+            candidate.wait()
+        write_private(Path(launch.served_file(spec_path)), launch.served_text(launch.Served(pid, start, digest, pid)))
+        supervisor.rpc().supervisor.startProcess("sleeper")
+        if record == "the program":
+            assert wait_until(lambda: program_pid(supervisor) == candidate.pid, timeout=10)
+        else:
+            assert wait_until(lambda: started_anew(supervisor, 0), timeout=10)
+            assert program_pid(supervisor) not in (candidate.pid, os.getpid())
+            assert launch.read_record(spec_path).holder == program_pid(supervisor)
+    finally:
+        candidate.kill()
+        candidate.wait()

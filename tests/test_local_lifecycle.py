@@ -17,7 +17,7 @@ import pytest
 from meshy import ROOT
 from meshy.bench import PacedLoad
 from meshy.local.backend import LocalError
-from meshy.local.supervisor import leftover_pids
+from meshy.local.supervisor import is_launcher, leftover_pids, running_programs
 from meshy.net import port_in_use, wait_until
 from tests.local_mesh import Mesh
 
@@ -238,21 +238,57 @@ def test_apps_serve_and_status_tells_the_truth_after_supervisord_dies(running):
     assert result.returncode == 0, result.stderr
     assert "RUNNING (no supervisor)" in result.stdout
     assert "supervisord is gone: 11 processes run unsupervised" in result.stdout
-    with pytest.raises(LocalError, match="supervisord is gone: 11 processes run unsupervised; inv local.up restarts"):
+    with pytest.raises(
+        LocalError, match="supervisord is gone: 11 processes run unsupervised; inv local.up puts them under a new one"
+    ):
         running.apply_template("istio/minimal-virtualservice.yaml.j2")
-    orphans = set(leftover_pids(running.backend.dir))
-    # up hands the mesh over to a new supervisord: every program has a successor, the orphans are gone.
+    orphans = running_programs(running.backend.dir)
+    # up hands the mesh over to a new supervisord, whose launchers adopt every running program.
     with PacedLoad(running.backend.ingress_url + "/", rate=100, host="minimal.svc.kind.org", clients=4) as load:
         assert running.up() > 0
     assert running.backend.supervisor.running()
-    # RUNNING once a program stayed up for startsecs (1 s).
-    assert wait_until(lambda: all(p.state == "RUNNING" for p in running.backend.supervisor.processes()), timeout=10)
-    assert len(leftover_pids(running.backend.dir)) == 12
-    assert orphans.isdisjoint(leftover_pids(running.backend.dir))
-    assert running.get().status_code == 200
-    # Served throughout: a restart of every process would fail nearly every request while it lasts.
+    # Supervised again, by the very processes that served before: nothing restarted, nothing rebound.
+    processes = running.backend.supervisor.processes()
+    assert all(p.state in ("STARTING", "RUNNING") for p in processes), processes
+    assert {p.name: p.pid for p in processes} == orphans
+    # No second generation beside them: only the new supervisord (and the launchers holding them) joined.
+    assert len([pid for pid in leftover_pids(running.backend.dir) if not is_launcher(pid)]) == 12
     assert load.outcome.ok > 0
-    assert load.outcome.failed <= load.outcome.ok / 20, load.outcome.failures
+    assert load.outcome.failed == 0, load.outcome.failures
+    # The adopted apps still write their request log where inv local.logs reads it.
+    log = running.backend.log_files("minimal-service")[0]
+    size = log.stat().st_size
+    assert running.get().status_code == 200
+    assert wait_until(lambda: log.stat().st_size > size, timeout=5)
+    # down ends the launchers holding adopted programs too, and counts each program once.
+    result = cli(running, "local.down")
+    assert "ended 12 processes: 3 apps, dashboard, minimal-external, 5 proxies, supervisord, xds" in result.stdout
+
+
+def test_adopted_programs_are_supervised_after_a_hand_over(running):
+    backend = running.backend
+    os.kill(backend.supervisor.pid(), signal.SIGKILL)
+    assert wait_until(lambda: not backend.supervisor.running(), timeout=5)
+    before = running_programs(backend.dir)
+    assert running.up() > 0
+    pod = next(p for p in backend.pods() if p.deployment == "minimal-service")
+    # RUNNING once the adopting launchers stayed up for startsecs (1 s): a death before would count as a failed start.
+    assert wait_until(lambda: all(p.state == "RUNNING" for p in backend.supervisor.processes()), timeout=10)
+    for program in (f"proxy_{pod.name}", f"app_{pod.name}"):
+        old = before[program]
+        os.kill(old, signal.SIGKILL)
+        # The launcher holding it exits with it; supervisord starts the program anew, and the path serves again.
+        assert wait_until(lambda p=program, o=old: serving_pid(backend, p) not in (0, o), timeout=10), program
+        assert wait_until(lambda: running.get().status_code == 200, timeout=10), program
+    # Stopping through supervisord reaches an adopted program too.
+    sidecar = f"proxy_{next(p for p in backend.pods() if p.deployment == 'bounced-service').name}"
+    backend.supervisor.rpc().supervisor.stopProcess(sidecar)
+    assert before[sidecar] not in leftover_pids(backend.dir)
+    # down ends every process, the launchers holding adopted programs included (checked by the fixture).
+
+
+def serving_pid(backend, program: str) -> int:
+    return next(p.pid for p in backend.supervisor.processes() if p.name == program)
 
 
 def test_up_and_apply_bring_back_stopped_programs_and_status_counts_restarts(running):

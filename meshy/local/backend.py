@@ -39,6 +39,7 @@ from meshy.local.statedir import EXTERNAL_NAME, LocalConfig, LocalError, StateDi
 from meshy.local.supervisor import (
     DOWN_GRACE,
     Program,
+    is_launcher,
     listens,
     running_programs,
     stop_all,
@@ -335,18 +336,21 @@ class LocalBackend(StateDir):
         return False
 
     def hand_over(self, orphans: dict[str, int]) -> bool:
-        """Start every program under a new supervisord beside its orphan, then stop the orphans.
+        """Put the running programs under a new supervisord without restarting them.
 
-        Envoy listeners and the apps (SERVICE_REUSE_PORT) bind with SO_REUSEPORT,
-        so both generations accept connections until the new one is ready.
+        Its launchers adopt the orphans (launch.adopt). A program whose orphan
+        cannot be adopted (it ended meanwhile) starts anew beside it: Envoy
+        listeners and the apps (SERVICE_REUSE_PORT) bind with SO_REUSEPORT, so
+        both accept connections until the successor is ready and the orphan is stopped.
         """
         admin_inodes = {name: self.admin_inode(name) for name in orphans if name.startswith("proxy_")}
         self.supervisor.start()
         # A successor that cannot bind beside its orphan (an app started without SERVICE_REUSE_PORT)
         # crash-loops: past the timeout the orphans are ended and the mesh restarted instead.
-        ready = wait_until(lambda: self.successors_ready(orphans, admin_inodes), timeout=READY_TIMEOUT)
+        ready = wait_until(lambda: self.successors_ready(orphans, admin_inodes), timeout=READY_TIMEOUT, interval=0.01)
         if ready:
-            stop_pids(list(orphans.values()), grace=DOWN_GRACE)
+            serving = {p.pid for p in self.supervisor.processes()}
+            stop_pids([pid for pid in orphans.values() if pid not in serving], grace=DOWN_GRACE)
         return ready
 
     def admin_inode(self, program: str) -> int | None:
@@ -356,16 +360,26 @@ class LocalBackend(StateDir):
             return None
 
     def successors_ready(self, orphans: dict[str, int], admin_inodes: dict[str, int | None]) -> bool:
-        """Every orphan has a successor that accepts connections: an app listening, an Envoy whose admin says ready."""
+        """Every orphan is adopted, or has a successor that accepts connections: an app listening, an Envoy whose
+        admin says ready."""
+        # Until every launcher has adopted or replaced its orphan the answer is no, and asking supervisord
+        # over and over would take CPU from the launchers.
+        if any(self.supervisor.unclaimed(name, old) for name, old in orphans.items()):
+            return False
         current = {p.name: p for p in self.supervisor.processes()}
-        for name, old in orphans.items():
-            successor = current.get(name)
-            if successor is None or successor.pid in (0, old) or successor.state not in ("STARTING", "RUNNING"):
-                return False
-            if name in admin_inodes:
+        successors = [current.get(name) for name in orphans]
+        # The cheap checks first: a launcher that has not adopted or started its program yet is still a launcher.
+        if any(
+            s is None or s.pid == 0 or s.state not in ("STARTING", "RUNNING") or is_launcher(s.pid) for s in successors
+        ):
+            return False
+        for successor in successors:
+            if successor.pid == orphans[successor.name]:
+                continue  # adopted: it never stopped serving
+            if successor.name in admin_inodes:
                 # A new Envoy replaces its admin socket file: a new inode answering /ready is the successor's.
-                fresh = self.admin_inode(name) not in (None, admin_inodes[name])
-                if not fresh or self.admin_get(name.removeprefix("proxy_"), "/ready") is None:
+                fresh = self.admin_inode(successor.name) not in (None, admin_inodes[successor.name])
+                if not fresh or self.admin_get(successor.name.removeprefix("proxy_"), "/ready") is None:
                     return False
             elif not listens(successor.pid):
                 return False

@@ -3,13 +3,15 @@
 supervisord runs as a daemon owned by the state directory; every call here
 talks to it over its unix socket. Its configuration names only fixed paths:
 each program is `python launch.py SPEC.json` (see launch.py), so manifest
-text never becomes supervisord syntax.
+text never becomes supervisord syntax. A new supervisord's launchers adopt
+the programs a killed one left running, so a hand-over restarts nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shlex
 import signal
@@ -44,19 +46,27 @@ class Program:
     env: dict[str, str] = field(default_factory=dict)
     directory: str = "/"
 
-    def spec(self, log: Path) -> launch.Spec:
+    def spec(self, log: Path) -> str:
+        """The JSON spec launch.py starts this program from; the env is checked first.
+
+        Arguments and environment (manifest text) reach the process as JSON data,
+        never as supervisord syntax.
+        """
         for name in self.env:
             if not name or "=" in name or "\0" in name or "\0" in self.env[name]:
                 raise PathError(
                     f"environment variable {name!r} of {self.name} cannot be passed to a process; "
                     "use a C identifier as its name, as Kubernetes requires."
                 )
-        return launch.Spec(self.name, list(self.command), dict(self.env), self.directory, str(log))
+        fields = {"name": self.name, "argv": self.command, "env": self.env, "directory": self.directory}
+        return json.dumps({**fields, "log": str(log)}, indent=1, sort_keys=True)
 
 
 def program_config(name: str, python: str, spec_path: Path) -> str:
     """A program section of fixed paths only: the name and paths are checked before they get here."""
-    command = " ".join(shlex.quote(part) for part in (python, str(LAUNCHER), str(spec_path)))
+    # The launcher needs the standard library only: -I -S skip site-packages and PYTHON* settings, about
+    # a tenth of its start-up. The program it execs gets the environment unchanged.
+    command = " ".join(shlex.quote(part) for part in (python, "-I", "-S", str(LAUNCHER), str(spec_path)))
     return "\n".join(
         [
             f"[program:{name}]",
@@ -67,7 +77,7 @@ def program_config(name: str, python: str, spec_path: Path) -> str:
             "startsecs=1",
             "startretries=5",
             "stopsignal=TERM",
-            "stopwaitsecs=6",
+            f"stopwaitsecs={launch.STOP_WAIT_S}",
             "stopasgroup=true",
             "killasgroup=true",
             # The launcher writes the log itself (no pipe that dies with supervisord).
@@ -189,11 +199,11 @@ class Supervisor:
         for path in list(self.programs_dir.glob("*.conf")) + list(self.programs_dir.glob("*.json")):
             if path.stem not in wanted:
                 path.unlink()
-                launch.starts_file(path).unlink(missing_ok=True)
+                Path(launch.starts_file(path)).unlink(missing_ok=True)
+                Path(launch.served_file(path)).unlink(missing_ok=True)
         respawn = []
-        for name, spec in specs.items():
+        for name, spec_text in specs.items():
             spec_path = child(self.programs_dir, f"{name}.json")
-            spec_text = spec.to_json()
             if write_if_changed(spec_path, spec_text):
                 respawn.append(name)
             write_if_changed(child(self.programs_dir, f"{name}.conf"), program_config(name, self.python, spec_path))
@@ -221,13 +231,28 @@ class Supervisor:
 
     def processes(self) -> list[ProcessInfo]:
         return [
-            ProcessInfo(p["name"], p["statename"], p["pid"], self.restarts(p["name"]))
+            ProcessInfo(p["name"], p["statename"], self.serving_pid(p["name"], p["pid"]), self.restarts(p["name"]))
             for p in self.rpc().supervisor.getAllProcessInfo()
         ]
 
+    def serving_pid(self, name: str, launcher: int) -> int:
+        """The pid of the process that serves a program: its launcher's own, or the program it adopted."""
+        if not launcher:
+            return 0
+        served = launch.read_served(child(self.programs_dir, f"{name}.json"))
+        return served.pid if served is not None and served.holder == launcher else launcher
+
+    def unclaimed(self, name: str, pid: int) -> bool:
+        """Whether a program's orphan still runs and no launcher has adopted or replaced it yet: a file read, no RPC."""
+        record = launch.read_served(child(self.programs_dir, f"{name}.json"))
+        if record is None or record.pid != pid:
+            return False
+        # Held by itself (never adopted) or by the launcher of a supervisord that has died since.
+        return record.holder == pid or launch.start_time(record.holder) is None
+
     def restarts(self, name: str) -> int:
         try:
-            return max(0, launch.starts_file(child(self.programs_dir, f"{name}.json")).stat().st_size - 1)
+            return max(0, os.stat(launch.starts_file(child(self.programs_dir, f"{name}.json"))).st_size - 1)
         except OSError:
             return 0
 
@@ -251,10 +276,19 @@ def write_if_changed(path: Path, text: str) -> bool:
 
 
 def is_supervisord(pid: int) -> bool:
+    return b"supervisor.supervisord" in _cmdline(pid)
+
+
+def is_launcher(pid: int) -> bool:
+    """A launcher that holds an adopted program (or is about to start one): not a program of its own."""
+    return str(LAUNCHER).encode() in _cmdline(pid)
+
+
+def _cmdline(pid: int) -> bytes:
     try:
-        return b"supervisor.supervisord" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
+        return b""
 
 
 def marked(pid: int) -> str | None:
@@ -298,7 +332,7 @@ def leftover_pids(state_dir: Path) -> list[int]:
 
 def running_programs(state_dir: Path) -> dict[str, int]:
     """Program name -> pid of this state directory's processes, found without supervisord."""
-    return {program_of(pid): pid for pid in leftover_pids(state_dir)}
+    return {program_of(pid): pid for pid in leftover_pids(state_dir) if not is_launcher(pid)}
 
 
 # Long enough for an idle Envoy or app to exit on SIGTERM; a draining app (up to 4 s with
@@ -315,7 +349,8 @@ def stop_all(state_dir: Path, grace: float = DOWN_GRACE) -> list[Ended]:
     if not Path("/proc").is_dir():
         return _stop_by_pidfile(state_dir)
     pids = leftover_pids(state_dir)
-    ended = [Ended(pid, program_of(pid)) for pid in pids]
+    # Launchers are stopped too, but only what they hold counts as a program.
+    ended = [Ended(pid, program_of(pid)) for pid in pids if not is_launcher(pid)]
     for pid in pids:
         if is_supervisord(pid):
             _signal(pid, signal.SIGKILL)
