@@ -176,7 +176,9 @@ class StateDir:
                 f"{len(programs)} processes of a mesh in {self.dir} still run but its state is gone; "
                 "inv local.down ends them."
             )
-        return f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up puts them under a new one."
+        return (
+            f"supervisord is gone: {len(programs)} processes run unsupervised; inv local.up puts them under a new one."
+        )
 
     def stop(self) -> Stopped:
         """down(), reporting what was there."""
