@@ -31,8 +31,9 @@ import orjson
 from meshy import ROOT
 from meshy.console import Console
 from meshy.errors import MeshyError
-from meshy.local import admin, envoy, limits, topology
+from meshy.local import admin, envoy, limits, tls, topology
 from meshy.local.build import Inputs, build_mesh
+from meshy.local.identity import MeshCA
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy
 from meshy.local.paths import PathError, check_config_path, child, private_dir, write_private
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
@@ -187,6 +188,8 @@ class LocalBackend:
         self.dir = config.state_dir
         self.supervisor = Supervisor(self.dir, python_binary())
         self._validator: Validator | None = None
+        # The mesh's CA and workload keys: owner-only, beside the rest of the state.
+        self.ca = MeshCA(self.dir / "pki")
         self._loaded: tuple[tuple[int, int, int], State] | None = None
 
     @property
@@ -593,7 +596,7 @@ class LocalBackend:
         # Envoy judges the final configuration before anything starts or stops.
         final = {name: proxy_digest(proxy) for name, proxy in mesh.proxies.items()}
         checked = {
-            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name))
+            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name), self.ca)
             for name in final
             if pushed.get(name) != final[name]
         }
@@ -695,7 +698,8 @@ class LocalBackend:
         if not changed:
             return
         snapshots = {
-            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name)) for name in changed
+            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name), self.ca)
+            for name in changed
         }
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
         client.update(snapshots, timeout=timeout)
@@ -1006,12 +1010,16 @@ def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> 
     return Program(DASHBOARD_PROGRAM, command, {"PYTHONUNBUFFERED": "1"}, str(ROOT))
 
 
-def proxy_snapshot(proxy: Proxy, log_dir: Path) -> Snapshot:
-    return snapshot_of(
-        [envoy.cluster(item) for item in proxy.clusters],
-        [envoy.listener(item, log_dir) for item in proxy.listeners],
-        [envoy.route_configuration(item) for item in proxy.listeners],
+def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA) -> Snapshot:
+    clusters = [envoy.cluster(item) for item in proxy.clusters]
+    listeners = [envoy.listener(item, log_dir) for item in proxy.listeners]
+    # Its certificate and the root reach the proxy over ADS too (see identity.py), if it names them.
+    secrets = (
+        tls.secrets(ca.workload(proxy.identity), ca.root_pem)
+        if proxy.identity and tls.uses_secrets(clusters, listeners)
+        else None
     )
+    return snapshot_of(clusters, listeners, [envoy.route_configuration(item) for item in proxy.listeners], secrets)
 
 
 def listener_binds(mesh: Mesh) -> set[str]:

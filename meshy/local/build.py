@@ -37,6 +37,7 @@ from meshy.local.routes import (
     unknown_host_route,
     vs_gateways,
 )
+from meshy.local.security import PeerPolicies, gateway_identity, peer_mode, peer_policies, pod_identity
 from meshy.local.shapes import brief, plain
 from meshy.local.upstreams import (
     RegistryHost,
@@ -90,10 +91,11 @@ def build_mesh(inputs: Inputs) -> Mesh:
                     f"{vs.key}: {mesh_hosts[host].key} already routes {host} in the mesh; merge them into one"
                 )
             mesh_hosts[host] = vs
-    clusters = outbound_clusters(registry, rules)
+    peers = peer_policies(inputs.resources)
+    clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, services, context, clusters)
+        proxies[pod.name] = sidecar(pod, services, context, clusters, peers)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
     return Mesh(proxies)
@@ -159,7 +161,9 @@ def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context
             http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
 
 
-def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster]) -> Proxy:
+def sidecar(
+    pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster], peers: PeerPolicies
+) -> Proxy:
     registry = context.registry
     bound = [vs for vs in services if MESH in vs_gateways(vs)]
     virtual_hosts = []
@@ -183,9 +187,12 @@ def sidecar(pod: Pod, services: list[Resource], context: Context, clusters: list
             "inbound", Match(uri=StringMatch("prefix", "/")), clusters=(WeightedCluster(f"inbound|{port}||", 100),)
         )
         vhost = VirtualHost("inbound", ("*",), (inbound,), attempt_count=False)
-        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME))
+        mode = peer_mode(peers, pod.namespace, pod.labels, port)
+        listeners.append(
+            Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode)
+        )
     own = [inbound_cluster(pod, port) for port in pod.ports]
-    return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own))
+    return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own), pod_identity(pod))
 
 
 def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str, ...]:
@@ -242,7 +249,9 @@ def gateway_proxy(
                 remote_address=True,
             )
         )
-    return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))
+    return Proxy(
+        gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters), gateway_identity(gateway)
+    )
 
 
 def host_matches(host: str, namespace: str, server_host: str) -> bool:

@@ -15,6 +15,7 @@ from typing import Any
 from meshy.local.model import (
     Cluster,
     Cors,
+    Endpoint,
     Fault,
     HashPolicy,
     HeaderMatch,
@@ -29,6 +30,7 @@ from meshy.local.model import (
     WeightedCluster,
 )
 from meshy.local.telemetry.accesslog import access_logs
+from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -237,13 +239,13 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
     if item.strip_port:
         manager["strip_any_host_port"] = True
+    manager.update(client_cert_options(item))
+    filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     return {
         "@type": LISTENER,
         "name": item.name,
         "address": address(item.address, item.port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-        ],
+        **inbound_chains(item, filters),
     }
 
 
@@ -476,14 +478,22 @@ def cluster(item: Cluster) -> dict[str, Any]:
     }
     if item.dns_name:
         result["type"] = "STRICT_DNS"
-        endpoints = [(item.dns_name, item.dns_port)]
+        endpoints = [Endpoint(item.dns_name, item.dns_port)]
     else:
         result["type"] = "STATIC"
-        endpoints = [(ep.address, ep.port) for ep in item.endpoints]
+        endpoints = list(item.endpoints)
     result["load_assignment"] = {
         "cluster_name": item.name,
-        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(h, p)}} for h, p in endpoints]}],
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": address(ep.address, ep.port)}, **endpoint_metadata(ep, item)}
+                    for ep in endpoints
+                ]
+            }
+        ],
     }
+    result.update(cluster_transport(item))
     breaker = item.circuit
     result["circuit_breakers"] = {
         "thresholds": [

@@ -29,6 +29,10 @@ class Pod:
     env: dict[str, str]
     image: str
     health_path: str | None
+    service_account: str = "default"  # the pod template's serviceAccountName: its SPIFFE identity
+    # The pod's security.istio.io/tlsMode label as Istio's injector sets it ("istio" unless the
+    # template says otherwise): whether callers send it mutual TLS.
+    tls_mode: str = "istio"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class GatewayPod:
     # Service port -> (address, port) its listener binds; the ingress gateway's
     # port 80 binds the user-facing address (127.0.0.1:8080 by default).
     bind: dict[int, tuple[str, int]]
+    service_account: str = "default"
 
 
 # --- Routing -------------------------------------------------------------------
@@ -184,6 +189,9 @@ class Listener:
     strip_port: bool = False
     server_name: str | None = None  # the server response header; None: Envoy's own
     remote_address: bool = False  # the downstream peer is the client (gateways), not another proxy
+    # A sidecar's inbound listener: its PeerAuthentication mode (PERMISSIVE, STRICT or DISABLE);
+    # None for listeners that face the app or clients (outbound, gateways).
+    peer_mode: str | None = None
 
 
 # --- Upstreams -------------------------------------------------------------------
@@ -193,6 +201,7 @@ class Listener:
 class Endpoint:
     address: str
     port: int
+    mtls: bool = False  # the caller speaks Istio mutual TLS to it (auto mTLS: it runs a sidecar)
 
 
 @dataclass(frozen=True)
@@ -226,6 +235,11 @@ class Cluster:
     max_requests_per_connection: int | None = None
     ring_size: int | None = None  # RING_HASH's minimum ring size
     idle_timeout: float | None = None  # upstream HTTP connections
+    # none: plain; auto: mutual TLS to the endpoints marked mtls, plain to the rest (Istio's auto
+    # mTLS); istio: mutual TLS to every endpoint (DestinationRule tls ISTIO_MUTUAL).
+    tls: str = "none"
+    sni: str | None = None
+    peer_identities: tuple[str, ...] = ()  # SPIFFE ids the server's certificate must carry
 
 
 @dataclass(frozen=True)
@@ -234,6 +248,7 @@ class Proxy:
     admin: Endpoint
     listeners: tuple[Listener, ...]
     clusters: tuple[Cluster, ...]
+    identity: str | None = None  # the SPIFFE id of its certificate
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Peer authentication and auto mTLS: which connections are mutual TLS, following Istio's semantics.
+
+Pure, like build.py. Read from istio/istio at 1.30.3 (the same rules hold at
+1.8.6 and 1.28.10 for what is accepted here):
+- pilot/pkg/security/authn/policy_applier.go ComposePeerAuthentication: the
+  oldest mesh-wide (root namespace, no selector), namespace and workload
+  policies compose in that order, UNSET inheriting; PERMISSIVE when none is set;
+- pilot/pkg/xds/endpoints/mtls_checker.go: a DestinationRule tls mode decides
+  alone (the merged policy of util.go MergeSubsetTrafficPolicy, as the cluster's
+  transport socket follows it); otherwise an endpoint gets mutual TLS when its pod carries a sidecar
+  (label security.istio.io/tlsMode "istio") and its peer mode is not DISABLE;
+- pilot/pkg/networking/core/cluster_tls.go buildUpstreamTLSSettings: auto mTLS
+  only for hosts inside the mesh, SNI the cluster name, SANs the service's
+  accounts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshy.local.identity import GATEWAY_ACCOUNTS, spiffe_id
+from meshy.local.model import GatewayPod, Pod
+from meshy.local.resources import BuildError, Resource, ResourceSet
+
+ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace's default
+DEFAULT_MODE = "PERMISSIVE"
+TLS_MODE_LABEL = "security.istio.io/tlsMode"
+# DestinationRule tls modes the local backend honours; the others need certificates of the user's.
+SUPPORTED_CLIENT_TLS = ("DISABLE", "ISTIO_MUTUAL")
+
+
+def pod_identity(pod: Pod) -> str:
+    return spiffe_id(pod.namespace, pod.service_account)
+
+
+def gateway_identity(gateway: GatewayPod) -> str:
+    return spiffe_id(gateway.namespace, GATEWAY_ACCOUNTS.get(gateway.name, gateway.service_account))
+
+
+@dataclass(frozen=True)
+class PeerPolicies:
+    """PeerAuthentications by scope: mesh-wide, per namespace, and those with a workload selector."""
+
+    mesh: Resource | None = None
+    namespaces: dict[str, Resource] = field(default_factory=dict)
+    workloads: tuple[Resource, ...] = ()
+
+
+def peer_policies(resources: ResourceSet) -> PeerPolicies:
+    """The applied PeerAuthentications, refusing what Istio would ignore (a second policy of one scope)."""
+    mesh: Resource | None = None
+    namespaces: dict[str, Resource] = {}
+    workloads = []
+    for policy in resources.of_kind("PeerAuthentication"):
+        selector = (policy.spec.get("selector") or {}).get("matchLabels") or {}
+        if policy.spec.get("portLevelMtls") and not selector:
+            # Istio's validation (pkg/config/validation: ValidatePeerAuthentication) refuses it too.
+            raise BuildError(f"{policy.key}: spec.portLevelMtls needs spec.selector; add a workload selector")
+        if selector:
+            if policy.namespace == ROOT_NAMESPACE:
+                raise BuildError(
+                    f"{policy.key}: a selector in the root namespace {ROOT_NAMESPACE} selects no workload "
+                    "(Istio ignores such a policy); drop the selector for a mesh-wide policy"
+                )
+            workloads.append(policy)
+            continue
+        held = mesh if policy.namespace == ROOT_NAMESPACE else namespaces.get(policy.namespace)
+        if held is not None:
+            # Istio would apply only the oldest of the two; refuse rather than ignore one.
+            scope = "the mesh" if policy.namespace == ROOT_NAMESPACE else f"namespace {policy.namespace}"
+            raise BuildError(f"{policy.key}: {held.key} already sets peer authentication for {scope}; merge them")
+        if policy.namespace == ROOT_NAMESPACE:
+            mesh = policy
+        else:
+            namespaces[policy.namespace] = policy
+    return PeerPolicies(mesh, namespaces, tuple(workloads))
+
+
+def mode_of(policy: Resource | None) -> str | None:
+    mode = ((policy.spec.get("mtls") or {}).get("mode") or "UNSET") if policy else "UNSET"
+    return None if mode == "UNSET" else mode
+
+
+def workload_policy(policies: PeerPolicies, namespace: str, labels: dict[str, str]) -> Resource | None:
+    chosen = [
+        p
+        for p in policies.workloads
+        if p.namespace == namespace and p.spec["selector"]["matchLabels"].items() <= labels.items()
+    ]
+    if len(chosen) > 1:
+        raise BuildError(
+            f"{chosen[1].key}: {chosen[0].key} already selects the same workload; Istio would apply only the "
+            "oldest, so make their selectors distinct or merge them"
+        )
+    return chosen[0] if chosen else None
+
+
+def peer_mode(policies: PeerPolicies, namespace: str, labels: dict[str, str], port: int) -> str:
+    """The mTLS mode a workload's sidecar enforces on one container port."""
+    mode = DEFAULT_MODE
+    for policy in (policies.mesh, policies.namespaces.get(namespace)):
+        mode = mode_of(policy) or mode
+    workload = workload_policy(policies, namespace, labels)
+    mode = mode_of(workload) or mode
+    if workload is not None:
+        for number, setting in (workload.spec.get("portLevelMtls") or {}).items():
+            if int(number) == port:
+                mode = mode_of(Resource("PeerAuthentication", "", "", "", {}, {"mtls": setting})) or mode
+    return mode
+
+
+def check_client_tls(key: Any, path: str, policy: dict[str, Any]) -> None:
+    """Refuse by name a DestinationRule tls mode the local backend cannot honour (one traffic policy at `path`)."""
+    mode = (policy.get("tls") or {}).get("mode", "DISABLE")
+    if "tls" in policy and mode not in SUPPORTED_CLIENT_TLS:
+        raise BuildError(
+            f"{key}: {path}.tls.mode {mode} is not supported by the local backend yet; "
+            f"use {' or '.join(SUPPORTED_CLIENT_TLS)}"
+        )
+
+
+def endpoint_mtls(policies: PeerPolicies, pod: Pod | None, port: int, dr_mode: str | None) -> bool:
+    """Whether a caller speaks mutual TLS to one endpoint (mtls_checker.go checkMtlsEnabled)."""
+    if dr_mode is not None:
+        return dr_mode == "ISTIO_MUTUAL"
+    if pod is None or pod.tls_mode != "istio":
+        return False
+    return peer_mode(policies, pod.namespace, pod.labels, port) != "DISABLE"
