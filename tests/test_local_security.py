@@ -10,13 +10,18 @@ from meshy.local.resources import ResourceError
 from tests.test_local_refusals import build
 
 
-def peer_auth(namespace: str, spec: str, name: str = "p") -> str:
+def security(kind: str, namespace: str, spec: str, name: str) -> str:
+    """A security.istio.io resource (v1beta1: served by every release of the matrix)."""
     return f"""
 apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
+kind: {kind}
 metadata: {{name: {name}, namespace: {namespace}}}
 spec: {spec}
 """
+
+
+def peer_auth(namespace: str, spec: str, name: str = "p") -> str:
+    return security("PeerAuthentication", namespace, spec, name)
 
 
 def inbound_mode(text: str) -> str:
@@ -134,3 +139,62 @@ def test_security_v1_is_served_from_istio_1_22_only():
     with pytest.raises(ResourceError, match="apiVersion 'security.istio.io/v1' is not served by Istio 1.8"):
         build(text, IstioRelease("1.8"))
     assert build(text.replace("security.istio.io/v1", "security.istio.io/v1beta1"), IstioRelease("1.8"))
+
+
+def policy(namespace: str, spec: str, name: str = "a") -> str:
+    return security("AuthorizationPolicy", namespace, spec, name)
+
+
+def web_authz(text: str):
+    proxy = next(p for name, p in build(text).proxies.items() if name.startswith("web-"))
+    return next(item.authz for item in proxy.listeners if item.name == "inbound_9090")
+
+
+def test_authorization_scope_order_and_policies_without_rules():
+    assert web_authz("") is None
+    # Root namespace: mesh-wide; another namespace's policy does not apply; a selector narrows.
+    assert web_authz(policy("istio-system", "{action: DENY, rules: [{}]}")).deny[0].name == (
+        "ns[istio-system]-policy[a]-rule[0]"
+    )
+    assert web_authz("apiVersion: v1\nkind: Namespace\nmetadata: {name: other}\n---" + policy("other", "{}")) is None
+    assert web_authz(policy("default", "{selector: {matchLabels: {app: nobody}}, rules: [{}]}")) is None
+    # An ALLOW policy without rules allows nothing; a DENY one denies nothing.
+    allow_nothing = web_authz(policy("default", "{}"))
+    assert allow_nothing.deny == () and [r.never for r in allow_nothing.allow] == [True]
+    both = web_authz(policy("default", "{action: DENY}", "d") + "---" + policy("default", "{rules: [{}]}"))
+    assert [r.never for r in both.deny] == [True] and both.allow[0].sources is None
+    # The ingress gateway is a workload of istio-system: root-namespace policies selecting it apply to it.
+    gateway = build(policy("istio-system", "{selector: {matchLabels: {istio: ingressgateway}}, rules: [{}]}"))
+    assert all(item.authz is not None for item in gateway.proxies["istio-ingressgateway"].listeners)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("cluster.local/ns/default/sa/web", ("exact", "spiffe://cluster.local/ns/default/sa/web")),
+        ("cluster.local/ns/default/*", ("prefix", "spiffe://cluster.local/ns/default/")),
+        ("*/sa/web", ("regex", "spiffe://.*/sa/web")),
+        ("*", ("regex", ".+")),
+    ],
+)
+def test_principals_match_as_istio_writes_them(value, expected):
+    from meshy.local.security import istio_match
+
+    match = istio_match(value, "spiffe://")
+    assert (match.kind, match.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("{action: AUDIT}", "spec.action AUDIT is not supported by the local backend yet; use ALLOW or DENY"),
+        ("{action: CUSTOM}", "spec.action CUSTOM is not supported"),
+        ("{rules: [{when: [{key: 'request.auth.claims[iss]', values: [x]}]}]}", "when key request.auth.claims[iss]"),
+        ("{rules: [{from: [{source: {ipBlocks: [1.2.3.4]}}]}]}", "field spec.rules[0].from[0].source.ipBlocks"),
+        ("{rules: [{to: [{operation: {ports: ['80']}}]}]}", "field spec.rules[0].to[0].operation.ports"),
+    ],
+)
+def test_authorization_refusals_name_the_field(spec, message):
+    with pytest.raises((BuildError, ResourceError)) as refused:
+        build(policy("default", spec))
+    assert message in str(refused.value)

@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 from meshy.local.model import (
+    Authz,
     Cluster,
     Endpoint,
     GatewayPod,
@@ -37,7 +38,15 @@ from meshy.local.routes import (
     unknown_host_route,
     vs_gateways,
 )
-from meshy.local.security import PeerPolicies, gateway_identity, peer_mode, peer_policies, pod_identity
+from meshy.local.security import (
+    PeerPolicies,
+    check_authorization,
+    gateway_identity,
+    peer_mode,
+    peer_policies,
+    pod_identity,
+    workload_authz,
+)
 from meshy.local.shapes import brief, plain
 from meshy.local.upstreams import (
     RegistryHost,
@@ -92,10 +101,12 @@ def build_mesh(inputs: Inputs) -> Mesh:
                 )
             mesh_hosts[host] = vs
     peers = peer_policies(inputs.resources)
+    check_authorization(inputs.resources)
     clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, services, context, clusters, peers)
+        authz = workload_authz(inputs.resources, pod.namespace, pod.labels)
+        proxies[pod.name] = sidecar(pod, services, context, clusters, peers, authz)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters)
     return Mesh(proxies)
@@ -162,7 +173,12 @@ def check_virtual_service(vs: Resource, resources: ResourceSet, context: Context
 
 
 def sidecar(
-    pod: Pod, services: list[Resource], context: Context, clusters: list[Cluster], peers: PeerPolicies
+    pod: Pod,
+    services: list[Resource],
+    context: Context,
+    clusters: list[Cluster],
+    peers: PeerPolicies,
+    authz: Authz | None,
 ) -> Proxy:
     registry = context.registry
     bound = [vs for vs in services if MESH in vs_gateways(vs)]
@@ -189,7 +205,9 @@ def sidecar(
         vhost = VirtualHost("inbound", ("*",), (inbound,), attempt_count=False)
         mode = peer_mode(peers, pod.namespace, pod.labels, port)
         listeners.append(
-            Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode)
+            Listener(
+                f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode, authz=authz
+            )
         )
     own = [inbound_cluster(pod, port) for port in pod.ports]
     return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own), pod_identity(pod))
@@ -247,6 +265,7 @@ def gateway_proxy(
                 strip_port=True,
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
+                authz=workload_authz(resources, gateway.namespace, gateway.labels),
             )
         )
     return Proxy(

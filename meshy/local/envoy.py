@@ -29,6 +29,7 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.rbac import RBAC, rbac_filters
 from meshy.local.telemetry.accesslog import access_logs
 from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
 
@@ -197,6 +198,8 @@ class HttpFilter:
     name: str
     type_url: str
     per_route: Callable[[Route], dict[str, Any] | None]
+    # A filter configured per listener instead: its entries in the chain (none where unused).
+    per_listener: Callable[[Listener], list[dict[str, Any]]] | None = None
 
 
 def route_fault(item: Route) -> dict[str, Any] | None:
@@ -207,9 +210,11 @@ def route_cors(item: Route) -> dict[str, Any] | None:
     return cors(item.cors) if item.cors else None
 
 
-# Istio's order: CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
+# Istio's order: authorization (RBAC, DENY then ALLOW) before the rest (listener_builder.go at 1.30.3);
+# CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
 # route itself (a field Envoy has since removed); the per-route filter config behaves the same.
 HTTP_FILTERS = (
+    HttpFilter("envoy.filters.http.rbac", RBAC, lambda item: None, lambda item: rbac_filters(item.authz)),
     HttpFilter("envoy.filters.http.cors", CORS, route_cors),
     HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
     HttpFilter("envoy.filters.http.router", ROUTER, lambda item: None),
@@ -221,6 +226,16 @@ def per_filter_config(item: Route) -> dict[str, Any]:
     return {name: config for name, config in configs.items() if config is not None}
 
 
+def http_filters(item: Listener) -> list[dict[str, Any]]:
+    chain: list[dict[str, Any]] = []
+    for entry in HTTP_FILTERS:
+        if entry.per_listener is not None:
+            chain += entry.per_listener(item)
+        else:
+            chain.append({"name": entry.name, "typed_config": {"@type": entry.type_url}})
+    return chain
+
+
 def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
     """An HTTP listener; its access logs go to files in `log_dir` (the proxy's own directory)."""
     # Routes come by RDS, as in Istio: a route change reaches open connections at
@@ -229,7 +244,7 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         "@type": HCM,
         "stat_prefix": item.name,
         "rds": {"route_config_name": item.name, "config_source": ads_source()},
-        "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
+        "http_filters": http_filters(item),
         "access_log": access_logs(log_dir, item.name),
     }
     manager.update(connection_options(item))

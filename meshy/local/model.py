@@ -52,7 +52,7 @@ class GatewayPod:
 
 @dataclass(frozen=True)
 class StringMatch:
-    kind: str  # exact | prefix | regex | present
+    kind: str  # exact | prefix | suffix | regex | present
     value: str
 
 
@@ -177,6 +177,58 @@ class VirtualHost:
     attempt_count: bool = True
 
 
+# --- Authorization (AuthorizationPolicy, as Envoy's RBAC filter enforces it) --------------
+
+
+@dataclass(frozen=True)
+class AuthzSource:
+    """One `from.source`: every field set must match; a field matches when any of its values does."""
+
+    principals: tuple[StringMatch, ...] = ()
+    not_principals: tuple[StringMatch, ...] = ()
+    namespaces: tuple[StringMatch, ...] = ()
+    not_namespaces: tuple[StringMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzOperation:
+    """One `to.operation`, read as AuthzSource is."""
+
+    paths: tuple[StringMatch, ...] = ()
+    not_paths: tuple[StringMatch, ...] = ()
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzCondition:
+    """One `when` on a request header (request.headers[NAME]), a principal or a namespace."""
+
+    key: str  # header | principal | namespace
+    header: str  # the header's name for key header
+    values: tuple[StringMatch, ...] = ()
+    not_values: tuple[StringMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzRule:
+    """One rule of a policy: any source, any operation, and every condition (an absent part matches all)."""
+
+    name: str  # ns[<namespace>]-policy[<name>]-rule[<index>], Istio's policy name in Envoy
+    sources: tuple[AuthzSource, ...] | None = None  # None: from anyone
+    operations: tuple[AuthzOperation, ...] | None = None  # None: any request
+    conditions: tuple[AuthzCondition, ...] = ()
+    never: bool = False  # a policy without rules: matches no request
+
+
+@dataclass(frozen=True)
+class Authz:
+    """What a listener enforces: DENY rules first, then, if any ALLOW policy applies, only what one allows."""
+
+    deny: tuple[AuthzRule, ...] = ()
+    allow: tuple[AuthzRule, ...] | None = None  # None: no ALLOW policy applies (everything not denied passes)
+
+
 @dataclass(frozen=True)
 class Listener:
     name: str
@@ -192,6 +244,7 @@ class Listener:
     # A sidecar's inbound listener: its PeerAuthentication mode (PERMISSIVE, STRICT or DISABLE);
     # None for listeners that face the app or clients (outbound, gateways).
     peer_mode: str | None = None
+    authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
 
 
 # --- Upstreams -------------------------------------------------------------------

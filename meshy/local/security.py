@@ -16,12 +16,23 @@ Pure, like build.py. Read from istio/istio at 1.30.3 (the same rules hold at
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from meshy.local.identity import GATEWAY_ACCOUNTS, spiffe_id
-from meshy.local.model import GatewayPod, Pod
+from meshy.local.model import (
+    Authz,
+    AuthzCondition,
+    AuthzOperation,
+    AuthzRule,
+    AuthzSource,
+    GatewayPod,
+    Pod,
+    StringMatch,
+)
 from meshy.local.resources import BuildError, Resource, ResourceSet
+from meshy.local.shapes import plain
 
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace's default
 DEFAULT_MODE = "PERMISSIVE"
@@ -127,3 +138,128 @@ def endpoint_mtls(policies: PeerPolicies, pod: Pod | None, port: int, dr_mode: s
     if pod is None or pod.tls_mode != "istio":
         return False
     return peer_mode(policies, pod.namespace, pod.labels, port) != "DISABLE"
+
+
+# --- AuthorizationPolicy ---------------------------------------------------------------
+# pilot/pkg/security/authz/builder/builder.go and model/generator.go at 1.30.3: a policy in the root
+# namespace applies mesh-wide, one elsewhere to its namespace; a selector narrows either to matching
+# workloads. Each rule becomes an Envoy RBAC policy named ns[NS]-policy[NAME]-rule[I]; a policy
+# without rules gets one that never matches. DENY policies are enforced before ALLOW ones.
+
+SUPPORTED_ACTIONS = ("ALLOW", "DENY")
+HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
+CONDITION_KEYS = {"source.principal": "principal", "source.namespace": "namespace"}
+
+
+def istio_match(value: str, prefix: str = "") -> StringMatch:
+    """An Istio string with '*' wildcards as Envoy matches it (authz/matcher/string.go StringMatcherWithPrefix)."""
+    if value == "*":
+        return StringMatch("regex", ".+")
+    if value.startswith("*"):
+        rest = value[1:]
+        return StringMatch("regex", prefix + ".*" + re.escape(rest)) if prefix else StringMatch("suffix", rest)
+    if value.endswith("*"):
+        return StringMatch("prefix", prefix + value[:-1])
+    return StringMatch("exact", prefix + value)
+
+
+def namespace_match(value: str) -> StringMatch:
+    # generator.go srcNamespaceGenerator: the principal's /ns/<namespace>/ segment.
+    if value == "*":
+        return StringMatch("regex", ".+")
+    pattern = re.escape(value).replace(r"\*", ".*")
+    return StringMatch("regex", f".*/ns/{pattern}/.*")
+
+
+def principal_matches(values: list[str]) -> tuple[StringMatch, ...]:
+    return tuple(istio_match(v, "spiffe://") for v in values)
+
+
+def authz_source(source: dict[str, Any]) -> AuthzSource:
+    return AuthzSource(
+        principals=principal_matches(source.get("principals") or []),
+        not_principals=principal_matches(source.get("notPrincipals") or []),
+        namespaces=tuple(namespace_match(v) for v in source.get("namespaces") or []),
+        not_namespaces=tuple(namespace_match(v) for v in source.get("notNamespaces") or []),
+    )
+
+
+def authz_operation(operation: dict[str, Any]) -> AuthzOperation:
+    return AuthzOperation(
+        paths=tuple(istio_match(v) for v in operation.get("paths") or []),
+        not_paths=tuple(istio_match(v) for v in operation.get("notPaths") or []),
+        methods=tuple(operation.get("methods") or []),
+        not_methods=tuple(operation.get("notMethods") or []),
+    )
+
+
+def authz_condition(policy: Resource, index: int, when: dict[str, Any]) -> AuthzCondition:
+    key = when["key"]
+    header = HEADER_KEY.match(key)
+    kind = "header" if header else CONDITION_KEYS.get(key)
+    if kind is None:
+        raise BuildError(
+            f"{policy.key}: spec.rules[{index}].when key {plain(key)} is not supported by the local backend; "
+            "use request.headers[NAME], source.principal or source.namespace"
+        )
+
+    def matches(values: list[str]) -> tuple[StringMatch, ...]:
+        if kind == "principal":
+            return principal_matches(values)
+        if kind == "namespace":
+            return tuple(namespace_match(v) for v in values)
+        return tuple(istio_match(v) for v in values)
+
+    return AuthzCondition(
+        kind, header.group(1) if header else "", matches(when.get("values") or []), matches(when.get("notValues") or [])
+    )
+
+
+def authz_rules(policy: Resource) -> tuple[AuthzRule, ...]:
+    name = f"ns[{policy.namespace}]-policy[{policy.name}]-rule"
+    rules = policy.spec.get("rules") or []
+    if not rules:
+        return (AuthzRule(f"{name}[0]", never=True),)
+    result = []
+    for index, rule in enumerate(rules):
+        sources = rule.get("from")
+        operations = rule.get("to")
+        result.append(
+            AuthzRule(
+                f"{name}[{index}]",
+                tuple(authz_source(s.get("source") or {}) for s in sources) if sources else None,
+                tuple(authz_operation(o.get("operation") or {}) for o in operations) if operations else None,
+                tuple(authz_condition(policy, index, w) for w in rule.get("when") or []),
+            )
+        )
+    return tuple(result)
+
+
+def check_authorization(resources: ResourceSet) -> None:
+    """Refuse by name what the local backend cannot enforce (every rule is built here once)."""
+    for policy in resources.of_kind("AuthorizationPolicy"):
+        action = policy.spec.get("action", "ALLOW")
+        if action not in SUPPORTED_ACTIONS:
+            raise BuildError(
+                f"{policy.key}: spec.action {action} is not supported by the local backend yet; use ALLOW or DENY"
+            )
+        authz_rules(policy)
+
+
+def workload_authz(resources: ResourceSet, namespace: str, labels: dict[str, str]) -> Authz | None:
+    """The policies that apply to one workload, or None when none does (no RBAC filter)."""
+    deny: list[AuthzRule] = []
+    allow: list[AuthzRule] | None = None
+    for policy in resources.of_kind("AuthorizationPolicy"):
+        if policy.namespace not in (namespace, ROOT_NAMESPACE):
+            continue
+        selector = (policy.spec.get("selector") or {}).get("matchLabels") or {}
+        if not selector.items() <= labels.items():
+            continue
+        if policy.spec.get("action", "ALLOW") == "DENY":
+            deny.extend(authz_rules(policy))
+        else:
+            allow = (allow or []) + list(authz_rules(policy))
+    if not deny and allow is None:
+        return None
+    return Authz(tuple(deny), tuple(allow) if allow is not None else None)

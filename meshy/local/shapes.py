@@ -580,6 +580,25 @@ PEER_AUTHENTICATION = {
     "mtls": MTLS_MODE,
     "portLevelMtls": MapOf(MTLS_MODE, key=Name("port_number")),
 }
+# security.istio.io AuthorizationPolicy (istio/api security/v1beta1/authorization_policy.proto): the
+# common keys; AUDIT and CUSTOM are accepted here so that build.py refuses them by name.
+AUTHORIZATION_POLICY = {
+    "selector": {"matchLabels": Required(LABELS, nonempty=True)},
+    "action": Choice(("ALLOW", "DENY", "AUDIT", "CUSTOM")),
+    "rules": [
+        {
+            "from": [
+                {
+                    "source": Required(
+                        {"principals": [str], "notPrincipals": [str], "namespaces": [str], "notNamespaces": [str]}
+                    )
+                }
+            ],
+            "to": [{"operation": Required({"paths": [str], "notPaths": [str], "methods": [str], "notMethods": [str]})}],
+            "when": [{"key": Required(str), "values": [str], "notValues": [str]}],
+        }
+    ],
+}
 KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Namespace": (("v1",), None),
     "Deployment": (("apps/v1",), DEPLOYMENT),
@@ -589,6 +608,7 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "DestinationRule": (ISTIO_VERSIONS, DESTINATION_RULE),
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
     "PeerAuthentication": (SECURITY_VERSIONS, PEER_AUTHENTICATION),
+    "AuthorizationPolicy": (SECURITY_VERSIONS, AUTHORIZATION_POLICY),
 }
 # Object names: Services are DNS-1035 labels, Namespaces DNS-1123 labels, the rest DNS-1123 subdomains.
 NAME_SYNTAX = {"Service": "label1035", "Namespace": "label"}
