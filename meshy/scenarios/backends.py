@@ -212,7 +212,8 @@ class KindScenarioBackend:
 
     def outside_call(self, service: str) -> bool:
         """The API server's service proxy: it connects to the pod in plain HTTP from outside the mesh,
-        so a STRICT sidecar refuses it (the API server reports it could not reach the service)."""
+        so a STRICT sidecar refuses it (the API server reports it could not reach the service) and an
+        AuthorizationPolicy that needs a principal answers 403."""
         path = f"/api/v1/namespaces/default/services/{service}:http/proxy/"
         return self.env.query(self.env.kubectl("get", "--raw", path), absent=OUTSIDE_REFUSED) != ""
 
@@ -268,8 +269,9 @@ def istio_requests(metrics: str, host: str, **labels: str) -> int:
     )
 
 
-# What the API server says when its proxied connection to a pod is closed or refused.
-OUTSIDE_REFUSED = ("error trying to reach service", "connection reset by peer", "EOF")
+# What the API server says when its proxied connection to a pod is closed or refused, or the pod's
+# sidecar answers 403 (kubectl shows a proxied 4xx as an error of that status).
+OUTSIDE_REFUSED = ("error trying to reach service", "connection reset by peer", "EOF", "(Forbidden)")
 
 
 def destination_requests(metrics: str, workload: str, **labels: str) -> int:

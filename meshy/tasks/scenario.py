@@ -106,3 +106,9 @@ def egress(c, backend="local", k8s=None, istio=None, state=None):
 def mtls(c, backend="local", k8s=None, istio=None, state=None):
     """PeerAuthentication PERMISSIVE vs STRICT, the caller's SPIFFE identity, DestinationRule tls DISABLE."""
     judge(run_scenarios(c, ["mtls"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def authorization(c, backend="local", k8s=None, istio=None, state=None):
+    """AuthorizationPolicy DENY by path, method and header, ALLOW by source principal: 403 RBAC: access denied."""
+    judge(run_scenarios(c, ["authorization"], backend, k8s, istio, state))

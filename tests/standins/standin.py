@@ -42,6 +42,7 @@ LOCAL_KINDS = {
     "DestinationRule",
     "ServiceEntry",
     "PeerAuthentication",
+    "AuthorizationPolicy",
 }
 # docker CLI's answer when the daemon does not answer.
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
@@ -529,11 +530,15 @@ def app_metrics(state: dict, path: str) -> str:
     # Anything else goes to the pod's address as the API server's proxy does: into its sidecar, in plaintext.
     try:
         url = f"http://{pod.ip}:{pod.ports[0]}{rest}"
-        return requests.get(url, timeout=10, proxies={"http": ""}, headers={"Connection": "close"}).text
+        response = requests.get(url, timeout=10, proxies={"http": ""}, headers={"Connection": "close"})
     except requests.ConnectionError:
         raise Fail(
             "Error from server (ServiceUnavailable): error trying to reach service: read tcp: connection reset by peer"
         ) from None
+    if response.status_code == 403:
+        # kubectl shows a proxied error status as an error of that status, with the body.
+        raise Fail(f"Error from server (Forbidden): {response.text}")
+    return response.text
 
 
 def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
