@@ -88,9 +88,14 @@ def peer_policies(resources: ResourceSet) -> PeerPolicies:
     return PeerPolicies(mesh, namespaces, tuple(workloads))
 
 
-def mode_of(policy: Resource | None) -> str | None:
-    mode = ((policy.spec.get("mtls") or {}).get("mode") or "UNSET") if policy else "UNSET"
+def mode_of(mtls: dict[str, Any] | None) -> str | None:
+    """A PeerAuthentication mtls setting's mode; None when UNSET (inherit)."""
+    mode = (mtls or {}).get("mode") or "UNSET"
     return None if mode == "UNSET" else mode
+
+
+def policy_mode(policy: Resource | None) -> str | None:
+    return mode_of(policy.spec.get("mtls")) if policy else None
 
 
 def workload_policy(policies: PeerPolicies, namespace: str, labels: dict[str, str]) -> Resource | None:
@@ -111,13 +116,13 @@ def peer_mode(policies: PeerPolicies, namespace: str, labels: dict[str, str], po
     """The mTLS mode a workload's sidecar enforces on one container port."""
     mode = DEFAULT_MODE
     for policy in (policies.mesh, policies.namespaces.get(namespace)):
-        mode = mode_of(policy) or mode
+        mode = policy_mode(policy) or mode
     workload = workload_policy(policies, namespace, labels)
-    mode = mode_of(workload) or mode
+    mode = policy_mode(workload) or mode
     if workload is not None:
         for number, setting in (workload.spec.get("portLevelMtls") or {}).items():
             if int(number) == port:
-                mode = mode_of(Resource("PeerAuthentication", "", "", "", {}, {"mtls": setting})) or mode
+                mode = mode_of(setting) or mode
     return mode
 
 
