@@ -7,16 +7,21 @@ meshy/local/security.py and tls.py cite them.
 
 from __future__ import annotations
 
+import http.server
+import ssl
 import stat
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import requests
 from cryptography import x509
 
-from meshy.local.identity import spiffe_id
+from meshy.local.identity import KeyPair, MeshCA, spiffe_id
 from meshy.metrics.prometheus import parse, total
-from meshy.net import wait_until
+from meshy.net import free_port, wait_until
 from tests.local_mesh import Mesh, running
 
 GATEWAY_ID = spiffe_id("istio-system", "istio-ingressgateway-service-account")
@@ -234,3 +239,73 @@ def test_authorization_deny_and_allow_answer_403_rbac_access_denied(authorized):
     assert (outside.status_code, outside.text) == (403, "RBAC: access denied")
     # DENY is enforced before ALLOW: the gateway is allowed, but the blocked bounce is still refused.
     assert blocked_bounce(mesh).status_code == 403
+
+
+@contextmanager
+def tls_server(pair: KeyPair, root: str, directory: Path) -> Iterator[int]:
+    """An HTTPS server on loopback presenting `pair` and asking for a client certificate of `root`."""
+    chain, key, ca = directory / "chain.pem", directory / "key.pem", directory / "root.pem"
+    chain.write_text(pair.chain)
+    key.write_text(pair.key)
+    ca.write_text(root)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain, key)
+    context.load_verify_locations(ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Answer)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def istio_mutual_entry(port: int) -> str:
+    return f"""
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: tls-peer, namespace: default}}
+spec:
+  hosts: [tls-peer.example]
+  ports: [{{number: {port}, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: tls-peer, namespace: default}}
+spec:
+  host: tls-peer.example
+  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
+"""
+
+
+def test_istio_mutual_accepts_only_a_peer_certified_by_the_mesh_ca(clean, tmp_path):
+    mesh = clean
+    mesh.get()  # the mesh's CA exists once a proxy has its certificate
+    ca = MeshCA(mesh.backend.dir / "pki")
+    stranger = MeshCA(tmp_path / "other-ca")
+    for issuer, body in ((ca, "200 OK"), (stranger, "503 Service Unavailable")):
+        (tmp_path / body[:3]).mkdir()
+        with tls_server(issuer.workload(spiffe_id("default", "peer")), ca.root_pem, tmp_path / body[:3]) as port:
+            mesh.apply(istio_mutual_entry(port))
+            try:
+                # The sidecar verifies the server against the mesh's root: another CA's certificate fails.
+                answers = {mesh.bounce(f"http://tls-peer.example:{port}/").json()["body"] for _ in range(3)}
+                assert answers == {body}
+            finally:
+                mesh.delete(istio_mutual_entry(port))
