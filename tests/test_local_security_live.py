@@ -29,26 +29,20 @@ DEFAULT_ID = spiffe_id("default", "default")
 REQUESTS = "istio_requests_total"
 
 
-def peer_auth(mode: str, name: str = "default", namespace: str = "default", extra: str = "") -> str:
-    return f"""
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-  mtls: {{mode: {mode}}}
-{extra}"""
+def resource(api: str, kind: str, name: str, spec: str, namespace: str = "default") -> str:
+    """One manifest; `spec` holds the spec's lines, indented."""
+    return (
+        f"\n---\napiVersion: {api}\nkind: {kind}\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n{spec}\n"
+    )
+
+
+def peer_auth(mode: str, name: str = "default", namespace: str = "default") -> str:
+    return resource("security.istio.io/v1", "PeerAuthentication", name, f"  mtls: {{mode: {mode}}}", namespace)
 
 
 def bounced_rule(mode: str) -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: bounced-tls, namespace: default}}
-spec:
-  host: bounced-service
-  trafficPolicy:
-    tls: {{mode: {mode}}}
-"""
+    spec = f"  host: bounced-service\n  trafficPolicy: {{tls: {{mode: {mode}}}}}"
+    return resource("networking.istio.io/v1", "DestinationRule", "bounced-tls", spec)
 
 
 @pytest.fixture(scope="module")
@@ -177,13 +171,8 @@ def test_key_material_is_owner_only_and_certificates_carry_the_spiffe_id(clean):
         assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
 
 
-def authorization(name: str, spec: str, namespace: str = "default") -> str:
-    return f"""
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata: {{name: {name}, namespace: {namespace}}}
-spec:
-{spec}"""
+def authorization(name: str, spec: str) -> str:
+    return resource("security.istio.io/v1", "AuthorizationPolicy", name, spec)
 
 
 DENY_POST = authorization(
@@ -275,23 +264,14 @@ class Answer(http.server.BaseHTTPRequestHandler):
 
 
 def istio_mutual_entry(port: int) -> str:
-    return f"""
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: tls-peer, namespace: default}}
-spec:
-  hosts: [tls-peer.example]
-  ports: [{{number: {port}, name: http, protocol: HTTP}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: tls-peer, namespace: default}}
-spec:
-  host: tls-peer.example
-  trafficPolicy: {{tls: {{mode: ISTIO_MUTUAL}}}}
-"""
+    entry = (
+        f"  hosts: [tls-peer.example]\n  ports: [{{number: {port}, name: http, protocol: HTTP}}]\n"
+        "  resolution: STATIC\n  endpoints: [{address: 127.0.0.1}]"
+    )
+    rule = "  host: tls-peer.example\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}"
+    return resource("networking.istio.io/v1", "ServiceEntry", "tls-peer", entry) + resource(
+        "networking.istio.io/v1", "DestinationRule", "tls-peer", rule
+    )
 
 
 def test_istio_mutual_accepts_only_a_peer_certified_by_the_mesh_ca(clean, tmp_path):
