@@ -71,6 +71,7 @@ class RenderOptions:
     external: External = External()
     ports: Ports = Ports()
     registry_name: str = "kind-registry"
+    mtls_mode: str = "STRICT"  # the PeerAuthentication of the mtls scenario
 
     @classmethod
     def for_kind(cls, ports: Ports) -> RenderOptions:
@@ -109,6 +110,7 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "external": options.external,
         "ports": options.ports,
         "registry_name": options.registry_name,
+        "mtls_mode": options.mtls_mode,
         **extra,
     }
     return environment().get_template(template).render(context)

@@ -42,6 +42,12 @@ class Pair:
         return f"{self.k8s}-istio-{self.istio}"
 
     @property
+    def security_api(self) -> str:
+        """security.istio.io's version to write: v1 where networking.istio.io/v1 is served (both from
+        Istio 1.22, crd-all.gen.yaml at 1.22.8), else v1beta1 (served by every release of the matrix)."""
+        return "security.istio.io/v1" if self.istio_api.endswith("/v1") else "security.istio.io/v1beta1"
+
+    @property
     def cluster_name(self) -> str:
         return f"kube-meshy-{self.k8s.replace('.', '-')}"
 

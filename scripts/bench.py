@@ -339,6 +339,45 @@ def mesh_env() -> tuple[dict[str, str], object]:
     return env, claim
 
 
+PLAINTEXT_RULE = """
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: bench-plaintext, namespace: default}
+spec:
+  host: minimal-service
+  trafficPolicy: {tls: {mode: DISABLE}}
+"""
+
+
+def bench_mtls(results: dict) -> None:
+    """What auto mTLS costs on sidecar -> sidecar -> app at 1,000 req/s: the same path with a
+    DestinationRule tls DISABLE, interleaved rounds (medians), on one mesh."""
+    workdir = Path(tempfile.mkdtemp())
+    backend = local_backend(workdir / "state")
+    backend.up(select_pair())
+    try:
+        client = next(p for p in backend.pods() if p.deployment == "bounced-service")
+        target = dict(url="http://minimal-service:9090/", proxy=f"http://{client.ip}:15001")
+        rounds: dict[str, list[Load]] = {"mutual TLS (auto)": [], "plaintext (tls DISABLE)": []}
+        for _ in range(3):
+            for name in rounds:
+                if name.startswith("plaintext"):
+                    backend.apply(PLAINTEXT_RULE, "bench")
+                hey(**target, seconds=1, workers=4)  # warm-up: new connections under the new setting
+                rounds[name].append(paced(**target))
+                if name.startswith("plaintext"):
+                    backend.delete(PLAINTEXT_RULE, "bench")
+        results["mtls_sidecar_to_sidecar_ms"] = {
+            name: {
+                q: round(statistics.median(getattr(load, f"{q}_ms") for load in loads), 3)
+                for q in ("p50", "p90", "p99")
+            }
+            for name, loads in rounds.items()
+        }
+    finally:
+        backend.down()
+
+
 def bench_scenarios(results: dict) -> None:
     env, _claim = mesh_env()
     started = time.perf_counter()
@@ -944,6 +983,7 @@ STEPS = (
     bench_service,
     bench_cold_start,
     bench_mesh,
+    bench_mtls,
     bench_dashboard,
     bench_scenarios,
     bench_cli,

@@ -20,6 +20,7 @@ import requests
 from meshy.local import envoy, topology
 from meshy.local.backend import NO_PROXY, LocalError, envoy_binary, proxy_snapshot
 from meshy.local.build import Inputs, build_mesh
+from meshy.local.identity import MeshCA
 from meshy.local.resources import ResourceSet, parse_documents
 from meshy.local.xds.client import XdsClient
 from meshy.local.xds.control import MAX_SOCKET_PATH, socket_path
@@ -46,13 +47,14 @@ def gateway_vs(rule: str) -> str:
 HEADER_VS = gateway_vs('headers: {response: {set: {x-pushed: "yes"}}}')
 
 
-def golden_snapshots(case: str) -> dict:
+def golden_snapshots(case: str, ca_dir: Path) -> dict:
     text = (GOLDEN_IN / "_workloads.yaml").read_text() + "\n---\n" + (GOLDEN_IN / f"{case}.yaml").read_text()
     resources = ResourceSet().applied(parse_documents(text, case))
     layout = topology.Layout()
     pods, _ = topology.pods(resources, {}, layout)
     mesh = build_mesh(Inputs(resources, pods, topology.gateways(layout), {}))
-    return {name: proxy_snapshot(proxy, Path("/meshy/envoy") / name) for name, proxy in mesh.proxies.items()}
+    ca = MeshCA(ca_dir)
+    return {name: proxy_snapshot(proxy, Path("/meshy/envoy") / name, ca) for name, proxy in mesh.proxies.items()}
 
 
 def with_bad_regex(snapshot: dict) -> dict:
@@ -77,25 +79,27 @@ def test_socket_lives_in_the_state_directory_unless_the_path_is_too_long(tmp_pat
 
 
 def test_envoy_accepts_the_generated_configuration(tmp_path):
-    snapshots = golden_snapshots("gateway-routing")
+    snapshots = golden_snapshots("gateway-routing", tmp_path / "pki")
     assert len(snapshots) >= 3
     validate(snapshots, envoy_binary(), tmp_path)
 
 
 def test_envoy_refusal_names_the_proxy_and_its_reason(tmp_path):
-    snapshots = golden_snapshots("gateway-routing")
+    snapshots = golden_snapshots("gateway-routing", tmp_path / "pki")
     victim = sorted(snapshots)[-1]
     snapshots[victim] = with_bad_regex(snapshots[victim])
     with pytest.raises(ConfigRejected) as refused:
         validate(snapshots, envoy_binary(), tmp_path)
     assert refused.value.proxy == victim
     assert "(?<=" in refused.value.detail  # RE2's reason quotes the operator
-    assert not list(tmp_path.iterdir())  # the assembled file does not stay behind
+    assert [p.name for p in tmp_path.iterdir()] == ["pki"]  # the assembled file does not stay behind
 
 
-def test_encoder_reusing_virtual_hosts_gives_the_same_message():
+def test_encoder_reusing_virtual_hosts_gives_the_same_message(tmp_path):
     encoder = Encoder()
-    routes = [r for snap in golden_snapshots("gateway-routing").values() for r in snap[ROUTE].items.values()]
+    routes = [
+        r for snap in golden_snapshots("gateway-routing", tmp_path / "pki").values() for r in snap[ROUTE].items.values()
+    ]
     assert any(len(r["virtual_hosts"]) > 1 for r in routes)
     # Imported here: meshy.local.xds (imported above) is what makes the generated API importable.
     from envoy.config.route.v3 import route_pb2
@@ -110,7 +114,7 @@ def test_encoder_reusing_virtual_hosts_gives_the_same_message():
 
 def test_validator_sends_only_new_hosts_and_checks_domains_across_them(tmp_path):
     validator = Validator(envoy_binary(), tmp_path)
-    snapshots = golden_snapshots("gateway-routing")
+    snapshots = golden_snapshots("gateway-routing", tmp_path / "pki")
     validator.validate(snapshots)
     accepted = set(validator.accepted)
     assert accepted
@@ -130,7 +134,7 @@ def test_validator_sends_only_new_hosts_and_checks_domains_across_them(tmp_path)
 
 
 def test_bootstrap_points_ads_at_the_socket_and_watches_no_file(tmp_path):
-    snapshot = golden_snapshots("gateway-routing")
+    snapshot = golden_snapshots("gateway-routing", tmp_path / "pki")
     assert snapshot
     resources = ResourceSet().applied(parse_documents((GOLDEN_IN / "_workloads.yaml").read_text(), "w"))
     layout = topology.Layout()

@@ -27,8 +27,9 @@ import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import admin, envoy, limits, topology
+from meshy.local import admin, envoy, limits, tls, topology
 from meshy.local.build import Inputs, build_mesh
+from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo, derive
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy, VirtualHost
 from meshy.local.paths import PathError, child, write_private
@@ -108,6 +109,8 @@ class LocalBackend(StateDir):
         super().__init__(config)
         self.console = console or Console()
         self._validator: Validator | None = None
+        # The mesh's CA and workload keys: owner-only, beside the rest of the state.
+        self.ca = MeshCA(self.dir / "pki")
         self._loaded: tuple[tuple[int, int, int], State] | None = None
         # What one apply's builds leave for the next: unchanged VirtualServices are not built again.
         self.memo = BuildMemo()
@@ -490,7 +493,7 @@ class LocalBackend(StateDir):
         # Envoy judges the final configuration before anything starts or stops.
         final = {name: proxy_digest(proxy, self.memo) for name, proxy in mesh.proxies.items()}
         checked = {
-            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name), self.memo)
+            final[name]: proxy_snapshot(mesh.proxies[name], self.proxy_dir(name), self.ca, self.memo)
             for name in final
             if pushed.get(name) != final[name]
         }
@@ -596,7 +599,7 @@ class LocalBackend(StateDir):
         if not changed:
             return
         snapshots = {
-            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name), self.memo)
+            name: checked.get(digests[name]) or proxy_snapshot(proxies[name], self.proxy_dir(name), self.ca, self.memo)
             for name in changed
         }
         self.check_config({name: snap for name, snap in snapshots.items() if digests[name] not in checked})
@@ -835,21 +838,23 @@ def dashboard_program(state_dir: Path, layout: topology.Layout, python: str) -> 
     return Program(DASHBOARD_PROGRAM, command, {"PYTHONUNBUFFERED": "1"}, str(ROOT))
 
 
-def proxy_snapshot(proxy: Proxy, log_dir: Path, memo: BuildMemo | None = None) -> Snapshot:
+def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | None = None) -> Snapshot:
     """The proxy's xDS resources; the memo keeps each virtual host's JSON while the host object lives."""
-
+    clusters = [envoy.cluster(item) for item in proxy.clusters]
+    listeners = [envoy.listener(item, log_dir) for item in proxy.listeners]
     routes, encoded = [], []
     for item in proxy.listeners:
         hosts = derive(memo, host_encoding, item.virtual_hosts)
         routes.append(envoy.route_configuration(item, [data for data, _ in hosts]))
         # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
         encoded.append({**routes[-1], "virtual_hosts": [text for _, text in hosts]})
-    return snapshot_of(
-        [envoy.cluster(item) for item in proxy.clusters],
-        [envoy.listener(item, log_dir) for item in proxy.listeners],
-        routes,
-        encoded,
+    # Its certificate and the root reach the proxy over ADS too (see identity.py), if it names them.
+    secrets = (
+        tls.secrets(ca.workload(proxy.identity), ca.root_pem)
+        if proxy.identity and tls.uses_secrets(clusters, listeners)
+        else None
     )
+    return snapshot_of(clusters, listeners, routes, encoded, secrets)
 
 
 def host_encoding(item: VirtualHost) -> tuple[dict, orjson.Fragment]:

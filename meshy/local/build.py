@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from meshy.local.memo import BuildMemo
 from meshy.local.model import (
+    Authz,
     Cluster,
     Endpoint,
     GatewayPod,
@@ -38,6 +39,15 @@ from meshy.local.routes import (
     sort_catch_all_last,
     unknown_host_route,
     vs_gateways,
+)
+from meshy.local.security import (
+    PeerPolicies,
+    check_authorization,
+    gateway_identity,
+    peer_mode,
+    peer_policies,
+    pod_identity,
+    workload_authz,
 )
 from meshy.local.shapes import brief, plain
 from meshy.local.upstreams import (
@@ -98,10 +108,13 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
                     f"{vs.key}: {mesh_hosts[host].key} already routes {host} in the mesh; merge them into one"
                 )
             mesh_hosts[host] = vs
-    clusters = outbound_clusters(registry, rules)
+    peers = peer_policies(inputs.resources)
+    check_authorization(inputs.resources)
+    clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
-        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo)
+        authz = workload_authz(inputs.resources, pod.namespace, pod.labels)
+        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
     return Mesh(proxies)
@@ -181,7 +194,13 @@ def routes_of(vs: Resource, context: Context) -> tuple[Route, ...]:
 
 
 def sidecar(
-    pod: Pod, mesh_hosts: dict[str, Resource], context: Context, clusters: list[Cluster], memo: BuildMemo
+    pod: Pod,
+    mesh_hosts: dict[str, Resource],
+    context: Context,
+    clusters: list[Cluster],
+    memo: BuildMemo,
+    peers: PeerPolicies,
+    authz: Authz | None,
 ) -> Proxy:
     """mesh_hosts: the VirtualService bound to the mesh that routes each registry host, if one does."""
     virtual_hosts = []
@@ -205,9 +224,14 @@ def sidecar(
             "inbound", Match(uri=StringMatch("prefix", "/")), clusters=(WeightedCluster(f"inbound|{port}||", 100),)
         )
         vhost = VirtualHost("inbound", ("*",), (inbound,), attempt_count=False)
-        listeners.append(Listener(f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME))
+        mode = peer_mode(peers, pod.namespace, pod.labels, port)
+        listeners.append(
+            Listener(
+                f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode, authz=authz
+            )
+        )
     own = [inbound_cluster(pod, port) for port in pod.ports]
-    return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own))
+    return Proxy(pod.name, Endpoint(pod.ip, ADMIN_PORT), tuple(listeners), tuple(clusters + own), pod_identity(pod))
 
 
 def sidecar_domains(entry: RegistryHost, port: int, namespace: str) -> tuple[str, ...]:
@@ -274,9 +298,12 @@ def gateway_proxy(
                 strip_port=True,
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
+                authz=workload_authz(resources, gateway.namespace, gateway.labels),
             )
         )
-    return Proxy(gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters))
+    return Proxy(
+        gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters), gateway_identity(gateway)
+    )
 
 
 def host_matches(host: str, namespace: str, server_host: str) -> bool:

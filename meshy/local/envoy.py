@@ -15,6 +15,7 @@ from typing import Any
 from meshy.local.model import (
     Cluster,
     Cors,
+    Endpoint,
     Fault,
     HashPolicy,
     HeaderMatch,
@@ -28,7 +29,9 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.rbac import RBAC, rbac_filters
 from meshy.local.telemetry.accesslog import access_logs
+from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -196,6 +199,8 @@ class HttpFilter:
     name: str
     type_url: str
     per_route: Callable[[Route], dict[str, Any] | None]
+    # A filter configured per listener instead: its entries in the chain (none where unused).
+    per_listener: Callable[[Listener], list[dict[str, Any]]] | None = None
 
 
 def route_fault(item: Route) -> dict[str, Any] | None:
@@ -206,9 +211,11 @@ def route_cors(item: Route) -> dict[str, Any] | None:
     return cors(item.cors) if item.cors else None
 
 
-# Istio's order: CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
+# Istio's order: authorization (RBAC, DENY then ALLOW) before the rest (listener_builder.go at 1.30.3);
+# CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
 # route itself (a field Envoy has since removed); the per-route filter config behaves the same.
 HTTP_FILTERS = (
+    HttpFilter("envoy.filters.http.rbac", RBAC, lambda item: None, lambda item: rbac_filters(item.authz)),
     HttpFilter("envoy.filters.http.cors", CORS, route_cors),
     HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
     HttpFilter("envoy.filters.http.router", ROUTER, lambda item: None),
@@ -220,6 +227,16 @@ def per_filter_config(item: Route) -> dict[str, Any]:
     return {name: config for name, config in configs.items() if config is not None}
 
 
+def http_filters(item: Listener) -> list[dict[str, Any]]:
+    chain: list[dict[str, Any]] = []
+    for entry in HTTP_FILTERS:
+        if entry.per_listener is not None:
+            chain += entry.per_listener(item)
+        else:
+            chain.append({"name": entry.name, "typed_config": {"@type": entry.type_url}})
+    return chain
+
+
 def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
     """An HTTP listener; its access logs go to files in `log_dir` (the proxy's own directory)."""
     # Routes come by RDS, as in Istio: a route change reaches open connections at
@@ -228,7 +245,7 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         "@type": HCM,
         "stat_prefix": item.name,
         "rds": {"route_config_name": item.name, "config_source": ads_source()},
-        "http_filters": [{"name": f.name, "typed_config": {"@type": f.type_url}} for f in HTTP_FILTERS],
+        "http_filters": http_filters(item),
         "access_log": access_logs(log_dir, item.name),
     }
     manager.update(connection_options(item))
@@ -238,13 +255,13 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
     if item.strip_port:
         manager["strip_any_host_port"] = True
+    manager.update(client_cert_options(item))
+    filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     return {
         "@type": LISTENER,
         "name": item.name,
         "address": address(item.address, item.port),
-        "filter_chains": [
-            {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]}
-        ],
+        **inbound_chains(item, filters),
     }
 
 
@@ -477,14 +494,22 @@ def cluster(item: Cluster) -> dict[str, Any]:
     }
     if item.dns_name:
         result["type"] = "STRICT_DNS"
-        endpoints = [(item.dns_name, item.dns_port)]
+        endpoints = [Endpoint(item.dns_name, item.dns_port)]
     else:
         result["type"] = "STATIC"
-        endpoints = [(ep.address, ep.port) for ep in item.endpoints]
+        endpoints = list(item.endpoints)
     result["load_assignment"] = {
         "cluster_name": item.name,
-        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address(h, p)}} for h, p in endpoints]}],
+        "endpoints": [
+            {
+                "lb_endpoints": [
+                    {"endpoint": {"address": address(ep.address, ep.port)}, **endpoint_metadata(ep, item)}
+                    for ep in endpoints
+                ]
+            }
+        ],
     }
+    result.update(cluster_transport(item))
     breaker = item.circuit
     result["circuit_breakers"] = {
         "thresholds": [

@@ -29,6 +29,10 @@ class Pod:
     env: dict[str, str]
     image: str
     health_path: str | None
+    service_account: str = "default"  # the pod template's serviceAccountName: its SPIFFE identity
+    # The pod's security.istio.io/tlsMode label as Istio's injector sets it ("istio" unless the
+    # template says otherwise): whether callers send it mutual TLS.
+    tls_mode: str = "istio"
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class GatewayPod:
     # Service port -> (address, port) its listener binds; the ingress gateway's
     # port 80 binds the user-facing address (127.0.0.1:8080 by default).
     bind: dict[int, tuple[str, int]]
+    service_account: str = "default"
 
 
 # --- Routing -------------------------------------------------------------------
@@ -47,7 +52,7 @@ class GatewayPod:
 
 @dataclass(frozen=True)
 class StringMatch:
-    kind: str  # exact | prefix | regex | present
+    kind: str  # exact | prefix | suffix | regex | present
     value: str
 
 
@@ -172,6 +177,58 @@ class VirtualHost:
     attempt_count: bool = True
 
 
+# --- Authorization (AuthorizationPolicy, as Envoy's RBAC filter enforces it) --------------
+
+
+@dataclass(frozen=True)
+class AuthzSource:
+    """One `from.source`: every field set must match; a field matches when any of its values does."""
+
+    principals: tuple[StringMatch, ...] = ()
+    not_principals: tuple[StringMatch, ...] = ()
+    namespaces: tuple[StringMatch, ...] = ()
+    not_namespaces: tuple[StringMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzOperation:
+    """One `to.operation`, read as AuthzSource is."""
+
+    paths: tuple[StringMatch, ...] = ()
+    not_paths: tuple[StringMatch, ...] = ()
+    methods: tuple[str, ...] = ()
+    not_methods: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzCondition:
+    """One `when` on a request header (request.headers[NAME]), a principal or a namespace."""
+
+    key: str  # header | principal | namespace
+    header: str  # the header's name for key header
+    values: tuple[StringMatch, ...] = ()
+    not_values: tuple[StringMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthzRule:
+    """One rule of a policy: any source, any operation, and every condition (an absent part matches all)."""
+
+    name: str  # ns[<namespace>]-policy[<name>]-rule[<index>], Istio's policy name in Envoy
+    sources: tuple[AuthzSource, ...] | None = None  # None: from anyone
+    operations: tuple[AuthzOperation, ...] | None = None  # None: any request
+    conditions: tuple[AuthzCondition, ...] = ()
+    never: bool = False  # a policy without rules: matches no request
+
+
+@dataclass(frozen=True)
+class Authz:
+    """What a listener enforces: DENY rules first, then, if any ALLOW policy applies, only what one allows."""
+
+    deny: tuple[AuthzRule, ...] = ()
+    allow: tuple[AuthzRule, ...] | None = None  # None: no ALLOW policy applies (everything not denied passes)
+
+
 @dataclass(frozen=True)
 class Listener:
     name: str
@@ -184,6 +241,10 @@ class Listener:
     strip_port: bool = False
     server_name: str | None = None  # the server response header; None: Envoy's own
     remote_address: bool = False  # the downstream peer is the client (gateways), not another proxy
+    # A sidecar's inbound listener: its PeerAuthentication mode (PERMISSIVE, STRICT or DISABLE);
+    # None for listeners that face the app or clients (outbound, gateways).
+    peer_mode: str | None = None
+    authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
 
 
 # --- Upstreams -------------------------------------------------------------------
@@ -193,6 +254,7 @@ class Listener:
 class Endpoint:
     address: str
     port: int
+    mtls: bool = False  # the caller speaks Istio mutual TLS to it (auto mTLS: it runs a sidecar)
 
 
 @dataclass(frozen=True)
@@ -226,6 +288,11 @@ class Cluster:
     max_requests_per_connection: int | None = None
     ring_size: int | None = None  # RING_HASH's minimum ring size
     idle_timeout: float | None = None  # upstream HTTP connections
+    # none: plain; auto: mutual TLS to the endpoints marked mtls, plain to the rest (Istio's auto
+    # mTLS); istio: mutual TLS to every endpoint (DestinationRule tls ISTIO_MUTUAL).
+    tls: str = "none"
+    sni: str | None = None
+    peer_identities: tuple[str, ...] = ()  # SPIFFE ids the server's certificate must carry
 
 
 @dataclass(frozen=True)
@@ -234,6 +301,7 @@ class Proxy:
     admin: Endpoint
     listeners: tuple[Listener, ...]
     clusters: tuple[Cluster, ...]
+    identity: str | None = None  # the SPIFFE id of its certificate
 
 
 @dataclass(frozen=True)

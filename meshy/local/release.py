@@ -32,6 +32,11 @@ class IstioRelease:
         versions = ["v1alpha3", "v1beta1"] + (["v1"] if self.minor >= 22 else [])
         return tuple(f"{API_GROUP}/{v}" for v in versions)
 
+    @property
+    def security_api_versions(self) -> tuple[str, ...]:
+        # security.istio.io/v1 is served from Istio 1.22 as well (the same CRD file at 1.22.8; 1.8.6: v1beta1 only).
+        return ("security.istio.io/v1beta1",) + (("security.istio.io/v1",) if self.minor >= 22 else ())
+
     def serves(self, kind: str, dotted: str) -> bool:
         """Whether this release's schema has a field ('spec.http.mirrors' of a VirtualService)."""
         return self.minor >= since(kind, dotted)

@@ -15,6 +15,7 @@ from meshy.local.shapes import (
     KINDS,
     METADATA,
     NAME_SYNTAX,
+    SECURITY_VERSIONS,
     brief,
     check,
     field_occurrences,
@@ -224,12 +225,15 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_
         supported = ", ".join(KINDS)
         raise ResourceError(f"kind {brief(kind)} is not supported by the local backend (supported: {supported})")
     versions, shape = KINDS[kind]
+    istio = versions in (ISTIO_VERSIONS, SECURITY_VERSIONS)
     if versions == ISTIO_VERSIONS:
         versions = release.api_versions
+    elif versions == SECURITY_VERSIONS:
+        versions = release.security_api_versions
     if api_version not in versions:
         raise ResourceError(
             f"{where}: apiVersion {brief(api_version)} is not served by "
-            f"{'Istio ' + release.version if versions == release.api_versions else 'the API server'} "
+            f"{'Istio ' + release.version if istio else 'the API server'} "
             f"(served: {', '.join(versions)})"
         )
     if not isinstance(metadata, dict):

@@ -64,7 +64,7 @@ class Percent:
 class Name:
     """An object name: DNS-1123 subdomain, DNS-1123 label, DNS-1035 label, or a C identifier."""
 
-    syntax: str  # subdomain | label | label1035 | c_identifier | label_key | label_value | port_name
+    syntax: str  # subdomain | label | label1035 | c_identifier | label_key | label_value | port_name | port_number
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,10 @@ _SYNTAX = {
     "c_identifier": (re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$"), 1000),
     "label_value": (re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"), 63),
     "port_name": (re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), 63),
+    "port_number": (
+        re.compile(r"^([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$"),
+        5,
+    ),
     "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
     "gateway_ref": (re.compile(r"^(mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"), 317),
     "export_to": (re.compile(r"^(\.|\*|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"), 63),
@@ -132,6 +136,7 @@ _RULE = {
     "label_key": "a label key ([prefix/]name: letters, digits, '-', '_', '.', at most 63)",
     "label_value": "a label value (letters, digits, '-', '_', '.', at most 63)",
     "port_name": "an IANA port name (lower-case letters, digits and '-', at most 15)",
+    "port_number": "a port number from 1 to 65535",
     "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
     "gateway_ref": "mesh or a Gateway's [namespace/]name",
     "export_to": "'.', '*' or a namespace name",
@@ -182,6 +187,8 @@ def duration_problem(value: Any) -> str | None:
 
 
 def name_problem(value: Any, syntax: str) -> str | None:
+    if syntax == "port_number" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # YAML reads a port key as a number, JSON as text
     if not isinstance(value, str):
         return f"must be {_RULE[syntax]}"
     if syntax == "label_key":
@@ -401,7 +408,9 @@ DEPLOYMENT = {
     "template": Required(
         {
             "metadata": {"labels": LABELS, "annotations": MapOf(str, key=Name("label_key"))},
-            "spec": Required({"containers": Required([CONTAINER], nonempty=True)}),
+            "spec": Required(
+                {"containers": Required([CONTAINER], nonempty=True), "serviceAccountName": Name("subdomain")}
+            ),
         }
     ),
 }
@@ -534,6 +543,10 @@ POLICY_PARTS = {
         "maxEjectionPercent": Range(0, 100),
     },
 }
+# ClientTLSSettings: every mode is accepted here so that upstreams.py can refuse SIMPLE and
+# MUTUAL by name (security.py check_client_tls); the mesh's own certificates serve ISTIO_MUTUAL.
+CLIENT_TLS = {"mode": Choice(("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"))}
+POLICY_PARTS["tls"] = CLIENT_TLS
 TRAFFIC_POLICY = {**POLICY_PARTS, "portLevelSettings": [{"port": Required(PORT_SELECTOR), **POLICY_PARTS}]}
 DESTINATION_RULE = {
     "host": Required(Host()),
@@ -559,6 +572,33 @@ SERVICE_ENTRY = {
 }
 
 ISTIO_VERSIONS = ("networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1")
+SECURITY_VERSIONS = ("security.istio.io/v1beta1", "security.istio.io/v1")
+MTLS_MODE = {"mode": Choice(("UNSET", "DISABLE", "PERMISSIVE", "STRICT"))}
+# security.istio.io PeerAuthentication (istio/api security/v1beta1/peer_authentication.proto).
+PEER_AUTHENTICATION = {
+    "selector": {"matchLabels": Required(LABELS, nonempty=True)},
+    "mtls": MTLS_MODE,
+    "portLevelMtls": MapOf(MTLS_MODE, key=Name("port_number")),
+}
+# security.istio.io AuthorizationPolicy (istio/api security/v1beta1/authorization_policy.proto): the
+# common keys; AUDIT and CUSTOM are accepted here so that build.py refuses them by name.
+AUTHORIZATION_POLICY = {
+    "selector": {"matchLabels": Required(LABELS, nonempty=True)},
+    "action": Choice(("ALLOW", "DENY", "AUDIT", "CUSTOM")),
+    "rules": [
+        {
+            "from": [
+                {
+                    "source": Required(
+                        {"principals": [str], "notPrincipals": [str], "namespaces": [str], "notNamespaces": [str]}
+                    )
+                }
+            ],
+            "to": [{"operation": Required({"paths": [str], "notPaths": [str], "methods": [str], "notMethods": [str]})}],
+            "when": [{"key": Required(str), "values": [str], "notValues": [str]}],
+        }
+    ],
+}
 KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Namespace": (("v1",), None),
     "Deployment": (("apps/v1",), DEPLOYMENT),
@@ -567,6 +607,8 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "VirtualService": (ISTIO_VERSIONS, VIRTUAL_SERVICE),
     "DestinationRule": (ISTIO_VERSIONS, DESTINATION_RULE),
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
+    "PeerAuthentication": (SECURITY_VERSIONS, PEER_AUTHENTICATION),
+    "AuthorizationPolicy": (SECURITY_VERSIONS, AUTHORIZATION_POLICY),
 }
 # Object names: Services are DNS-1035 labels, Namespaces DNS-1123 labels, the rest DNS-1123 subdomains.
 NAME_SYNTAX = {"Service": "label1035", "Namespace": "label"}
@@ -582,7 +624,7 @@ NO_LOCAL_EFFECT = {
     "annotations": "no controller reads them locally",
     "consecutiveErrors": "Istio's translation never reads it; Envoy's default of 5 consecutive 5xx applies",
     "spec.addresses": "the local registry routes by host name; there is no address capture",
-    "spec.location": "no mTLS locally, so inside and outside the mesh are alike",
+    "spec.location": "ServiceEntry endpoints run no sidecar locally, so auto mTLS never reaches them either way",
     "spec.http.match.name": "names only appear in access logs and stats Istio generates",
 }
 

@@ -12,6 +12,7 @@ from meshy.local.build import BuildError, gateway_target_port
 from meshy.local.layout import Layout
 from meshy.local.model import GatewayPod, Pod
 from meshy.local.resources import Resource, ResourceSet
+from meshy.local.security import TLS_MODE_LABEL
 
 # The image the walkthrough builds; the local backend runs it as `python -m minimal_service`.
 RUNNABLE_IMAGE = "minimal-service"
@@ -142,4 +143,8 @@ def make_pod(name: str, deployment: Resource, ip: str, app_ip: str) -> Pod:
         env={e["name"]: e.get("value", "") for e in container.get("env", [])},
         image=container["image"],
         health_path=probe.get("path"),
+        service_account=template["spec"].get("serviceAccountName") or "default",
+        # Istio's injector labels the pod security.istio.io/tlsMode, keeping a value the template sets
+        # (manifests/charts/istio-control/istio-discovery/files/injection-template.yaml at 1.30.3).
+        tls_mode=template.get("metadata", {}).get("labels", {}).get(TLS_MODE_LABEL, "istio"),
     )

@@ -4,7 +4,7 @@ rules and the outbound clusters they shape, following Istio's semantics. Pure, l
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from meshy.local.model import (
@@ -16,6 +16,7 @@ from meshy.local.model import (
     Pod,
 )
 from meshy.local.resources import BuildError, Resource, ResourceSet
+from meshy.local.security import PeerPolicies, check_client_tls, endpoint_mtls, pod_identity
 from meshy.local.shapes import seconds
 
 CLUSTER_DOMAIN = "svc.cluster.local"
@@ -38,6 +39,8 @@ class RegistryHost:
     short_name: str | None  # Services only: reachable by bare name in their namespace
     ports: dict[int, list[tuple[Endpoint, dict[str, str]]]] = field(default_factory=dict)
     dns: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # The pod behind each endpoint of a Service: who answers (auto mTLS, its identity).
+    peers: dict[Endpoint, Pod] = field(default_factory=dict)
 
 
 def fqdn(name: str, namespace: str) -> str:
@@ -63,14 +66,16 @@ def service_registry(
                 if not target.isdigit():
                     raise BuildError(f"{service.key}: targetPort {target!r} must be a port number in the local backend")
                 target = int(target)
-            entry.ports[port["port"]] = [
-                (Endpoint(pod.ip, target), pod.labels)
+            chosen = [
+                pod
                 for pod in pods
                 if pod.namespace == service.namespace
                 and selector
                 and selector.items() <= pod.labels.items()
                 and target in pod.ports
             ]
+            entry.ports[port["port"]] = [(Endpoint(pod.ip, target), pod.labels) for pod in chosen]
+            entry.peers.update({Endpoint(pod.ip, target): pod for pod in chosen})
         registry[entry.host] = entry
     for entry_resource in resources.of_kind("ServiceEntry"):
         for host, entry in service_entry_hosts(entry_resource, hosts).items():
@@ -152,6 +157,7 @@ def check_policies(rule: Resource) -> None:
     for path, policy in list(policies):
         policies += [(f"{path}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.get("portLevelSettings", []))]
     for path, policy in policies:
+        check_client_tls(rule.key, path, policy)
         balancer = policy.get("loadBalancer", {})
         if "simple" in balancer and "consistentHash" in balancer:
             raise BuildError(f"{rule.key}: {path}.loadBalancer takes simple or consistentHash, not both")
@@ -177,7 +183,7 @@ def subset_labels(rule: Resource | None, subset: str) -> dict[str, str] | None:
     return None
 
 
-POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer")
+POLICY_PARTS = ("connectionPool", "outlierDetection", "loadBalancer", "tls")
 
 
 def port_level(policy: dict[str, Any], port: int) -> tuple[dict[str, Any], bool]:
@@ -206,7 +212,9 @@ def cluster_name(host: str, port: int, subset: str = "") -> str:
     return f"outbound|{port}|{subset}|{host}"
 
 
-def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resource]) -> list[Cluster]:
+def outbound_clusters(
+    registry: dict[str, RegistryHost], rules: dict[str, Resource], peers: PeerPolicies
+) -> list[Cluster]:
     clusters = []
     for host, entry in sorted(registry.items()):
         rule = rules.get(host)
@@ -216,14 +224,35 @@ def outbound_clusters(registry: dict[str, RegistryHost], rules: dict[str, Resour
                 labels = subset_labels(rule, subset) if subset else {}
                 endpoints = tuple(ep for ep, ep_labels in entry.ports[port] if labels.items() <= ep_labels.items())
                 dns_name, dns_port = entry.dns.get(port, (None, 0))
-                clusters.append(
-                    policy_cluster(cluster_name(host, port, subset), endpoints, traffic_policy(rule, subset, port))
-                    if not dns_name
-                    else Cluster(
-                        cluster_name(host, port, subset), dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN"
-                    )
-                )
+                policy = traffic_policy(rule, subset, port)
+                name = cluster_name(host, port, subset)
+                if dns_name:
+                    cluster = Cluster(name, dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN")
+                else:
+                    cluster = policy_cluster(name, endpoints, policy)
+                clusters.append(with_tls(cluster, entry, port, subset, policy, peers))
     return clusters
+
+
+def with_tls(
+    cluster: Cluster, entry: RegistryHost, port: int, subset: str, policy: dict[str, Any], peers: PeerPolicies
+) -> Cluster:
+    """The cluster's mutual TLS: a DestinationRule's tls mode, else Istio's auto mTLS per endpoint
+    (cluster_tls.go buildUpstreamTLSSettings, mtls_checker.go checkMtlsEnabled)."""
+    mode = (policy.get("tls") or {}).get("mode", "DISABLE") if "tls" in policy else None
+    endpoints = tuple(
+        replace(ep, mtls=endpoint_mtls(peers, entry.peers.get(ep), ep.port, mode)) for ep in cluster.endpoints
+    )
+    if mode == "ISTIO_MUTUAL":
+        tls = "istio"
+    elif mode is None and any(ep.mtls for ep in endpoints):
+        tls = "auto"
+    else:
+        return replace(cluster, endpoints=endpoints)
+    # SNI as Istio names it (model.BuildDNSSrvSubsetKey); SANs: every account the service runs as.
+    sni = f"outbound_.{port}_.{subset}_.{entry.host}"
+    identities = tuple(sorted({pod_identity(pod) for pod in entry.peers.values()}))
+    return replace(cluster, endpoints=endpoints, tls=tls, sni=sni, peer_identities=identities)
 
 
 def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str, Any]) -> Cluster:

@@ -56,6 +56,10 @@ class Backend(Protocol):
 
     def external_log(self) -> str: ...
 
+    def outside_call(self, service: str) -> bool: ...
+
+    def destination_requests(self, workload: str, **labels: str) -> int: ...
+
 
 class LocalScenarioBackend:
     name = "local"
@@ -114,6 +118,18 @@ class LocalScenarioBackend:
 
     def external_log(self) -> str:
         return self.local.log_file("minimal-external").read_text(errors="replace")
+
+    def outside_call(self, service: str) -> bool:
+        """Plain HTTP from outside the mesh straight to the sidecar of the service's pod, on a new
+        connection; whether it was answered (a refused connection is not)."""
+        pod = next((p for p in self.local.pods() if p.labels.get("app") == service), None)
+        if pod is None:
+            raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
+        return answered(f"http://{pod.ip}:{pod.ports[0]}/")
+
+    def destination_requests(self, workload: str, **labels: str) -> int:
+        """istio_requests_total as the workload's sidecar reports what reached it (reporter destination)."""
+        return destination_requests(self.local.metrics_text(), workload, **labels)
 
 
 class KindScenarioBackend:
@@ -194,6 +210,18 @@ class KindScenarioBackend:
 
         return self.env.query(["docker", "logs", EXTERNAL])
 
+    def outside_call(self, service: str) -> bool:
+        """The API server's service proxy: it connects to the pod in plain HTTP from outside the mesh,
+        so a STRICT sidecar refuses it (the API server reports it could not reach the service) and an
+        AuthorizationPolicy that needs a principal answers 403."""
+        path = f"/api/v1/namespaces/default/services/{service}:http/proxy/"
+        return self.env.query(self.env.kubectl("get", "--raw", path), absent=OUTSIDE_REFUSED) != ""
+
+    def destination_requests(self, workload: str, **labels: str) -> int:
+        """istio_requests_total of the workload's sidecar as destination reporter (Istio's standard metric,
+        with source_principal and connection_security_policy from the connection's peer certificate)."""
+        return destination_requests(self._admin(workload, "stats/prometheus"), workload, **labels)
+
 
 def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
     """cluster -> weight of the first route of the virtual host serving `domain`.
@@ -241,6 +269,16 @@ def istio_requests(metrics: str, host: str, **labels: str) -> int:
     )
 
 
+# What the API server says when its proxied connection to a pod is closed or refused, or the pod's
+# sidecar answers 403 (kubectl shows a proxied 4xx as an error of that status).
+OUTSIDE_REFUSED = ("error trying to reach service", "connection reset by peer", "EOF", "(Forbidden)")
+
+
+def destination_requests(metrics: str, workload: str, **labels: str) -> int:
+    wanted = {"reporter": "destination", "destination_workload": workload, **labels}
+    return int(sum(s.value for s in prometheus.parse(metrics) if s.matches(istio.REQUESTS, wanted)))
+
+
 def http_text(url: str) -> str:
     import requests
 
@@ -250,6 +288,16 @@ def http_text(url: str) -> str:
         raise ScenarioError(
             f"cannot read {url} ({type(error).__name__}); check the backend with its status task."
         ) from None
+
+
+def answered(url: str) -> bool:
+    """Whether a plain GET on a connection of its own gets a 200 (a connection closed unanswered does not)."""
+    import requests
+
+    try:
+        return requests.get(url, timeout=5, proxies={"http": ""}, headers={"Connection": "close"}).status_code == 200
+    except requests.ConnectionError:
+        return False
 
 
 def wait_for(backend: Backend, check: Callable[[], bool], what: str, timeout: float = 60.0) -> float:

@@ -100,3 +100,15 @@ def traffic_shift(c, backend="local", k8s=None, istio=None, state=None):
 def egress(c, backend="local", k8s=None, istio=None, state=None):
     """A call out of the mesh: fails without a ServiceEntry, passes through the egress gateway with one."""
     judge(run_scenarios(c, ["egress"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def mtls(c, backend="local", k8s=None, istio=None, state=None):
+    """PeerAuthentication PERMISSIVE vs STRICT, the caller's SPIFFE identity, DestinationRule tls DISABLE."""
+    judge(run_scenarios(c, ["mtls"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def authorization(c, backend="local", k8s=None, istio=None, state=None):
+    """AuthorizationPolicy DENY by path, method and header, ALLOW by source principal: 403 RBAC: access denied."""
+    judge(run_scenarios(c, ["authorization"], backend, k8s, istio, state))

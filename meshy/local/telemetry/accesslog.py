@@ -55,6 +55,12 @@ JSON_FIELDS = {
     # tells the calling proxy (each binds its upstream connections to its own address).
     "downstream_remote": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",
 }
+# The SPIFFE ids of a mutual TLS connection (Istio's source_principal / destination_principal):
+# an inbound listener's callers are downstream, everyone else's peers upstream.
+PRINCIPALS = {
+    True: {"peer_principal": "%DOWNSTREAM_PEER_URI_SAN%", "local_principal": "%DOWNSTREAM_LOCAL_URI_SAN%"},
+    False: {"peer_principal": "%UPSTREAM_PEER_URI_SAN%", "local_principal": "%UPSTREAM_LOCAL_URI_SAN%"},
+}
 
 
 def access_logs(directory: Path, listener: str) -> list[dict[str, Any]]:
@@ -73,7 +79,7 @@ def access_logs(directory: Path, listener: str) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": FILE_LOGGER,
                 "path": str(directory / JSON_FILE),
-                "log_format": {"json_format": {**JSON_FIELDS, "listener": listener}},
+                "log_format": {"json_format": {**JSON_FIELDS, **PRINCIPALS[inbound(listener)], "listener": listener}},
             },
         },
     ]
@@ -94,10 +100,22 @@ class Entry:
     upstream_cluster: str
     upstream_host: str
     downstream_remote: str
+    peer_principal: str = ""  # empty: no mutual TLS on the connection
+    local_principal: str = ""
 
     @property
     def reporter(self) -> str:
-        return "destination" if self.listener.startswith("inbound") else "source"
+        return "destination" if inbound(self.listener) else "source"
+
+
+def inbound(listener: str) -> bool:
+    return listener.startswith("inbound")
+
+
+def principal(value: Any) -> str:
+    """A SPIFFE id Envoy logged; Envoy writes '-' when the connection had none."""
+    text = str(value or "")
+    return "" if text == "-" else text
 
 
 def number(value: Any) -> int:
@@ -128,6 +146,8 @@ def parse_line(proxy: str, line: str) -> Entry | None:
         upstream_cluster=str(data.get("upstream_cluster") or ""),
         upstream_host=str(data.get("upstream_host") or ""),
         downstream_remote=str(data.get("downstream_remote") or ""),
+        peer_principal=principal(data.get("peer_principal")),
+        local_principal=principal(data.get("local_principal")),
     )
 
 

@@ -52,7 +52,17 @@ class Collector:
     def labels(self, entry: Entry) -> tuple[dict[str, str], LabelKey]:
         # Under load most requests repeat a handful of label sets: work each out once.
         ip = entry.upstream_host.rpartition(":")[0], entry.downstream_remote.rpartition(":")[0]
-        cache_key = (entry.proxy, entry.listener, entry.upstream_cluster, *ip, entry.code, entry.flags, entry.protocol)
+        cache_key = (
+            entry.proxy,
+            entry.listener,
+            entry.upstream_cluster,
+            *ip,
+            entry.code,
+            entry.flags,
+            entry.protocol,
+            entry.peer_principal,
+            entry.local_principal,
+        )
         found = self.cache.get(cache_key)
         if found is None:
             labels = labels_of(entry, self.peers)

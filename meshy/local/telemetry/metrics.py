@@ -68,16 +68,20 @@ def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
     if entry.reporter == "source":
         source, destination = me, peers.at(entry.upstream_host) if entry.upstream_host else Workload()
         service = peers.service_of_cluster(entry.upstream_cluster)
-        security = UNKNOWN
+        security = UNKNOWN  # Istio's source reporters leave it unknown
+        principals = (entry.local_principal, entry.peer_principal)
     else:
         source, destination = peers.at(entry.downstream_remote), me
         port = entry.listener.removeprefix("inbound_")
         service = peers.service_at(entry.proxy, int(port)) if port.isdigit() else Service()
-        security = "none"  # plaintext between local sidecars
+        security = "mutual_tls" if entry.peer_principal else "none"
+        principals = (entry.peer_principal, entry.local_principal)
     return {
         "reporter": entry.reporter,
         **source.labels("source"),
+        "source_principal": principals[0] or UNKNOWN,
         **destination.labels("destination"),
+        "destination_principal": principals[1] or UNKNOWN,
         **service.labels(),
         "request_protocol": "grpc" if entry.protocol == "grpc" else "http",
         "response_code": str(entry.code),

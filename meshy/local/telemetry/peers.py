@@ -33,7 +33,8 @@ class Workload:
         return {
             f"{side}_workload": self.name,
             f"{side}_workload_namespace": self.namespace,
-            f"{side}_principal": UNKNOWN,  # no mTLS between local sidecars
+            # A workload has no principal of its own: the connection's certificate gives it (metrics.labels_of).
+            f"{side}_principal": UNKNOWN,
             f"{side}_app": self.app,
             f"{side}_version": self.version,
             f"{side}_canonical_service": self.canonical_service,

@@ -26,7 +26,7 @@ from google.protobuf import any_pb2
 from meshy.local.xds.control import CONTROL
 from meshy.local.xds.encode import Encoder
 from meshy.local.xds.snapshot import (
-    ROUTE,
+    NAMED,
     SHORT,
     TYPES,
     Resources,
@@ -156,16 +156,16 @@ class Store:
             if resources is None:
                 continue
             state = stream.types.get(url)
-            if url == ROUTE and not resources.items and state is None:
-                continue  # no listener asks for routes
+            if url in NAMED and not resources.items and state is None:
+                continue  # nothing asks for routes (or secrets)
             if state is None:
                 waiting.append(SHORT[url])
                 continue
             if state.nack and state.nack[0] == resources.version:
                 return "nacked", state.nack[1]
-            # Every route configuration must have been asked for and sent: a new
+            # Every route configuration (secret) must have been asked for and sent: a new
             # listener asks for its routes only after it arrived.
-            names_ok = url != ROUTE or state.acked_names >= set(resources.items)
+            names_ok = url not in NAMED or state.acked_names >= set(resources.items)
             if state.acked_version != resources.version or not names_ok:
                 waiting.append(SHORT[url])
         if waiting:
@@ -187,7 +187,7 @@ class Store:
             else:
                 state.acked_version, state.acked_names, state.nack = request.version_info, state.sent_names, None
                 self.remember_good(stream.node)
-        names = frozenset(request.resource_names) if url == ROUTE else None
+        names = frozenset(request.resource_names) if url in NAMED else None
         resend = first or names != state.subscribed
         state.subscribed = names
         if resend:

@@ -11,10 +11,13 @@ import orjson
 CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
 ROUTE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-# Push order: nothing names what its proxy lacks yet (routes name clusters,
-# listeners name route configurations).
-TYPES = (CLUSTER, LISTENER, ROUTE)
-SHORT = {CLUSTER: "clusters", LISTENER: "listeners", ROUTE: "routes"}
+SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+# Push order: nothing names what its proxy lacks yet (clusters and listeners name
+# secrets, routes name clusters, listeners name route configurations).
+TYPES = (SECRET, CLUSTER, LISTENER, ROUTE)
+SHORT = {SECRET: "secrets", CLUSTER: "clusters", LISTENER: "listeners", ROUTE: "routes"}
+# Types Envoy asks for by name (as their users appear) rather than as a wildcard.
+NAMED = (SECRET, ROUTE)
 
 
 def digest(value: Any) -> str:
@@ -46,13 +49,21 @@ Snapshot = dict[str, Resources]  # type URL -> resources
 
 
 def snapshot_of(
-    clusters: list[dict], listeners: list[dict], routes: list[dict], encoded_routes: list[Any] | None = None
+    clusters: list[dict],
+    listeners: list[dict],
+    routes: list[dict],
+    encoded_routes: list[Any] | None = None,
+    secrets: list[dict] | None = None,
 ) -> Snapshot:
-    return {
+    """A proxy's snapshot; `secrets` only for a proxy whose configuration names them (it asks for nothing else)."""
+    snapshot = {
         CLUSTER: Resources.of(clusters),
         LISTENER: Resources.of(listeners),
         ROUTE: Resources.of(routes, encoded_routes),
     }
+    if secrets:
+        snapshot[SECRET] = Resources.of(secrets)
+    return snapshot
 
 
 def snapshot_to_json(snapshot: Snapshot) -> dict[str, Any]:

@@ -19,6 +19,8 @@ import orjson
 
 from meshy.errors import MeshyError
 from meshy.local.envoy import runtime
+from meshy.local.identity import throwaway_identity
+from meshy.local.tls import secrets, uses_secrets
 from meshy.local.xds.snapshot import CLUSTER, LISTENER, ROUTE, Resources, Snapshot
 
 # Envoy's line for a configuration it refuses: "... error initializing configuration '<file>': <why>".
@@ -73,6 +75,21 @@ def without_log_files(listener: dict[str, Any]) -> dict[str, Any]:
     return listener
 
 
+def static_secret_refs(value: Any) -> Any:
+    """A copy naming its SDS secrets as static ones: validate mode opens no ADS stream to fetch them."""
+    if isinstance(value, dict):
+        return {k: static_secret_refs(v) for k, v in value.items() if k != "sds_config"}
+    if isinstance(value, list):
+        return [static_secret_refs(item) for item in value]
+    return value
+
+
+def validation_secrets() -> list[dict[str, Any]]:
+    """Stand-ins for every proxy's "default" and "ROOTCA": only their shape matters to the check."""
+    pair, root = throwaway_identity()
+    return [{k: v for k, v in item.items() if k != "@type"} for item in secrets(pair, root)]
+
+
 def untyped(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource as a bootstrap field holds it (the type is the field's, not an Any's)."""
     return {k: v for k, v in resource.items() if k != "@type"}
@@ -87,9 +104,12 @@ def assemble(snapshots: dict[str, Snapshot]) -> dict[str, Any]:
             clusters.append({**untyped(cluster), "name": f"{proxy}/{cluster['name']}"})
         for listener in snapshot[LISTENER].items.values():
             listeners.append({**inline_routes(listener, routes), "name": f"{proxy}/{listener['name']}"})
+    static: dict[str, Any] = {"clusters": clusters, "listeners": listeners}
+    if uses_secrets(clusters, listeners):
+        static = {**static_secret_refs(static), "secrets": validation_secrets()}
     # The proxies' own runtime layer (Istio's RE2 program-size limit): without it Envoy would judge
     # regexes by its default limit, not the one the proxies run with.
-    return {"layered_runtime": runtime(), "static_resources": {"clusters": clusters, "listeners": listeners}}
+    return {"layered_runtime": runtime(), "static_resources": static}
 
 
 class Validator:
