@@ -21,6 +21,7 @@ from meshy.local import memo as memo_module
 from meshy.local import topology
 from meshy.local.backend import LocalBackend, LocalConfig, State, proxy_digest, proxy_snapshot
 from meshy.local.build import Inputs, build_mesh, host_matches
+from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo
 from meshy.local.release import release_of
 from meshy.local.resources import BuildError, ResourceSet, parse_documents
@@ -94,6 +95,13 @@ spec:
     hosts: [plain.svc.kind.org]
 """
 
+SECURITY = """
+apiVersion: security.istio.io/v1beta1
+kind: {kind}
+metadata: {{name: step, namespace: {namespace}}}
+spec: {spec}
+"""
+
 # (what the step does, "apply" or "delete", manifests, Istio release)
 STEPS = [
     ("the walkthrough's split", "apply", [rule(), service(9090), SPLIT, PLAIN], "1.30"),
@@ -118,6 +126,24 @@ STEPS = [
     ),
     ("a VirtualService deleted", "delete", [MERGED], "1.30"),
     ("the gateway narrowed to one host", "apply", [NARROW_GATEWAY], "1.30"),
+    (
+        "mesh-wide STRICT mTLS",
+        "apply",
+        [SECURITY.format(kind="PeerAuthentication", namespace="istio-system", spec="{mtls: {mode: STRICT}}")],
+        "1.30",
+    ),
+    (
+        "a DENY policy on the workloads",
+        "apply",
+        [
+            SECURITY.format(
+                kind="AuthorizationPolicy",
+                namespace="default",
+                spec="{action: DENY, rules: [{to: [{operation: {paths: [/admin]}}]}]}",
+            )
+        ],
+        "1.30",
+    ),
     ("another Istio release", "apply", [], "1.8"),
     ("back to the first release", "apply", [], "1.30"),
 ]
@@ -128,7 +154,12 @@ def starting_resources() -> ResourceSet:
     return ResourceSet().applied(parse_documents(text, "start"))
 
 
-def outcome(resources: ResourceSet, release: str, memo: BuildMemo | None) -> object:
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory) -> MeshCA:
+    return MeshCA(tmp_path_factory.mktemp("pki"))
+
+
+def outcome(resources: ResourceSet, release: str, memo: BuildMemo | None, ca: MeshCA) -> object:
     """Every proxy's model, digest and snapshot, or the refusal."""
     pods, _ = topology.pods(resources, {}, LAYOUT)
     try:
@@ -136,63 +167,63 @@ def outcome(resources: ResourceSet, release: str, memo: BuildMemo | None) -> obj
     except BuildError as error:
         return f"refused: {error}"
     return {
-        name: (proxy, proxy_digest(proxy, memo), proxy_snapshot(proxy, Path("/meshy/envoy") / name, memo))
+        name: (proxy, proxy_digest(proxy, memo), proxy_snapshot(proxy, Path("/meshy/envoy") / name, ca, memo))
         for name, proxy in mesh.proxies.items()
     }
 
 
-def differing_steps() -> list[str]:
+def differing_steps(ca: MeshCA) -> list[str]:
     """The steps after which the incremental build differs from a fresh one."""
     memo = BuildMemo()
     resources = starting_resources()
-    outcome(resources, "1.30", memo)
+    outcome(resources, "1.30", memo, ca)
     differing = []
     for what, verb, manifests, release in STEPS:
         documents = [r for text in manifests for r in parse_documents(text, what, release_of(release))]
         resources = resources.applied(documents) if verb == "apply" else resources.deleted(documents)[0]
         # Twice: a memo entry made by the first build is read by the second.
         for _ in range(2):
-            if outcome(resources, release, memo) != outcome(resources, release, None):
+            if outcome(resources, release, memo, ca) != outcome(resources, release, None, ca):
                 differing.append(what)
     return differing
 
 
-def test_incremental_build_equals_a_fresh_build_at_every_step():
-    assert differing_steps() == []
+def test_incremental_build_equals_a_fresh_build_at_every_step(ca):
+    assert differing_steps(ca) == []
 
 
-def test_every_step_changes_the_outcome():
+def test_every_step_changes_the_outcome(ca):
     # Without this the comparison above could pass with steps that change nothing a memo could miss.
     resources = starting_resources()
-    previous = outcome(resources, "1.30", None)
+    previous = outcome(resources, "1.30", None, ca)
     unchanged = []
     for what, verb, manifests, release in STEPS:
         documents = [r for text in manifests for r in parse_documents(text, what, release_of(release))]
         resources = resources.applied(documents) if verb == "apply" else resources.deleted(documents)[0]
-        current = outcome(resources, release, None)
+        current = outcome(resources, release, None, ca)
         if current == previous:
             unchanged.append(what)
         previous = current
     assert unchanged == []
 
 
-def test_a_memo_blind_to_the_other_inputs_is_caught(monkeypatch):
+def test_a_memo_blind_to_the_other_inputs_is_caught(monkeypatch, ca):
     """A memo that keeps routes whatever the registry, rules or release: the comparison names the steps."""
     monkeypatch.setattr(memo_module.RouteInputs, "of", classmethod(lambda cls, context: None))
-    caught = differing_steps()
+    caught = differing_steps(ca)
     assert "a consistent hash on the destination rule" in caught
     assert "the Service's port renumbered" in caught
     assert "the destination rule deleted: subsets refused" in caught
 
 
-def test_route_versions_from_kept_host_texts_are_the_digest_of_the_routes():
+def test_route_versions_from_kept_host_texts_are_the_digest_of_the_routes(ca):
     memo = BuildMemo()
     resources = starting_resources().applied(parse_documents(PLAIN + "---\n" + MERGED, "x"))
     for _ in range(2):
         pods, _ = topology.pods(resources, {}, LAYOUT)
         mesh = build_mesh(Inputs(resources, pods, topology.gateways(LAYOUT), HOSTS), memo)
         for name, proxy in mesh.proxies.items():
-            routes = proxy_snapshot(proxy, Path("/meshy/envoy") / name, memo)[ROUTE]
+            routes = proxy_snapshot(proxy, Path("/meshy/envoy") / name, ca, memo)[ROUTE]
             assert routes.version == digest(list(routes.items.values()))
 
 
