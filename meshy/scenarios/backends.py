@@ -1,9 +1,10 @@
 """The two places a scenario can run: the local backend and a kind + Istio cluster.
 
 A scenario only renders manifests, applies them, sends HTTP to the ingress
-and reads counters - the apps' own /metrics (parsed the same way on both
-backends), a gateway's requests, a proxy's config dump; each backend does
-those its own way.
+and reads counters - Istio's standard metrics as named proxies report them
+(`istio_metrics`, queried by meshy.metrics.istio the same way on both
+backends), the apps' own /metrics (a cross-check), a proxy's config dump;
+each backend reads them its own way.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Backend(Protocol):
 
     def app_metrics(self, service: str) -> str: ...
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]: ...
+
     def gateway_requests(self, gateway: str, host: str) -> int: ...
 
     def config_dump(self, proxy: str) -> dict: ...
@@ -91,9 +94,13 @@ class LocalScenarioBackend:
             raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
+        """The workloads' proxies' own reports, from one read of the mesh-wide endpoint."""
+        samples = prometheus.parse(self.local.metrics_text())
+        return [s for workload in workloads for s in istio.reported_by(samples, workload)]
+
     def gateway_requests(self, gateway: str, host: str) -> int:
-        # The mesh-wide endpoint holds every proxy's reports: the gateway's own are those it made as the source.
-        return istio_requests(self.local.metrics_text(), host, reporter="source", source_workload=gateway)
+        return istio.requests(self.istio_metrics(gateway), host)
 
     def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
         """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
@@ -177,13 +184,16 @@ class KindScenarioBackend:
         path = f"/api/v1/namespaces/default/services/{service}:http/proxy/metrics"
         return self.env.query(self.env.kubectl("get", "--raw", path))
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
+        """Each workload's proxy's stats/prometheus (one pod per Deployment in the walkthrough). Istio's
+        standard metrics are on by default in 1.8 (telemetry v2 EnvoyFilters, manifests/charts/istio-control/
+        istio-discovery/templates/telemetryv2_1.8.yaml) and built in from then on; their stats (named
+        "reporter=...") pass the bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all
+        three releases), and the proxy serves them on stats/prometheus."""
+        return [s for workload in workloads for s in prometheus.parse(self._admin(workload, "stats/prometheus"))]
+
     def gateway_requests(self, gateway: str, host: str) -> int:
-        """istio_requests_total of the gateway towards host: Istio's standard metric, on by default in 1.8
-        (telemetry v2 EnvoyFilters with a GATEWAY context, manifests/charts/istio-control/istio-discovery/
-        templates/telemetryv2_1.8.yaml) and built in from then on; its stats (named "reporter=...") pass the
-        bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all three releases), and the
-        proxy serves them on stats/prometheus."""
-        return istio_requests(self._admin(gateway, "stats/prometheus"), host)
+        return istio.requests(self.istio_metrics(gateway), host)
 
     def config_dump(self, proxy: str) -> dict:
         text = self._admin(proxy, "config_dump")
@@ -227,18 +237,6 @@ def counter(counters: dict[str, int], suffix: str) -> int:
 def app_requests(metrics: str, path: str) -> int:
     """Requests minimal-service served on one path, from its own /metrics (minimal_service/metrics.py)."""
     return int(prometheus.total(prometheus.parse(metrics), "minimal_service_requests_total", path=path))
-
-
-def istio_requests(metrics: str, host: str, **labels: str) -> int:
-    """istio_requests_total towards one destination service host (FQDN or short name), of samples with `labels`."""
-    return int(
-        sum(
-            sample.value
-            for sample in prometheus.parse(metrics)
-            if sample.matches(istio.REQUESTS, labels)
-            and host in (sample.labels.get("destination_service"), sample.labels.get("destination_service_name"))
-        )
-    )
 
 
 def http_text(url: str) -> str:

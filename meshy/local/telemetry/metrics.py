@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from meshy.local.telemetry.accesslog import Entry
 from meshy.local.telemetry.peers import UNKNOWN, Peers, Service, Workload
+from meshy.metrics.prometheus import escape
 
 REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
@@ -153,10 +154,6 @@ def header(name: str) -> list[str]:
 
 def label_text(key: LabelKey) -> str:
     return ",".join(f'{name}="{escape(value)}"' for name, value in zip(LABELS, key, strict=True))
-
-
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def format_number(value: float) -> str:
