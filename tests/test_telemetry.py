@@ -13,7 +13,15 @@ from meshy.dashboard import page
 from meshy.dashboard.graph import Graph
 from meshy.local.backend import LocalBackend, LocalConfig, LocalError
 from meshy.local.telemetry.accesslog import Entry, Tail, follow, parse_line, tails_at_end
-from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics, label_key
+from meshy.local.telemetry.metrics import (
+    DOWNSTREAM,
+    DURATION,
+    LABELS,
+    REQUEST_BYTES,
+    REQUESTS,
+    IstioMetrics,
+    label_key,
+)
 from meshy.local.telemetry.peers import Service, Workload, workload_of
 from meshy.local.topology import Layout
 from meshy.metrics.istio import cluster_host, upstream_requests
@@ -142,6 +150,23 @@ def test_graph_shows_the_split_errors_quantiles_and_attempts():
     graph.tick()
     assert graph.edges() == []
     assert graph.series[-1][2] == {"200": 90, "500": 10}
+
+
+def test_clients_outside_the_mesh_enter_at_the_gateway_as_unknown():
+    clock = Clock()
+    graph = Graph(clock=clock, started=clock.now - 60)
+    for i in range(40):
+        outside = i % 4 != 0  # a quarter come from a mesh workload (a sidecar calling the ingress)
+        downstream = {DOWNSTREAM: "unknown" if outside else "minimal-service"}
+        graph.observe({**labels(GATEWAY, V1, "source"), **downstream}, entry())
+    graph.observe({**labels(V1, V2, "source"), DOWNSTREAM: "unknown"}, entry())  # a sidecar's own client
+    edges = {(e.source, e.target): e for e in graph.edges()}
+    into = edges[("unknown", "workload:istio-ingressgateway")]
+    assert into.requests == 30 and into.split == 1.0 and into.error_share == 0
+    assert graph.nodes["unknown"].kind == "unknown"
+    # Only gateways are entered from outside: a sidecar's inbound clients stay as the metrics say.
+    assert not [key for key in edges if key[0] == "unknown" and key[1] != "workload:istio-ingressgateway"]
+    assert "unknown" in page.table(graph)
 
 
 def test_upstream_requests_count_attempts_inside_the_mesh_and_calls_outside():

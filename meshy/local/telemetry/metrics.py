@@ -62,6 +62,11 @@ HELP = {
 
 LabelKey = tuple[str, ...]
 
+# Not one of Istio's labels and never exported: the workload at the other end of a gateway's downstream
+# connection, for the graph's "unknown" -> gateway edge. Istio has no series for it - gateways report as
+# source only (workloadMode in istio/istio pilot/pkg/model/telemetry.go at 1.30.3: GATEWAY -> CLIENT).
+DOWNSTREAM = "downstream_workload"
+
 
 def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
     """Istio's labels for one entry, from the reporting proxy's point of view."""
@@ -85,6 +90,7 @@ def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
         "grpc_response_status": "",
         "response_flags": entry.flags,
         "connection_security_policy": security,
+        DOWNSTREAM: peers.at(entry.downstream_remote).name,
     }
 
 
