@@ -233,3 +233,25 @@ def test_follow_passes_on_only_new_lines_of_every_file(tmp_path):
     second.write_text("new in b\n")  # a file that appears later is followed from its start
     worker.join(timeout=10)
     assert not worker.is_alive() and sorted(seen) == ["new in a", "new in b"]
+
+
+def test_a_tail_reads_a_rotated_file_to_its_end_before_the_new_one(tmp_path):
+    from meshy.local.telemetry.accesslog import rotated
+
+    path = tmp_path / "access.json"
+    path.write_text("1\n2\n")
+    tail = Tail(path)
+    assert tail.read() == ["1", "2"]
+    with open(path, "a") as writer:  # the writer keeps its handle across the move, as Envoy does
+        writer.write("3\n")
+        path.rename(rotated(path))
+        writer.write("4\n")
+        writer.flush()
+        assert tail.read() == ["3", "4"]  # moved aside, no new file yet: the old one is read on
+        writer.write("5")
+    path.write_text("6\n")  # the writer closed the old file and opened the path anew
+    with open(rotated(path), "a") as late:
+        late.write("\n")
+    assert tail.read() == ["5"]
+    assert tail.read() == ["6"]
+    assert tail.read() == []
