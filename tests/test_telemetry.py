@@ -255,3 +255,15 @@ def test_a_tail_reads_a_rotated_file_to_its_end_before_the_new_one(tmp_path):
     assert tail.read() == ["5"]
     assert tail.read() == ["6"]
     assert tail.read() == []
+
+
+def test_last_lines_reach_into_the_previous_generation(tmp_path):
+    from meshy.local.telemetry.accesslog import last_lines, rotated
+
+    path = tmp_path / "access.log"
+    assert last_lines(path, 3) == []
+    rotated(path).write_text("a\nb\nc\n")
+    path.write_text("d\n")
+    assert last_lines(path, 3) == ["b", "c", "d"]
+    assert last_lines(path, 1) == ["d"]
+    assert last_lines(path, 0) == []

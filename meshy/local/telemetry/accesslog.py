@@ -187,6 +187,18 @@ class Tail:
         return lines
 
 
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last n lines of a log, reaching into its previous generation (NAME.1) when the current one,
+    just rotated, holds fewer."""
+    lines: list[str] = []
+    for generation in (path, rotated(path)):
+        if len(lines) >= n:
+            break
+        text = generation.read_text(errors="replace").splitlines() if generation.exists() else []
+        lines = text + lines
+    return lines[max(0, len(lines) - n) :]
+
+
 def tails_at_end(paths: list[Path]) -> list[Tail]:
     """Readers of the files that start after what they hold now."""
     tails = [Tail(path) for path in paths]
