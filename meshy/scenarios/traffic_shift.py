@@ -87,7 +87,11 @@ def split_step(
 
 
 def versions(samples: list[Sample]) -> Counter:
-    """(destination_version, response_code) -> requests the ingress gateway sent to minimal-service."""
+    """(destination_version, response_code) -> requests the ingress gateway sent to minimal-service.
+
+    The gateway learns the answering pod's version from its HTTP metadata exchange (the GATEWAY context's
+    istio.metadata_exchange filter in istio/istio manifests/charts/istio-control/istio-discovery/templates/
+    telemetryv2_1.8.yaml at 1.8.6; built in from then on), as Kiali's versioned graph relies on."""
     return istio.requests_by(
         samples, SERVICE, ("destination_version", "response_code"), reporter="source", source_workload=GATEWAY
     )
