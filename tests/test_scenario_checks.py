@@ -161,11 +161,12 @@ def test_retry_counts_come_from_both_reporters_and_fail_without_retries():
     mean, variance = stats.truncated_geometric(0.7, 21)
     start = retries_samples(10, 20, 10, 20)
     attempts = round(mean * n)  # working retries: each call's attempts until a 200
-    working = retries.tally(start, retries_samples(10 + n, 20, 10 + n, 20 + attempts - n), app_requests=attempts)
+    working = retries.tally(start, retries_samples(10 + n, 20, 10 + n, 20 + attempts - n), attempts, n)
     assert (working.ok, working.upstream) == (n, attempts)
     assert share_check("after", working.ok, n, AFTER, "").passed
     assert mean_check("after", working.upstream, n, mean, variance, "").passed
     assert f"bounced-service's own counter: {attempts}" in working.cross_check()
+    assert working.answers() == f"the answers: {n} '200 OK'"
     # No retry policy: the caller's sidecar reports 70% failures and the destination one attempt per call.
     broken = retries.tally(start, retries_samples(10 + 70, 20 + 161, 10 + 70, 20 + 161), app_requests=n)
     assert broken.upstream == n

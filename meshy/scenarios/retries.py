@@ -48,7 +48,8 @@ def run(backend: Backend, console: Console) -> Report:
     backend.delete(RETRIES_FILE)  # a no-op when absent, as on a fresh baseline
 
     before = measure(backend, console, request, n_before, "before: no retry policy for 5xx")
-    report.add(share_check("before: share of '200 OK'", before.ok, n_before, ok_before, "30% succeed, none retried"))
+    share = share_check("before: share of '200 OK'", before.ok, n_before, ok_before, "30% succeed, none retried")
+    report.add(with_detail(share, before.answers()))
     report.add(
         with_detail(
             exact_check(
@@ -76,7 +77,9 @@ def run(backend: Backend, console: Console) -> Report:
 
     after = measure(backend, console, request, n_after, "after: 20 attempts on 5xx", RETRY_WORKERS)
     mean, variance = stats.truncated_geometric(FAILURE, ATTEMPTS + 1)
-    report.add(share_check("after: share of '200 OK'", after.ok, n_after, ok_after, "1 - 0.7^21"))
+    report.add(
+        with_detail(share_check("after: share of '200 OK'", after.ok, n_after, ok_after, "1 - 0.7^21"), after.answers())
+    )
     report.add(
         with_detail(
             mean_check(
@@ -113,11 +116,12 @@ CALLER, SERVICE = "minimal-service", "bounced-service"
 
 @dataclass(frozen=True)
 class Tally:
-    """One phase as Istio's metrics counted it, plus bounced-service's own counter as a cross-check."""
+    """One phase as Istio's metrics counted it, plus what the apps saw as cross-checks."""
 
     calls: Counter  # (response_code,) -> calls, reported by the caller's sidecar (reporter source)
     attempts: Counter  # (response_code,) -> attempts, reported by bounced-service's sidecar (destination)
-    app_requests: int
+    app_requests: int = 0  # bounced-service's own counter
+    answered_ok: int = 0  # answers whose body was bounced-service's '200 OK'
 
     @property
     def ok(self) -> int:
@@ -130,6 +134,9 @@ class Tally:
     def cross_check(self) -> str:
         return f"bounced-service's own counter: {self.app_requests}"
 
+    def answers(self) -> str:
+        return f"the answers: {self.answered_ok} '200 OK'"
+
 
 def reports(samples: list[Sample]) -> tuple[Counter, Counter]:
     """Calls by response code as the caller's sidecar reports them (one per call, the final answer), and
@@ -139,9 +146,9 @@ def reports(samples: list[Sample]) -> tuple[Counter, Counter]:
     return calls, attempts
 
 
-def tally(before: list[Sample], after: list[Sample], app_requests: int) -> Tally:
+def tally(before: list[Sample], after: list[Sample], app_requests: int = 0, answered_ok: int = 0) -> Tally:
     (calls_0, attempts_0), (calls_1, attempts_1) = reports(before), reports(after)
-    return Tally(istio.increase(calls_0, calls_1), istio.increase(attempts_0, attempts_1), app_requests)
+    return Tally(istio.increase(calls_0, calls_1), istio.increase(attempts_0, attempts_1), app_requests, answered_ok)
 
 
 def measure(backend: Backend, console: Console, request, n: int, label: str, workers: int = WORKERS) -> Tally:
@@ -149,6 +156,7 @@ def measure(backend: Backend, console: Console, request, n: int, label: str, wor
     start = backend.istio_metrics(CALLER, SERVICE)
     app_start = app_requests(backend.app_metrics(SERVICE), "/")
     with console.step(f"{label}: {n} calls"):
-        backend.send(request, n, lambda d, t: console.progress(label, d, t), workers)
+        results = backend.send(request, n, lambda d, t: console.progress(label, d, t), workers)
     app = app_requests(backend.app_metrics(SERVICE), "/") - app_start
-    return tally(start, backend.istio_metrics(CALLER, SERVICE), app)
+    answered = sum(1 for r in results if r.status == 200 and r.json().get("body") == "200 OK")
+    return tally(start, backend.istio_metrics(CALLER, SERVICE), app, answered)
