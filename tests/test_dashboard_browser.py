@@ -61,6 +61,9 @@ def test_graph_shows_the_versioned_split_with_and_without_javascript(mesh):
     # The split VirtualService sends 50/50: 200+ calls land within 40-60% each (99.9% interval is +-12%).
     assert sum(shares) in (99, 100, 101) and all(38 <= share <= 62 for share in shares), shares
     assert re.fullmatch(r"\d+\.\d ms", v1[6]) and float(v1[3]) > 0
+    # The test's client is outside the mesh: it enters at the ingress gateway as "unknown", as in Kiali.
+    entry = rows[("unknown", "istio-ingressgateway")]
+    assert int(entry[2]) >= int(v1[2]) + int(v2[2]) and entry[4] == "100%"
     # Without JavaScript the same edges are a static table.
     static = browser.dump_dom(url, javascript=False)
     assert "data-nodes" not in static

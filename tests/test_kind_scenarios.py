@@ -5,7 +5,9 @@ from __future__ import annotations
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from meshy.scenarios.backends import KindScenarioBackend, app_requests, istio_requests
+from meshy.metrics import istio
+from meshy.metrics.prometheus import parse
+from meshy.scenarios.backends import KindScenarioBackend, app_requests
 from meshy.scenarios.traffic import get_request, send
 from meshy.versions import select_pair
 from tests.plan import Plan
@@ -75,10 +77,19 @@ def test_measurements_come_from_surfaces_istio_serves_by_default():
     )
     # Envoy's per-cluster counters are not kept by Istio's default stats matcher: never read them.
     assert not [c for c in plan.commands if c.endswith("GET stats")]
+    # Each sidecar serves its own reports: one read per workload, in the order asked.
+    before = len(plan.commands)
+    samples = kind.istio_metrics("minimal-service", "bounced-service")
+    assert plan.commands[before:] == [
+        f"kubectl --context kind-kube-meshy-1-36 -n default exec deploy/{name} -c istio-proxy "
+        "-- pilot-agent request GET stats/prometheus"
+        for name in ("minimal-service", "bounced-service")
+    ]
+    assert istio.requests(samples, "minimal.external.kind.org") == 2 * 135
 
 
 def test_parsers_ignore_other_series():
-    assert istio_requests(GATEWAY_METRICS, "nowhere.example.org") == 0
+    assert istio.requests(parse(GATEWAY_METRICS), "nowhere.example.org") == 0
     assert app_requests(APP_METRICS, "/health") == 12
     assert app_requests("", "/") == 0
 

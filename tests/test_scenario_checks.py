@@ -114,3 +114,91 @@ def test_reports_are_written_as_json_markdown_and_png(tmp_path):
     assert "| split 0/100 | v1 1 / v2 687 | v1 0% / v2 100% | any request on a 0% subset fails | **FAIL** |" in text
     assert "- sizes from the effect" in text
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the counts the verdicts are built from, read from Istio's metrics as the proxies report them ---
+
+BOUNCED = "bounced-service.default.svc.cluster.local"
+MINIMAL = "minimal-service.default.svc.cluster.local"
+
+
+def requests_total(reporter: str, source: str, service: str, counts: dict[tuple[str, ...], int], **more: str) -> str:
+    """istio_requests_total lines as a proxy serves them: one series per response code (and version)."""
+    lines = []
+    for key, value in counts.items():
+        code, version = (*key, "v1")[:2]
+        labels = {
+            "reporter": reporter,
+            "source_workload": source,
+            "destination_workload": service.split(".")[0] + ("-v2" if version == "v2" else ""),
+            "destination_version": version,
+            "destination_service": service,
+            "destination_service_name": service.split(".")[0],
+            "response_code": code,
+            **more,
+        }
+        body = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        lines.append(f"istio_requests_total{{{body}}} {value}")
+    return "\n".join(lines) + "\n"
+
+
+def retries_samples(calls_ok: int, calls_failed: int, attempts_ok: int, attempts_failed: int) -> list:
+    from meshy.metrics.prometheus import parse
+
+    return parse(
+        requests_total("source", "minimal-service", BOUNCED, {("200",): calls_ok, ("500",): calls_failed})
+        + requests_total("destination", "minimal-service", BOUNCED, {("200",): attempts_ok, ("500",): attempts_failed})
+        # another caller's calls and the ingress gateway's reports must not count
+        + requests_total("destination", "other-client", BOUNCED, {("500",): 40})
+        + requests_total("source", "istio-ingressgateway", MINIMAL, {("200",): 999})
+    )
+
+
+def test_retry_counts_come_from_both_reporters_and_fail_without_retries():
+    from meshy.scenarios import retries
+
+    n = 231
+    mean, variance = stats.truncated_geometric(0.7, 21)
+    start = retries_samples(10, 20, 10, 20)
+    attempts = round(mean * n)  # working retries: each call's attempts until a 200
+    working = retries.tally(start, retries_samples(10 + n, 20, 10 + n, 20 + attempts - n), attempts, n)
+    assert (working.ok, working.upstream) == (n, attempts)
+    assert share_check("after", working.ok, n, AFTER, "").passed
+    assert mean_check("after", working.upstream, n, mean, variance, "").passed
+    assert f"bounced-service's own counter: {attempts}" in working.cross_check()
+    assert working.answers() == f"the answers: {n} '200 OK'"
+    # No retry policy: the caller's sidecar reports 70% failures and the destination one attempt per call.
+    broken = retries.tally(start, retries_samples(10 + 70, 20 + 161, 10 + 70, 20 + 161), app_requests=n)
+    assert broken.upstream == n
+    assert not share_check("after", broken.ok, n, AFTER, "").passed
+    assert not mean_check("after", broken.upstream, n, mean, variance, "").passed
+    # Attempts reported only by the caller (no destination reports) are not counted as attempts.
+    blind = retries.tally(start, retries_samples(10 + n, 20, 10, 20), app_requests=attempts)
+    assert not mean_check("after", blind.upstream, n, mean, variance, "").passed
+
+
+def gateway_samples(v1: int, v2: int, failed: int = 0) -> list:
+    from meshy.metrics.prometheus import parse
+
+    return parse(
+        requests_total("source", "istio-ingressgateway", MINIMAL, {("200", "v1"): v1, ("200", "v2"): v2})
+        + requests_total("source", "istio-ingressgateway", MINIMAL, {("503", "unknown"): failed})
+        + requests_total("destination", "istio-ingressgateway", MINIMAL, {("200", "v2"): 500})  # not a source report
+        + requests_total("source", "minimal-service", MINIMAL, {("200", "v2"): 500})  # another caller
+    )
+
+
+def test_split_counts_come_from_the_gateways_reports_per_destination_version():
+    from meshy.scenarios.traffic_shift import split_counts
+
+    start = gateway_samples(100, 100)
+    weights = {"v1": 50, "v2": 50}
+    working = split_counts(start, gateway_samples(100 + 510, 100 + 489), 999)
+    assert working == {"v1": 510, "v2": 489}
+    assert split_check("50/50", working, weights).passed
+    # Weights ignored (everything to v1) fails; so do 503s and requests the gateway never reported.
+    assert not split_check("50/50", split_counts(start, gateway_samples(100 + 999, 100), 999), weights).passed
+    failing = split_counts(start, gateway_samples(100 + 500, 100 + 490, failed=9), 999)
+    assert failing == {"v1": 500, "v2": 490, "failed": 9} and not split_check("x", failing, weights).passed
+    unreported = split_counts(start, gateway_samples(100 + 500, 100 + 490), 999)
+    assert unreported["failed"] == 9 and not split_check("x", unreported, weights).passed

@@ -105,6 +105,10 @@ def test_demo_dry_plan_holds_the_whole_chain_and_every_scenario_command(tmp_path
         "docker run -d --network kind -e SERVICE_ADDRESS=0.0.0.0 --name minimal-external",
         "get --raw /api/v1/namespaces/default/services/bounced-service:http/proxy/metrics",
         "exec deploy/istio-egressgateway -c istio-proxy -- pilot-agent request GET stats/prometheus",
+        # Istio's metrics the retries and traffic-shift verdicts count: both sidecars, the ingress gateway.
+        "-n default exec deploy/minimal-service -c istio-proxy -- pilot-agent request GET stats/prometheus",
+        "-n default exec deploy/bounced-service -c istio-proxy -- pilot-agent request GET stats/prometheus",
+        "-n istio-system exec deploy/istio-ingressgateway -c istio-proxy -- pilot-agent request GET stats/prometheus",
         "exec deploy/istio-ingressgateway -c istio-proxy -- pilot-agent request GET config_dump",
         "#   stdin: VirtualService/bounced-virtualservice-retries",
         "would send 1 x GET http://127.0.0.1:8080/ (Host kiali.istio.kind.org)",

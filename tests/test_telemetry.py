@@ -13,11 +13,19 @@ from meshy.dashboard import page
 from meshy.dashboard.graph import Graph
 from meshy.local.backend import LocalBackend, LocalConfig, LocalError
 from meshy.local.telemetry.accesslog import Entry, Tail, follow, parse_line, tails_at_end
-from meshy.local.telemetry.metrics import DURATION, LABELS, REQUEST_BYTES, REQUESTS, IstioMetrics, label_key
+from meshy.local.telemetry.metrics import (
+    DOWNSTREAM,
+    DURATION,
+    LABELS,
+    REQUEST_BYTES,
+    REQUESTS,
+    IstioMetrics,
+    label_key,
+)
 from meshy.local.telemetry.peers import Service, Workload, workload_of
 from meshy.local.topology import Layout
-from meshy.metrics.istio import cluster_host, upstream_requests
-from meshy.metrics.prometheus import FormatError, by_label, parse, total
+from meshy.metrics import istio
+from meshy.metrics.prometheus import FormatError, Sample, by_label, exposition, parse, total
 from meshy.net import claim_address_base, free_port
 from meshy.versions import select_pair
 
@@ -71,6 +79,9 @@ def test_parser_reads_escapes_and_refuses_garbage():
     samples = parse(text)
     assert samples[0].labels == {"a": 'q"uote', "b": "back\\slash"}
     assert samples[1].value == math.inf and samples[2].value == 3
+    # Written back (what the stand-ins serve for one proxy) and read again: the same samples.
+    assert parse(exposition(samples)) == samples
+    assert exposition([Sample("x", {}, 0.25), Sample("y", {}, math.nan)]) == "x 0.25\ny NaN\n"
     with pytest.raises(FormatError, match="line 1 is not a Prometheus sample"):
         parse("this is not { prometheus")
     with pytest.raises(FormatError, match="is not a number"):
@@ -144,26 +155,50 @@ def test_graph_shows_the_split_errors_quantiles_and_attempts():
     assert graph.series[-1][2] == {"200": 90, "500": 10}
 
 
-def test_upstream_requests_count_attempts_inside_the_mesh_and_calls_outside():
+def test_clients_outside_the_mesh_enter_at_the_gateway_as_unknown():
+    clock = Clock()
+    graph = Graph(clock=clock, started=clock.now - 60)
+    for i in range(40):
+        outside = i % 4 != 0  # a quarter come from a mesh workload (a sidecar calling the ingress)
+        downstream = {DOWNSTREAM: "unknown" if outside else "minimal-service"}
+        graph.observe({**labels(GATEWAY, V1, "source"), **downstream}, entry())
+    graph.observe({**labels(V1, V2, "source"), DOWNSTREAM: "unknown"}, entry())  # a sidecar's own client
+    edges = {(e.source, e.target): e for e in graph.edges()}
+    into = edges[("unknown", "workload:istio-ingressgateway")]
+    assert into.requests == 30 and into.split == 1.0 and into.error_share == 0
+    assert graph.nodes["unknown"].kind == "unknown"
+    # Only gateways are entered from outside: a sidecar's inbound clients stay as the metrics say.
+    assert not [key for key in edges if key[0] == "unknown" and key[1] != "workload:istio-ingressgateway"]
+    assert "unknown" in page.table(graph)
+
+
+def test_scenario_queries_read_each_proxys_own_reports_from_the_mesh_wide_exposition():
     bounced = Service("bounced-service.default.svc.cluster.local", "bounced-service", "default")
-    external = Service("minimal.external.kind.org", "minimal.external.kind.org", "default")
     bounced_workload = workload_of("bounced-service", "default", {"app": "bounced-service", "version": "v1"})
     metrics = IstioMetrics()
 
-    def record(reporter: str, service: Service, destination: Workload, times: int) -> None:
+    def record(reporter: str, code: int, times: int) -> None:
         for _ in range(times):
-            metrics.record(label_key({**labels(V1, destination, reporter), **service.labels()}), entry())
+            metrics.record(label_key({**labels(V1, bounced_workload, reporter, code), **bounced.labels()}), entry())
 
-    record("source", bounced, bounced_workload, 10)
-    record("destination", bounced, bounced_workload, 33)  # retried attempts
-    record("source", external, Workload(), 7)  # outside the mesh: no destination sidecar reports
+    record("source", 200, 10)  # minimal-service's sidecar: one count per call
+    record("destination", 200, 10)  # bounced-service's sidecar: one per attempt
+    record("destination", 500, 23)
     samples = parse(metrics.exposition())
-    assert upstream_requests(samples, "minimal-service", bounced.host) == 33
-    assert upstream_requests(samples, "minimal-service", external.host) == 7
-    assert upstream_requests(samples, "bounced-service", bounced.host) == 0
-    assert cluster_host("outbound|9090||bounced-service.default.svc.cluster.local") == bounced.host
-    with pytest.raises(ValueError, match="not an Istio outbound cluster name"):
-        cluster_host("inbound|9090||")
+    caller, callee = istio.reported_by(samples, "minimal-service"), istio.reported_by(samples, "bounced-service")
+    # Histogram series carry the same labels: each proxy's share is its reporter's, nothing else.
+    assert {s.labels["reporter"] for s in caller} == {"source"} and {s.labels["reporter"] for s in callee} == {
+        "destination"
+    }
+    assert istio.requests(caller, "bounced-service") == 10 == istio.requests(callee, bounced.host, response_code="200")
+    assert istio.requests_by(callee, bounced.host, ("response_code",)) == {("200",): 10, ("500",): 23}
+    assert istio.requests(samples, "other-service") == 0
+    before = istio.requests_by(callee, bounced.host, ("response_code",))
+    record("destination", 500, 4)
+    after = istio.requests_by(
+        istio.reported_by(parse(metrics.exposition()), "bounced-service"), bounced.host, ("response_code",)
+    )
+    assert istio.increase(before, after) == {("500",): 4}
 
 
 def test_dashboard_address_must_be_loopback():
@@ -208,3 +243,37 @@ def test_follow_passes_on_only_new_lines_of_every_file(tmp_path):
     second.write_text("new in b\n")  # a file that appears later is followed from its start
     worker.join(timeout=10)
     assert not worker.is_alive() and sorted(seen) == ["new in a", "new in b"]
+
+
+def test_a_tail_reads_a_rotated_file_to_its_end_before_the_new_one(tmp_path):
+    from meshy.local.telemetry.accesslog import rotated
+
+    path = tmp_path / "access.json"
+    path.write_text("1\n2\n")
+    tail = Tail(path)
+    assert tail.read() == ["1", "2"]
+    with open(path, "a") as writer:  # the writer keeps its handle across the move, as Envoy does
+        writer.write("3\n")
+        path.rename(rotated(path))
+        writer.write("4\n")
+        writer.flush()
+        assert tail.read() == ["3", "4"]  # moved aside, no new file yet: the old one is read on
+        writer.write("5")
+    path.write_text("6\n")  # the writer closed the old file and opened the path anew
+    with open(rotated(path), "a") as late:
+        late.write("\n")
+    assert tail.read() == ["5"]
+    assert tail.read() == ["6"]
+    assert tail.read() == []
+
+
+def test_last_lines_reach_into_the_previous_generation(tmp_path):
+    from meshy.local.telemetry.accesslog import last_lines, rotated
+
+    path = tmp_path / "access.log"
+    assert last_lines(path, 3) == []
+    rotated(path).write_text("a\nb\nc\n")
+    path.write_text("d\n")
+    assert last_lines(path, 3) == ["b", "c", "d"]
+    assert last_lines(path, 1) == ["d"]
+    assert last_lines(path, 0) == []

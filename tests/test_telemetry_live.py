@@ -143,3 +143,47 @@ def test_dashboard_task_prints_the_url_of_the_running_mesh(mesh):
         check=True,
     ).stdout.split()
     assert out == [f"{mesh.backend.layout.dashboard_url}/", f"{mesh.backend.layout.dashboard_url}/metrics"]
+
+
+def test_access_logs_are_capped_and_rotated_without_losing_a_request(mesh):
+    """A collector with a small cap rotates the logs under traffic (real Envoy reopens them on POST
+    /reopen_logs) and counts every request, reading each moved-aside file to its end; no log grows far
+    past the cap. The mesh's own collector (the dashboard, whose cap is far off) reads the new files on."""
+    from meshy.local.telemetry.accesslog import JSON_FILE, TEXT_FILE
+    from meshy.local.telemetry.collector import Collector
+
+    cap = 16 * 1024  # about 60 JSON lines
+    edge = {
+        "reporter": "destination",
+        "source_workload": "istio-ingressgateway",
+        "destination_workload": "minimal-service",
+    }
+    collector = Collector(mesh.backend.dir, max_bytes=cap)
+    collector.poll()  # what the logs hold now counts as before
+    mine_before = total(parse(collector.exposition()), REQUESTS, **edge)
+    sent = 400
+    for index in range(sent):
+        assert mesh.get(f"/rotation-{index}").status_code == 200
+        if index % 20 == 0:
+            collector.poll()
+    directory = mesh.backend.proxy_dir(next(p.name for p in mesh.backend.pods() if p.deployment == "minimal-service"))
+
+    def settled() -> bool:
+        collector.poll()
+        return total(parse(collector.exposition()), REQUESTS, **edge) - mine_before >= sent
+
+    assert wait_until(settled, timeout=10)
+    assert total(parse(collector.exposition()), REQUESTS, **edge) - mine_before == sent
+    assert collector.rotations >= 3
+    # Only one collector should rotate (the dashboard's): one that lags a generation behind another's
+    # rotations loses what it did not read. After them, the dashboard's reads the new files to the request.
+    mesh_before = counts(mesh, **edge)
+    for _ in range(10):
+        assert mesh.get("/after-rotation").status_code == 200
+    assert counts(mesh, **edge) - mesh_before == 10
+    for name in (JSON_FILE, TEXT_FILE):
+        # Between rotations a log grows by what arrives between two polls (20 requests): well under 2 x cap.
+        assert (directory / name).stat().st_size < 2 * cap and (directory / f"{name}.1").stat().st_size < 2 * cap
+    assert sorted(p.name for p in directory.glob("access.*")) == sorted(
+        [JSON_FILE, TEXT_FILE, f"{JSON_FILE}.1", f"{TEXT_FILE}.1"]
+    )

@@ -3,7 +3,10 @@
 Nodes are gateways, services and workloads by version (grouped by app);
 edges come from the source reporters: caller -> service, and service ->
 the version that answered. The destination reporters add what the caller
-never sees: attempts (retries) per edge.
+never sees: attempts (retries) per edge. Requests a gateway forwards for a
+client outside the mesh enter as "unknown" -> gateway, as Kiali draws them;
+Istio has no series for that edge (gateways report as source only), so it
+comes from the gateway's own reports whose downstream peer is no workload.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from meshy.local.telemetry.accesslog import Entry
+from meshy.local.telemetry.metrics import DOWNSTREAM
 
 WINDOW = 60.0  # seconds an edge's figures cover (Kiali's default "last 1m")
 SERIES_STEP = 2.0
@@ -69,10 +73,13 @@ class Edge:
     attempts: int  # as the destination reporters counted them
 
 
+UNKNOWN = Node("unknown", "unknown", "unknown")
+
+
 def workload_node(labels: dict[str, str], side: str) -> Node:
     workload = labels[f"{side}_workload"]
-    if workload == "unknown":
-        return Node("unknown", "unknown", "unknown")
+    if workload == UNKNOWN.id:
+        return UNKNOWN
     if workload.startswith("istio-") and workload.endswith("gateway"):
         return Node(f"workload:{workload}", workload, "gateway")
     app, version = labels[f"{side}_app"], labels[f"{side}_version"]
@@ -126,6 +133,9 @@ class Graph:
         source, service = workload_node(labels, "source"), service_node(labels)
         self.remember(source, service)
         edges = self.seconds.setdefault(second, {})
+        if source.kind == "gateway" and labels.get(DOWNSTREAM) == UNKNOWN.id:
+            self.remember(UNKNOWN)
+            edges.setdefault((UNKNOWN.id, source.id), Bucket()).add(entry.code, entry.duration_ms)
         edges.setdefault((source.id, service.id), Bucket()).add(entry.code, entry.duration_ms)
         destination = workload_node(labels, "destination")
         if destination.kind != "unknown":

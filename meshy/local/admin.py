@@ -42,9 +42,18 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 
 def get(path: Path, target: str, timeout: float = 1.0) -> str | None:
     """GET target from the admin at path: the body on 200, None if it is not there or answers otherwise."""
+    return call(path, "GET", target, timeout)
+
+
+def post(path: Path, target: str, timeout: float = 1.0) -> str | None:
+    """POST to the admin at path (its endpoints that change state, e.g. /reopen_logs, refuse GET)."""
+    return call(path, "POST", target, timeout)
+
+
+def call(path: Path, method: str, target: str, timeout: float) -> str | None:
     connection = UnixHTTPConnection(path, timeout)
     try:
-        connection.request("GET", target)
+        connection.request(method, target)
         response = connection.getresponse()
         body = response.read().decode(errors="replace")
         return body if response.status == 200 else None

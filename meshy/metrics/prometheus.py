@@ -79,3 +79,25 @@ def by_label(samples: list[Sample], name: str, label: str, **labels: str) -> dic
             key = sample.labels.get(label, "")
             result[key] = result.get(key, 0.0) + sample.value
     return result
+
+
+def exposition(samples: list[Sample]) -> str:
+    """Samples back as text format 0.0.4 (what `parse` reads), one line each."""
+    lines = []
+    for sample in samples:
+        labels = ",".join(f'{k}="{escape(v)}"' for k, v in sample.labels.items())
+        value = format_value(sample.value)
+        lines.append(f"{sample.name}{{{labels}}} {value}" if labels else f"{sample.name} {value}")
+    return "".join(line + "\n" for line in lines)
+
+
+def escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))

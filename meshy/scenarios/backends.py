@@ -1,9 +1,10 @@
 """The two places a scenario can run: the local backend and a kind + Istio cluster.
 
 A scenario only renders manifests, applies them, sends HTTP to the ingress
-and reads counters - the apps' own /metrics (parsed the same way on both
-backends), a gateway's requests, a proxy's config dump; each backend does
-those its own way.
+and reads counters - Istio's standard metrics as named proxies report them
+(`istio_metrics`, queried by meshy.metrics.istio the same way on both
+backends), the apps' own /metrics (a cross-check), a proxy's config dump;
+each backend reads them its own way.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Backend(Protocol):
 
     def app_metrics(self, service: str) -> str: ...
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]: ...
+
     def gateway_requests(self, gateway: str, host: str) -> int: ...
 
     def config_dump(self, proxy: str) -> dict: ...
@@ -95,9 +98,13 @@ class LocalScenarioBackend:
             raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
+        """The workloads' proxies' own reports, from one read of the mesh-wide endpoint."""
+        samples = prometheus.parse(self.local.metrics_text())
+        return [s for workload in workloads for s in istio.reported_by(samples, workload)]
+
     def gateway_requests(self, gateway: str, host: str) -> int:
-        # The mesh-wide endpoint holds every proxy's reports: the gateway's own are those it made as the source.
-        return istio_requests(self.local.metrics_text(), host, reporter="source", source_workload=gateway)
+        return istio.requests(self.istio_metrics(gateway), host)
 
     def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
         """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
@@ -129,7 +136,7 @@ class LocalScenarioBackend:
 
     def destination_requests(self, workload: str, **labels: str) -> int:
         """istio_requests_total as the workload's sidecar reports what reached it (reporter destination)."""
-        return destination_requests(self.local.metrics_text(), workload, **labels)
+        return destination_requests(self.istio_metrics(workload), workload, **labels)
 
 
 class KindScenarioBackend:
@@ -193,13 +200,16 @@ class KindScenarioBackend:
         path = f"/api/v1/namespaces/default/services/{service}:http/proxy/metrics"
         return self.env.query(self.env.kubectl("get", "--raw", path))
 
+    def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
+        """Each workload's proxy's stats/prometheus (one pod per Deployment in the walkthrough). Istio's
+        standard metrics are on by default in 1.8 (telemetry v2 EnvoyFilters, manifests/charts/istio-control/
+        istio-discovery/templates/telemetryv2_1.8.yaml) and built in from then on; their stats (named
+        "reporter=...") pass the bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all
+        three releases), and the proxy serves them on stats/prometheus."""
+        return [s for workload in workloads for s in prometheus.parse(self._admin(workload, "stats/prometheus"))]
+
     def gateway_requests(self, gateway: str, host: str) -> int:
-        """istio_requests_total of the gateway towards host: Istio's standard metric, on by default in 1.8
-        (telemetry v2 EnvoyFilters with a GATEWAY context, manifests/charts/istio-control/istio-discovery/
-        templates/telemetryv2_1.8.yaml) and built in from then on; its stats (named "reporter=...") pass the
-        bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all three releases), and the
-        proxy serves them on stats/prometheus."""
-        return istio_requests(self._admin(gateway, "stats/prometheus"), host)
+        return istio.requests(self.istio_metrics(gateway), host)
 
     def config_dump(self, proxy: str) -> dict:
         text = self._admin(proxy, "config_dump")
@@ -220,7 +230,7 @@ class KindScenarioBackend:
     def destination_requests(self, workload: str, **labels: str) -> int:
         """istio_requests_total of the workload's sidecar as destination reporter (Istio's standard metric,
         with source_principal and connection_security_policy from the connection's peer certificate)."""
-        return destination_requests(self._admin(workload, "stats/prometheus"), workload, **labels)
+        return destination_requests(self.istio_metrics(workload), workload, **labels)
 
 
 def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
@@ -257,26 +267,15 @@ def app_requests(metrics: str, path: str) -> int:
     return int(prometheus.total(prometheus.parse(metrics), "minimal_service_requests_total", path=path))
 
 
-def istio_requests(metrics: str, host: str, **labels: str) -> int:
-    """istio_requests_total towards one destination service host (FQDN or short name), of samples with `labels`."""
-    return int(
-        sum(
-            sample.value
-            for sample in prometheus.parse(metrics)
-            if sample.matches(istio.REQUESTS, labels)
-            and host in (sample.labels.get("destination_service"), sample.labels.get("destination_service_name"))
-        )
-    )
-
-
 # What the API server says when its proxied connection to a pod is closed or refused, or the pod's
 # sidecar answers 403 (kubectl shows a proxied 4xx as an error of that status).
 OUTSIDE_REFUSED = ("error trying to reach service", "connection reset by peer", "EOF", "(Forbidden)")
 
 
-def destination_requests(metrics: str, workload: str, **labels: str) -> int:
+def destination_requests(samples: list[prometheus.Sample], workload: str, **labels: str) -> int:
+    """istio_requests_total of what reached a workload, as its sidecar reports it (reporter destination)."""
     wanted = {"reporter": "destination", "destination_workload": workload, **labels}
-    return int(sum(s.value for s in prometheus.parse(metrics) if s.matches(istio.REQUESTS, wanted)))
+    return int(sum(s.value for s in samples if s.matches(istio.REQUESTS, wanted)))
 
 
 def http_text(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from meshy import stats
@@ -73,3 +74,8 @@ def mean_check(name: str, total: float, n: int, mean: float, variance: float, wh
 
 def exact_check(name: str, got: int, want: int, what: str) -> Check:
     return Check(name, str(got), f"{want} ({what})", "counted exactly", passed=got == want)
+
+
+def with_detail(check: Check, note: str) -> Check:
+    """The check with a note (e.g. a cross-check's figure) after how it was judged; the verdict is unchanged."""
+    return dataclasses.replace(check, detail=f"{check.detail}; {note}")

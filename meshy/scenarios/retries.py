@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass
 
 from meshy import stats
 from meshy.console import Console
+from meshy.metrics import istio
+from meshy.metrics.prometheus import Sample
 from meshy.scenarios.backends import Backend, app_requests, wait_for
-from meshy.scenarios.checks import exact_check, mean_band, mean_check, share_check
+from meshy.scenarios.checks import exact_check, mean_band, mean_check, share_check, with_detail
 from meshy.scenarios.traffic import WORKERS, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
@@ -26,7 +30,9 @@ def run(backend: Backend, console: Console) -> Report:
         backend.pair.name,
         "bounced-service fails 70% of calls. Without a retry policy for 5xx, about 30% of bounces come back "
         "'200 OK'; with bounced-virtualservice-retries (20 attempts on 5xx) nearly all do, and the caller's "
-        "sidecar sends about 3.3 requests upstream per call.",
+        "sidecar sends about 3.3 requests upstream per call. Counted by Istio's istio_requests_total: calls and "
+        "their final codes as minimal-service's sidecar reports them (reporter source), attempts as "
+        "bounced-service's sidecar reports them (reporter destination).",
     )
     request = bounce_request(backend.ingress, ENDPOINT)
     ok_before = 1 - FAILURE
@@ -42,15 +48,22 @@ def run(backend: Backend, console: Console) -> Report:
     backend.delete(RETRIES_FILE)  # a no-op when absent, as on a fresh baseline
 
     before = measure(backend, console, request, n_before, "before: no retry policy for 5xx")
-    report.add(share_check("before: share of '200 OK'", before[0], n_before, ok_before, "30% succeed, none retried"))
+    share = share_check("before: share of '200 OK'", before.ok, n_before, ok_before, "30% succeed, none retried")
+    report.add(with_detail(share, before.answers()))
     report.add(
-        exact_check(
-            "before: upstream requests (one per call)", before[1], n_before, "Istio's default retries skip 500s"
+        with_detail(
+            exact_check(
+                "before: upstream attempts (one per call)",
+                before.upstream,
+                n_before,
+                "Istio's default retries skip 500s",
+            ),
+            before.cross_check(),
         )
     )
     report.phases.append(
         Phase(
-            "before retries", {"200 OK": before[0], "500": n_before - before[0]}, {"200 OK": ok_before, "500": FAILURE}
+            "before retries", {"200 OK": before.ok, "500": n_before - before.ok}, {"200 OK": ok_before, "500": FAILURE}
         )
     )
 
@@ -64,23 +77,30 @@ def run(backend: Backend, console: Console) -> Report:
 
     after = measure(backend, console, request, n_after, "after: 20 attempts on 5xx", RETRY_WORKERS)
     mean, variance = stats.truncated_geometric(FAILURE, ATTEMPTS + 1)
-    report.add(share_check("after: share of '200 OK'", after[0], n_after, ok_after, "1 - 0.7^21"))
     report.add(
-        mean_check("after: upstream requests per call", after[1], n_after, mean, variance, "truncated geometric")
+        with_detail(share_check("after: share of '200 OK'", after.ok, n_after, ok_after, "1 - 0.7^21"), after.answers())
+    )
+    report.add(
+        with_detail(
+            mean_check(
+                "after: upstream attempts per call", after.upstream, n_after, mean, variance, "truncated geometric"
+            ),
+            after.cross_check(),
+        )
     )
     report.phases.append(
         Phase(
-            "after retries", {"200 OK": after[0], "500": n_after - after[0]}, {"200 OK": ok_after, "500": 1 - ok_after}
+            "after retries", {"200 OK": after.ok, "500": n_after - after.ok}, {"200 OK": ok_after, "500": 1 - ok_after}
         )
     )
 
     report.phases.append(
         Phase(
-            "upstream requests per call",
-            {"before": before[1], "after": after[1]},
+            "upstream attempts per call",
+            {"before": before.upstream, "after": after.upstream},
             means={
-                "before": (before[1] / n_before, 1.0, 1.0),
-                "after": (after[1] / n_after, *mean_band(n_after, mean, variance)),
+                "before": (before.upstream / n_before, 1.0, 1.0),
+                "after": (after.upstream / n_after, *mean_band(n_after, mean, variance)),
             },
         )
     )
@@ -91,11 +111,52 @@ def run(backend: Backend, console: Console) -> Report:
     return report
 
 
-def measure(backend: Backend, console: Console, request, n: int, label: str, workers: int = WORKERS) -> tuple[int, int]:
-    """Successful calls, and the requests bounced-service's app counted for them (every attempt reaches it)."""
-    start = app_requests(backend.app_metrics("bounced-service"), "/")
+CALLER, SERVICE = "minimal-service", "bounced-service"
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One phase as Istio's metrics counted it, plus what the apps saw as cross-checks."""
+
+    calls: Counter  # (response_code,) -> calls, reported by the caller's sidecar (reporter source)
+    attempts: Counter  # (response_code,) -> attempts, reported by bounced-service's sidecar (destination)
+    app_requests: int = 0  # bounced-service's own counter
+    answered_ok: int = 0  # answers whose body was bounced-service's '200 OK'
+
+    @property
+    def ok(self) -> int:
+        return self.calls[("200",)]
+
+    @property
+    def upstream(self) -> int:
+        return sum(self.attempts.values())
+
+    def cross_check(self) -> str:
+        return f"bounced-service's own counter: {self.app_requests}"
+
+    def answers(self) -> str:
+        return f"the answers: {self.answered_ok} '200 OK'"
+
+
+def reports(samples: list[Sample]) -> tuple[Counter, Counter]:
+    """Calls by response code as the caller's sidecar reports them (one per call, the final answer), and
+    attempts by response code as bounced-service's sidecar reports them (one per attempt)."""
+    calls = istio.requests_by(samples, SERVICE, ("response_code",), reporter="source", source_workload=CALLER)
+    attempts = istio.requests_by(samples, SERVICE, ("response_code",), reporter="destination", source_workload=CALLER)
+    return calls, attempts
+
+
+def tally(before: list[Sample], after: list[Sample], app_requests: int = 0, answered_ok: int = 0) -> Tally:
+    (calls_0, attempts_0), (calls_1, attempts_1) = reports(before), reports(after)
+    return Tally(istio.increase(calls_0, calls_1), istio.increase(attempts_0, attempts_1), app_requests, answered_ok)
+
+
+def measure(backend: Backend, console: Console, request, n: int, label: str, workers: int = WORKERS) -> Tally:
+    """The phase's calls and attempts from Istio's metrics of both sidecars (read before and after)."""
+    start = backend.istio_metrics(CALLER, SERVICE)
+    app_start = app_requests(backend.app_metrics(SERVICE), "/")
     with console.step(f"{label}: {n} calls"):
         results = backend.send(request, n, lambda d, t: console.progress(label, d, t), workers)
-    end = app_requests(backend.app_metrics("bounced-service"), "/")
-    ok = sum(1 for r in results if r.status == 200 and r.json().get("body") == "200 OK")
-    return ok, end - start
+    app = app_requests(backend.app_metrics(SERVICE), "/") - app_start
+    answered = sum(1 for r in results if r.status == 200 and r.json().get("body") == "200 OK")
+    return tally(start, backend.istio_metrics(CALLER, SERVICE), app, answered)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 from meshy import stats
 from meshy.console import Console
+from meshy.metrics import istio
+from meshy.metrics.prometheus import Sample
 from meshy.scenarios.backends import Backend, route_targets, wait_for
-from meshy.scenarios.checks import split_check
-from meshy.scenarios.traffic import get_request
+from meshy.scenarios.checks import split_check, with_detail
+from meshy.scenarios.traffic import Result, get_request
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
 SHIFT = 0.10  # the smallest wrong split each step must catch: ten percentage points
 CANARY = ((90, 10), (50, 50), (0, 100))
 SPLIT_FILE = "istio/minimal-virtualservice-split.yaml.j2"
+GATEWAY, SERVICE = "istio-ingressgateway", "minimal-service"
 
 
 def sample_size(v1: int) -> int:
@@ -31,7 +35,8 @@ def run(backend: Backend, console: Console) -> Report:
         backend.pair.name,
         "minimal-service-v2 joins v1 behind the minimal-service Service (version dropped from its selector); "
         "a DestinationRule names the subsets and the VirtualService splits traffic by weight. Each step's "
-        "servedBy counts must fit the weights.",
+        "requests per destination_version, as the ingress gateway reports them in Istio's istio_requests_total, "
+        "must fit the weights.",
     )
     report.design.append(
         f"Each split is judged by a chi-square goodness-of-fit test at alpha {ALPHA}; its sample size detects a "
@@ -45,8 +50,9 @@ def run(backend: Backend, console: Console) -> Report:
     steps = [(50, 50), *CANARY]
     for index, (v1, v2) in enumerate(steps):
         label = f"{v1}/{v2}" + (" (canary step)" if index else "")
-        counts = split_step(backend, console, v1, v2, label)
-        report.add(split_check(f"split {label}", counts, {"v1": v1, "v2": v2}))
+        counts, answers = split_step(backend, console, v1, v2, label)
+        check = split_check(f"split {label}", counts, {"v1": v1, "v2": v2})
+        report.add(with_detail(check, f"the answers' servedBy: v1 {answers['v1']} / v2 {answers['v2']}"))
         report.phases.append(Phase(f"weights {v1}/{v2}", counts, {"v1": v1 / 100, "v2": v2 / 100}))
         report.requests += sum(counts.values())
     with console.step("restore the baseline: minimal-virtualservice, Service selecting v1, no DestinationRule"):
@@ -56,7 +62,10 @@ def run(backend: Backend, console: Console) -> Report:
     return report
 
 
-def split_step(backend: Backend, console: Console, v1: int, v2: int, label: str) -> dict[str, int]:
+def split_step(
+    backend: Backend, console: Console, v1: int, v2: int, label: str
+) -> tuple[dict[str, int], dict[str, int]]:
+    """The split as Istio's metrics counted it, and as the answers' servedBy says (a cross-check)."""
     with console.step(f"apply weights {v1}/{v2} and wait until the ingress gateway routes by them"):
         backend.apply(SPLIT_FILE, dataclasses.replace(backend.options, split={"v1": v1, "v2": v2}))
         wanted = {"v1": v1, "v2": v2}
@@ -68,21 +77,45 @@ def split_step(backend: Backend, console: Console, v1: int, v2: int, label: str)
 
         wait_for(backend, active, f"the {v1}/{v2} split")
     n = sample_size(v1)
+    start = backend.istio_metrics(GATEWAY)
     with console.step(f"split {label}: {n} requests"):
         results = backend.send(
             get_request(backend.ingress, "minimal.svc.kind.org"), n, lambda d, t: console.progress(label, d, t)
         )
+    counts = split_counts(start, backend.istio_metrics(GATEWAY), n)
+    return counts, served_by(results)
+
+
+def versions(samples: list[Sample]) -> Counter:
+    """(destination_version, response_code) -> requests the ingress gateway sent to minimal-service.
+
+    The gateway learns the answering pod's version from its HTTP metadata exchange (the GATEWAY context's
+    istio.metadata_exchange filter in istio/istio manifests/charts/istio-control/istio-discovery/templates/
+    telemetryv2_1.8.yaml at 1.8.6; built in from then on), as Kiali's versioned graph relies on."""
+    return istio.requests_by(
+        samples, SERVICE, ("destination_version", "response_code"), reporter="source", source_workload=GATEWAY
+    )
+
+
+def split_counts(before: list[Sample], after: list[Sample], sent: int) -> dict[str, int]:
+    """Answered requests per version between two reads; anything else (another code, no version, a request
+    the gateway did not report) is 'failed'."""
     counts = {"v1": 0, "v2": 0, "failed": 0}
-    for result in results:
-        served = result.json().get("servedBy", "") if result.status == 200 else ""
-        key = (
-            "v2"
-            if served.startswith("minimal-service-v2-")
-            else "v1"
-            if served.startswith("minimal-service-")
-            else "failed"
-        )
-        counts[key] += 1
+    for (version, code), n in istio.increase(versions(before), versions(after)).items():
+        counts[version if code == "200" and version in ("v1", "v2") else "failed"] += n
+    counts["failed"] += max(0, sent - sum(counts.values()))
     if not counts["failed"]:
         del counts["failed"]
+    return counts
+
+
+def served_by(results: list[Result]) -> dict[str, int]:
+    """The split as the answers' servedBy names it (minimal-service's pod name): the cross-check."""
+    counts = {"v1": 0, "v2": 0}
+    for result in results:
+        served = result.json().get("servedBy", "") if result.status == 200 else ""
+        if served.startswith("minimal-service-v2-"):
+            counts["v2"] += 1
+        elif served.startswith("minimal-service-"):
+            counts["v1"] += 1
     return counts

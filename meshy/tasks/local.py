@@ -142,8 +142,7 @@ def logs(c: Context, name, tail=40, access=False, follow=False, state=None, ingr
     paths = local.access_logs(name) if access else local.log_files(name)
     for path in paths:
         print(f"==> {path} <==")
-        text = path.read_text(errors="replace").splitlines() if path.exists() else []
-        print("\n".join(text[max(0, len(text) - int(tail)) :]))
+        print("\n".join(accesslog.last_lines(path, int(tail))))
     if follow:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends following, as with tail -f
             tails = accesslog.tails_at_end(paths)

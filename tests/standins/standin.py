@@ -31,6 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from meshy.metrics import istio, prometheus  # noqa: E402
 from meshy.versions import Pair, load_matrix  # noqa: E402
 
 STATE = Path(os.environ.get("MESHY_STANDIN_STATE", ROOT / ".standins"))
@@ -559,32 +560,15 @@ def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
 
 
 def standard_metrics(backend, proxy: str) -> str:
-    """istio_requests_total as an Istio gateway reports it (reporter source, per destination service), from
-    the real local proxy's request counter of each outbound cluster. Istio 1.8 adds it with the telemetry v2
-    EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/telemetryv2_1.8.yaml, context
-    GATEWAY); later releases build it in. The local proxies have no Istio stats filter, hence this line."""
-    lines = []
-    for name, value in backend.proxy_stats(proxy, "cluster.outbound|").items():
-        if name.endswith(".upstream_rq_total"):
-            host = name.removeprefix("cluster.").removesuffix(".upstream_rq_total").split("|")[3]
-            lines.append(
-                f'istio_requests_total{{reporter="source",destination_service="{host}",'
-                f'destination_service_name="{host}",response_code="200"}} {value}'
-            )
-    return "\n".join(lines) + "\n" + destination_metrics(backend, proxy)
-
-
-def destination_metrics(backend, proxy: str) -> str:
-    """istio_requests_total a sidecar reports as destination: the local mesh's own, which carries the
-    principals and connection_security_policy of each connection's certificates as Istio's stats filter does."""
-    if proxy.startswith("istio-"):
-        return ""
-    wanted = 'reporter="destination",'
-    return "".join(
-        line + "\n"
-        for line in backend.metrics_text().splitlines()
-        if line.startswith("istio_requests_total{" + wanted) and f'destination_workload="{proxy}",' in line
-    )
+    """Istio's standard metrics as this proxy reports them itself: its sidecar's inbound requests as
+    destination, its outbound ones (a gateway's: all) as source, with Istio's labels. Istio 1.8 adds them with
+    the telemetry v2 EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/telemetryv2_1.8.yaml:
+    stats_inbound on SIDECAR_INBOUND, stats_outbound on SIDECAR_OUTBOUND and GATEWAY); 1.28 and 1.30 build
+    them in the same way (pilot/pkg/model/telemetry.go, workloadMode). The local proxies have no Istio stats
+    filter, so the mesh behind answers with its own reports of the same requests (from the access logs),
+    narrowed to this proxy's."""
+    samples = istio.reported_by(prometheus.parse(backend.metrics_text()), proxy)
+    return prometheus.exposition(samples)
 
 
 # --- entry point -------------------------------------------------------------------------------

@@ -151,9 +151,15 @@ def parse_line(proxy: str, line: str) -> Entry | None:
     )
 
 
+def rotated(path: Path) -> Path:
+    """Where a rotated log's previous generation lives (see meshy.local.telemetry.rotation)."""
+    return path.with_name(path.name + ".1")
+
+
 @dataclass
 class Tail:
-    """Reads what was appended to one file since the last call; survives the file being replaced."""
+    """Reads what was appended to one file since the last call; survives the file being replaced, and
+    reads a rotated file (moved to NAME.1) to its end before the new one."""
 
     path: Path
     offset: int = 0
@@ -165,19 +171,52 @@ class Tail:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
+            stat = None
+        if self.inode and (stat is None or stat.st_ino != self.inode):
+            lines = self.finish_rotated()
+            if lines is not None:
+                return lines
+        if stat is None:
             return []
         if stat.st_ino != self.inode or stat.st_size < self.offset:
             self.inode, self.offset, self.partial = stat.st_ino, 0, ""
-        if stat.st_size == self.offset:
+        return self.read_from(self.path, stat.st_size)
+
+    def finish_rotated(self) -> list[str] | None:
+        """The rest of the file this tail was reading, now at NAME.1; None once it is read to its end.
+        The writer (Envoy) closes the old file before it creates the new one, so a new file at the path
+        means the old one has stopped growing."""
+        try:
+            stat = rotated(self.path).stat()
+        except FileNotFoundError:
+            return None
+        if stat.st_ino != self.inode or stat.st_size <= self.offset:
+            return None
+        return self.read_from(rotated(self.path), stat.st_size)
+
+    def read_from(self, path: Path, size: int) -> list[str]:
+        if size == self.offset:
             return []
-        with open(self.path, "rb") as handle:
+        with open(path, "rb") as handle:
             handle.seek(self.offset)
             # Bounded reads keep a burst of traffic from inflating the reader's memory for good.
-            chunk = handle.read(min(stat.st_size - self.offset, READ_LIMIT))
+            chunk = handle.read(min(size - self.offset, READ_LIMIT))
         self.offset += len(chunk)
         text = self.partial + chunk.decode(errors="replace")
         *lines, self.partial = text.split("\n")
         return lines
+
+
+def last_lines(path: Path, n: int) -> list[str]:
+    """The last n lines of a log, reaching into its previous generation (NAME.1) when the current one,
+    just rotated, holds fewer."""
+    lines: list[str] = []
+    for generation in (path, rotated(path)):
+        if len(lines) >= n:
+            break
+        text = generation.read_text(errors="replace").splitlines() if generation.exists() else []
+        lines = text + lines
+    return lines[max(0, len(lines) - n) :]
 
 
 def tails_at_end(paths: list[Path]) -> list[Tail]:

@@ -11,6 +11,7 @@ from meshy.local import topology
 from meshy.local.telemetry.accesslog import JSON_FILE, Entry, Tail, parse_line
 from meshy.local.telemetry.metrics import IstioMetrics, LabelKey, label_key, labels_of
 from meshy.local.telemetry.peers import Peers
+from meshy.local.telemetry.rotation import MAX_BYTES, due, rotate
 
 Observer = Callable[[dict[str, str], Entry], None]
 
@@ -38,6 +39,8 @@ class Collector:
     state_mtime: float = -1.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     cache: dict[tuple, tuple[dict[str, str], LabelKey]] = field(default_factory=dict)
+    max_bytes: int = MAX_BYTES  # each access log's cap (see rotation.py)
+    rotations: int = 0
 
     def refresh_peers(self) -> None:
         # Re-read the state only when an apply changed it: a scrape stays cheap.
@@ -74,12 +77,23 @@ class Collector:
         with self.lock:
             self.refresh_peers()
             count = 0
-            for path in sorted((self.state_dir / "envoy").glob(f"*/{JSON_FILE}")):
-                proxy = path.parent.name
-                tail = self.tails.setdefault(proxy, Tail(path))
+            # A proxy whose log was just moved aside has no file until it reopens: its tail still reads the rest.
+            found = {path.parent.name: path for path in (self.state_dir / "envoy").glob(f"*/{JSON_FILE}")}
+            for proxy in sorted(found.keys() | self.tails.keys()):
+                tail = self.tails.get(proxy) or self.tails.setdefault(proxy, Tail(found[proxy]))
                 while lines := tail.read():
                     count += self.fold(proxy, lines)
+                self.rotate_if_due(proxy, tail)
             return count
+
+    def rotate_if_due(self, proxy: str, tail: Tail) -> None:
+        # Only a file read to its end, never one moved aside whose rest the tail is still reading.
+        try:
+            current = tail.path.stat().st_ino == tail.inode
+        except FileNotFoundError:
+            return
+        if current and due(tail.path.parent, tail.offset, self.max_bytes):
+            self.rotations += rotate(self.state_dir, proxy, tail.path.parent)
 
     def fold(self, proxy: str, lines: list[str]) -> int:
         count = 0

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from meshy.local.telemetry.accesslog import Entry
 from meshy.local.telemetry.peers import UNKNOWN, Peers, Service, Workload
+from meshy.metrics.prometheus import escape
 
 REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
@@ -61,6 +62,11 @@ HELP = {
 
 LabelKey = tuple[str, ...]
 
+# Not one of Istio's labels and never exported: the workload at the other end of a gateway's downstream
+# connection, for the graph's "unknown" -> gateway edge. Istio has no series for it - gateways report as
+# source only (workloadMode in istio/istio pilot/pkg/model/telemetry.go at 1.30.3: GATEWAY -> CLIENT).
+DOWNSTREAM = "downstream_workload"
+
 
 def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
     """Istio's labels for one entry, from the reporting proxy's point of view."""
@@ -88,6 +94,7 @@ def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
         "grpc_response_status": "",
         "response_flags": entry.flags,
         "connection_security_policy": security,
+        DOWNSTREAM: peers.at(entry.downstream_remote).name,
     }
 
 
@@ -157,10 +164,6 @@ def header(name: str) -> list[str]:
 
 def label_text(key: LabelKey) -> str:
     return ",".join(f'{name}="{escape(value)}"' for name, value in zip(LABELS, key, strict=True))
-
-
-def escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def format_number(value: float) -> str:
