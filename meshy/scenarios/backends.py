@@ -200,12 +200,17 @@ def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
 
     Walks any config dump (inline route configs locally, RDS in Istio).
     """
+    action = first_route(config_dump, domain).get("route", {})
+    if "cluster" in action:
+        return {action["cluster"]: 100}
+    return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
+
+
+def first_route(config_dump: dict, domain: str) -> dict:
+    """The first route of the virtual host serving `domain` ({} when none does)."""
     for virtual_host in _virtual_hosts(config_dump):
         if domain in virtual_host.get("domains", []) and virtual_host.get("routes"):
-            action = virtual_host["routes"][0].get("route", {})
-            if "cluster" in action:
-                return {action["cluster"]: 100}
-            return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
+            return virtual_host["routes"][0]
     return {}
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.scenarios import egress, gateway, report, retries, traffic_shift
+from meshy.scenarios import egress, fault_injection, gateway, report, request_timeouts, retries, traffic_shift
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.verdict import Report
 
@@ -17,6 +17,8 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "retries": retries.run,
     "traffic-shift": traffic_shift.run,
     "egress": egress.run,
+    "request-timeouts": request_timeouts.run,
+    "fault-injection": fault_injection.run,
 }
 
 

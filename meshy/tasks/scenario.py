@@ -100,3 +100,15 @@ def traffic_shift(c, backend="local", k8s=None, istio=None, state=None):
 def egress(c, backend="local", k8s=None, istio=None, state=None):
     """A call out of the mesh: fails without a ServiceEntry, passes through the egress gateway with one."""
     judge(run_scenarios(c, ["egress"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def request_timeouts(c, backend="local", k8s=None, istio=None, state=None):
+    """Calls to a slow service before and after a 100 ms route timeout: cut with 504 at the timeout."""
+    judge(run_scenarios(c, ["request-timeouts"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def fault_injection(c, backend="local", k8s=None, istio=None, state=None):
+    """Delay and abort half the requests at the ingress gateway; without `percentage`, none."""
+    judge(run_scenarios(c, ["fault-injection"], backend, k8s, istio, state))
