@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from meshy import stats
+from meshy.scenarios import fault_injection, request_timeouts
 from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
+from meshy.scenarios.traffic import Result
 from meshy.scenarios.traffic_shift import sample_size
 from meshy.scenarios.verdict import Check, Report
 
@@ -114,3 +118,104 @@ def test_reports_are_written_as_json_markdown_and_png(tmp_path):
     assert "| split 0/100 | v1 1 / v2 687 | v1 0% / v2 100% | any request on a 0% subset fails | **FAIL** |" in text
     assert "- sizes from the effect" in text
     assert png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def bounced(upstream: str, seconds: float) -> Result:
+    """minimal-service's answer to POST /bounce, carrying the status line its sidecar gave it."""
+    return Result(200, json.dumps({"servedBy": "minimal-service-1", "body": upstream}), seconds)
+
+
+def served(seconds: float) -> Result:
+    return Result(200, json.dumps({"servedBy": "minimal-service-5d9c7b8f4-x7k2p"}), seconds)
+
+
+def passed(checks) -> bool:
+    return all(check.passed for check in checks)
+
+
+def timeouts_after(cut_share: float, cut_at: float, n: int = 495) -> list[Result]:
+    cut = round(cut_share * n)
+    return [bounced("504 Gateway Timeout", cut_at + 0.004)] * cut + [bounced("200 OK", 0.05)] * (n - cut)
+
+
+def test_request_timeouts_pass_when_the_timeout_cuts_and_fail_when_it_is_missing_or_wrong():
+    timeout, delay_max = 0.1, 1.0
+    assert passed(request_timeouts.judge_after(timeouts_after(0.9, timeout), timeout, delay_max))
+    # A stream reset after the headers (reported by minimal-service as 502) is a cut call too.
+    reset = timeouts_after(0.9, timeout)[:-1] + [Result(502, "Bad Gateway: the endpoint's answer broke off", 0.1)]
+    assert passed(request_timeouts.judge_after(reset, timeout, delay_max))
+    # Timeout not applied: every call waits for slow-service.
+    uncut = [bounced("200 OK", delay_max * (i + 0.5) / 495) for i in range(495)]
+    assert not passed(request_timeouts.judge_after(uncut, timeout, delay_max))
+    # A timeout twice as long cuts fewer calls, later.
+    assert not passed(request_timeouts.judge_after(timeouts_after(0.8, 2 * timeout), timeout, delay_max))
+    # A shorter timeout ends calls before the manifest's value.
+    assert not passed(request_timeouts.judge_after(timeouts_after(0.95, timeout / 2), timeout, delay_max))
+    # Calls that failed otherwise (e.g. 503 from the sidecar) are not cuts.
+    failing = timeouts_after(0.9, timeout)[:-5] + [bounced("503 Service Unavailable", 0.01)] * 5
+    assert not passed(request_timeouts.judge_after(failing, timeout, delay_max))
+
+
+def test_request_timeouts_before_fail_when_something_cuts_without_a_virtualservice():
+    timeout, delay_max = 0.1, 1.0
+    slow = [bounced("200 OK", 0.05 + 0.1 * i) for i in range(10)]
+    assert passed(request_timeouts.judge_before(slow, timeout, delay_max))
+    assert not passed(request_timeouts.judge_before(timeouts_after(0.9, timeout, 10), timeout, delay_max))
+    # slow-service not slow (DELAY_MAX ignored): the test of the timeout would prove nothing.
+    assert not passed(request_timeouts.judge_before([bounced("200 OK", 0.01)] * 10, timeout, delay_max))
+
+
+def faults(delayed: int, aborted: int, n: int, delay: float) -> list[Result]:
+    """n requests: the first `delayed` took the delay; `aborted` of the even-numbered ones were aborted
+    (at most half: so the two faults fall on requests independently of each other)."""
+    results = []
+    for i in range(n):
+        seconds = delay + 0.003 if i < delayed else 0.004
+        abort = i % 2 == 0 and i // 2 < aborted
+        results.append(Result(500, "fault filter abort", seconds) if abort else served(seconds))
+    return results
+
+
+def test_fault_injection_passes_with_both_faults_and_fails_when_one_is_ignored():
+    delay, n = 0.25, 433
+    working = faults(217, 217, n, delay)
+    assert passed(fault_injection.judge_faults(working, delay, 0.5, 500, 0.5))
+    assert not passed(fault_injection.judge_faults(faults(0, 217, n, delay), delay, 0.5, 500, 0.5))  # no delay
+    assert not passed(fault_injection.judge_faults(faults(217, 0, n, delay), delay, 0.5, 500, 0.5))  # no abort
+    assert not passed(fault_injection.judge_faults(faults(n, 217, n, delay), delay, 0.5, 500, 0.5))  # 100% delay
+    # A delay of a tenth of the manifest's: nothing reaches the threshold.
+    assert not passed(fault_injection.judge_faults(faults(217, 217, n, delay / 10), delay, 0.5, 500, 0.5))
+    # The abort answered with another code is not the manifest's abort.
+    other_code = [Result(503, "fault filter abort", r.seconds) if r.status == 500 else r for r in working]
+    assert not passed(fault_injection.judge_faults(other_code, delay, 0.5, 500, 0.5))
+
+
+def test_fault_without_percentage_must_inject_nothing():
+    delay = 0.25
+    assert passed(fault_injection.judge_unset([served(0.004)] * 135, delay, 500))
+    # Read as 100% (the fault applied to every request), or a single leak: fails.
+    assert not passed(fault_injection.judge_unset(faults(135, 68, 135, delay), delay, 500))
+    assert not passed(fault_injection.judge_unset([served(0.004)] * 134 + [served(0.3)], delay, 500))
+
+
+def test_fault_shares_read_from_a_route():
+    fault = {
+        "delay": {"fixed_delay": "0.250s", "percentage": {"numerator": 500000, "denominator": "MILLION"}},
+        "abort": {"http_status": 500, "percentage": {"numerator": 50}},
+    }
+    route = {"typed_per_filter_config": {"envoy.filters.http.fault": fault}}
+    assert fault_injection.fault_shares(route) == {"delay": 0.5, "abort": 0.5}
+    # Istio's translation without percentage: delay 0 of HUNDRED (zeros omitted), abort's percentage unset.
+    unset = {
+        "delay": {"fixed_delay": "0.250s", "percentage": {"denominator": "HUNDRED"}},
+        "abort": {"http_status": 500},
+    }
+    route = {"typed_per_filter_config": {"envoy.filters.http.fault": unset}}
+    assert fault_injection.fault_shares(route) == {"delay": 0.0, "abort": 0.0}
+    assert fault_injection.fault_shares({"route": {"cluster": "x"}}) is None
+
+
+def test_route_timeout_is_found_in_a_config_dump():
+    dump = {"configs": [{"virtual_hosts": [{"routes": [{"route": {"cluster": "c", "timeout": "0.100s"}}]}]}]}
+    assert request_timeouts.route_timeout_seen(dump, 0.1)
+    assert not request_timeouts.route_timeout_seen(dump, 0.25)
