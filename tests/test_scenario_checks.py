@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshy import stats
-from meshy.scenarios import fault_injection, request_timeouts
+from meshy.scenarios import fault_injection, mirroring, request_timeouts
 from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
 from meshy.scenarios.traffic import Result
@@ -219,3 +219,20 @@ def test_route_timeout_is_found_in_a_config_dump():
     dump = {"configs": [{"virtual_hosts": [{"routes": [{"route": {"cluster": "c", "timeout": "0.100s"}}]}]}]}
     assert request_timeouts.route_timeout_seen(dump, 0.1)
     assert not request_timeouts.route_timeout_seen(dump, 0.25)
+
+
+def test_mirroring_passes_with_one_copy_each_and_fails_when_missing_doubled_or_answered_by_v2():
+    n = 688
+    v1 = Result(200, json.dumps({"servedBy": "minimal-service-5d9c7b8f4-x7k2p"}), 0.002)
+    v2 = Result(200, json.dumps({"servedBy": "minimal-service-v2-7f6d5c4b3-q9r8s"}), 0.002)
+    assert mirroring.served_by(v1) == mirroring.V1 and mirroring.served_by(v2) == mirroring.V2
+    assert passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, n), n, mirror=True))
+    assert passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 0), n, mirror=False))
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 0), n, mirror=True))  # mirror missing
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 2 * n), n, mirror=True))  # doubled
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, n - 1), n, mirror=True))  # one lost
+    # The caller got the copy's answer (v2 answered instead of v1), or v1 was skipped.
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * (n - 1) + [v2], n, n), n, mirror=True))
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n - 1, n), n, mirror=True))
+    # Without the mirror v2 must get nothing.
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 3), n, mirror=False))

@@ -85,8 +85,11 @@ class LocalScenarioBackend:
         return wait_until(check, timeout=timeout, interval=0.05)
 
     def app_metrics(self, service: str) -> str:
-        """The /metrics text of the service's (single) pod, read from its app directly."""
-        pod = next((p for p in self.local.pods() if p.labels.get("app") == service), None)
+        """The /metrics text of the first pod the Service selects, read from its app directly (as the API
+        server's service proxy reaches one of them on kind)."""
+        services = self.local.resources().of_kind("Service")
+        selector = next((r.spec.get("selector", {}) for r in services if r.name == service), {"app": service})
+        pod = next((p for p in self.local.pods() if selector.items() <= p.labels.items()), None)
         if pod is None:
             raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")

@@ -8,7 +8,16 @@ from pathlib import Path
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.scenarios import egress, fault_injection, gateway, report, request_timeouts, retries, traffic_shift
+from meshy.scenarios import (
+    egress,
+    fault_injection,
+    gateway,
+    mirroring,
+    report,
+    request_timeouts,
+    retries,
+    traffic_shift,
+)
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.verdict import Report
 
@@ -19,6 +28,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "egress": egress.run,
     "request-timeouts": request_timeouts.run,
     "fault-injection": fault_injection.run,
+    "mirroring": mirroring.run,
 }
 
 

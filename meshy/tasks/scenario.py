@@ -112,3 +112,9 @@ def request_timeouts(c, backend="local", k8s=None, istio=None, state=None):
 def fault_injection(c, backend="local", k8s=None, istio=None, state=None):
     """Delay and abort half the requests at the ingress gateway; without `percentage`, none."""
     judge(run_scenarios(c, ["fault-injection"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def mirroring(c, backend="local", k8s=None, istio=None, state=None):
+    """Every request to v1 mirrored to minimal-service-v2: the caller sees v1, v2 counts each copy once."""
+    judge(run_scenarios(c, ["mirroring"], backend, k8s, istio, state))
