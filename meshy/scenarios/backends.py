@@ -52,6 +52,8 @@ class Backend(Protocol):
 
     def gateway_requests(self, gateway: str, host: str) -> int: ...
 
+    def proxy_metrics(self, proxy: str) -> str: ...
+
     def config_dump(self, proxy: str) -> dict: ...
 
     def external_log(self) -> str: ...
@@ -97,6 +99,11 @@ class LocalScenarioBackend:
     def gateway_requests(self, gateway: str, host: str) -> int:
         # The mesh-wide endpoint holds every proxy's reports: the gateway's own are those it made as the source.
         return istio_requests(self.local.metrics_text(), host, reporter="source", source_workload=gateway)
+
+    def proxy_metrics(self, proxy: str) -> str:
+        """Istio's standard metrics holding those the proxy reports (the mesh-wide endpoint: filter by
+        source_workload or destination_workload)."""
+        return self.local.metrics_text()
 
     def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
         """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
@@ -187,6 +194,11 @@ class KindScenarioBackend:
         bootstrap's stats matcher (tools/packaging/common/envoy_bootstrap.json, all three releases), and the
         proxy serves them on stats/prometheus."""
         return istio_requests(self._admin(gateway, "stats/prometheus"), host)
+
+    def proxy_metrics(self, proxy: str) -> str:
+        """The proxy's own stats/prometheus: istio_requests_total with its response_flags label (see
+        gateway_requests for where each release of the matrix serves it)."""
+        return self._admin(proxy, "stats/prometheus")
 
     def config_dump(self, proxy: str) -> dict:
         text = self._admin(proxy, "config_dump")

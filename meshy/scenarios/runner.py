@@ -9,6 +9,7 @@ from pathlib import Path
 from meshy import ROOT
 from meshy.console import Console
 from meshy.scenarios import (
+    circuit_breaking,
     egress,
     fault_injection,
     gateway,
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "request-timeouts": request_timeouts.run,
     "fault-injection": fault_injection.run,
     "mirroring": mirroring.run,
+    "circuit-breaking": circuit_breaking.run,
 }
 
 

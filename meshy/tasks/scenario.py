@@ -118,3 +118,9 @@ def fault_injection(c, backend="local", k8s=None, istio=None, state=None):
 def mirroring(c, backend="local", k8s=None, istio=None, state=None):
     """Every request to v1 mirrored to minimal-service-v2: the caller sees v1, v2 counts each copy once."""
     judge(run_scenarios(c, ["mirroring"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def circuit_breaking(c, backend="local", k8s=None, istio=None, state=None):
+    """Twelve callers at once against a one-connection pool: the sidecar sheds the rest with 503 and UO."""
+    judge(run_scenarios(c, ["circuit-breaking"], backend, k8s, istio, state))

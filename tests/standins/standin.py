@@ -541,18 +541,22 @@ def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
 
 
 def standard_metrics(backend, proxy: str) -> str:
-    """istio_requests_total as an Istio gateway reports it (reporter source, per destination service), from
-    the real local proxy's request counter of each outbound cluster. Istio 1.8 adds it with the telemetry v2
-    EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/telemetryv2_1.8.yaml, context
-    GATEWAY); later releases build it in. The local proxies have no Istio stats filter, hence this line."""
+    """istio_requests_total as an Istio proxy reports it (reporter source, per destination service), from
+    the real local proxy's counters of each outbound cluster: requests sent upstream as 200s, and requests
+    its connection pool shed (upstream_rq_pending_overflow) as 503s with the UO flag. Istio 1.8 adds the
+    metric with the telemetry v2 EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/
+    telemetryv2_1.8.yaml); later releases build it in. The local proxies have no Istio stats filter."""
+    outcomes = {".upstream_rq_total": ("200", "-"), ".upstream_rq_pending_overflow": ("503", "UO")}
     lines = []
     for name, value in backend.proxy_stats(proxy, "cluster.outbound|").items():
-        if name.endswith(".upstream_rq_total"):
-            host = name.removeprefix("cluster.").removesuffix(".upstream_rq_total").split("|")[3]
-            lines.append(
-                f'istio_requests_total{{reporter="source",destination_service="{host}",'
-                f'destination_service_name="{host}",response_code="200"}} {value}'
-            )
+        for suffix, (code, flags) in outcomes.items():
+            if name.endswith(suffix):
+                host = name.removeprefix("cluster.").removesuffix(suffix).split("|")[3]
+                short = host.removesuffix(".default.svc.cluster.local")
+                lines.append(
+                    f'istio_requests_total{{reporter="source",source_workload="{proxy}",destination_service="{host}",'
+                    f'destination_service_name="{short}",response_code="{code}",response_flags="{flags}"}} {value}'
+                )
     return "\n".join(lines) + "\n"
 
 
