@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshy import stats
-from meshy.scenarios import fault_injection, mirroring, request_timeouts
+from meshy.scenarios import circuit_breaking, fault_injection, mirroring, request_timeouts
 from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
 from meshy.scenarios.traffic import Result
@@ -236,3 +236,49 @@ def test_mirroring_passes_with_one_copy_each_and_fails_when_missing_doubled_or_a
     assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n - 1, n), n, mirror=True))
     # Without the mirror v2 must get nothing.
     assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 3), n, mirror=False))
+
+
+def test_circuit_breaking_passes_when_the_pool_sheds_with_uo_and_fails_without_shedding():
+    seen = circuit_breaking.Observed
+    n = stats.proportion_sample_size(circuit_breaking.HELD_OFF, circuit_breaking.FLOOR, 0.001, 0.999)
+    assert passed(circuit_breaking.judge_limited(seen(n, 2, n - 2, n - 2)))
+    assert not passed(circuit_breaking.judge_limited(seen(n, n, 0, 0)))  # limits ignored: nothing shed
+    assert not passed(circuit_breaking.judge_limited(seen(n, n // 2, n - n // 2, n - n // 2)))  # pool of ~6
+    assert not passed(circuit_breaking.judge_limited(seen(n, 2, n - 2, 0)))  # 503s without the UO flag
+    assert not passed(circuit_breaking.judge_limited(seen(n, 2, n - 4, n - 4)))  # two calls failed otherwise
+    assert passed(circuit_breaking.judge_free(seen(12, 12, 0, 0)))
+    assert not passed(circuit_breaking.judge_free(seen(12, 2, 10, 10)))  # shedding without a DestinationRule
+
+
+def test_overflows_are_read_from_the_callers_reports():
+    metrics = (
+        'istio_requests_total{reporter="source",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 68\n'
+        'istio_requests_total{reporter="source",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="200",response_flags="-"} 2\n'
+        'istio_requests_total{reporter="destination",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 5\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 7\n'
+    )
+    assert circuit_breaking.overflows(metrics) == 68
+    assert circuit_breaking.overflows("") == 0
+
+
+def test_outlier_detection_passes_when_the_failing_pod_is_ejected_after_three_and_fails_otherwise():
+    errors = circuit_breaking.ERRORS
+    working = [True, False, True, True] + [False] * 134
+    assert passed(circuit_breaking.judge_ejection(working, errors))
+    assert not passed(circuit_breaking.judge_ejection([i % 2 == 0 for i in range(138)], errors))  # never ejected
+    assert not passed(circuit_breaking.judge_ejection([True] * 3 + [False] * 100 + [True], errors))  # back early
+    assert not passed(circuit_breaking.judge_ejection([True] + [False] * 137, errors))  # ejected after one 500
+    assert not passed(circuit_breaking.judge_ejection([False] * 138, errors))  # the failing pod never called
+    # Without outlier detection about half the calls fail; an ejection already in place shows as none.
+    n = stats.proportion_sample_size(0.5, 0.35, 0.001, 0.999)
+    assert share_check("x", n // 2, n, 0.5, "").passed and not share_check("x", 0, n, 0.5, "").passed
+
+
+def test_outlier_detection_is_found_in_a_config_dump():
+    dump = {"clusters": [{"outlier_detection": {"consecutive_5xx": 3, "enforcing_consecutive_5xx": 100}}]}
+    assert circuit_breaking.outlier_seen(dump, 3) and not circuit_breaking.outlier_seen(dump, 5)
+    assert circuit_breaking.limits_seen({"circuit_breakers": {"thresholds": [{"max_pending_requests": 1}]}})
