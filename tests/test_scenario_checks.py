@@ -269,6 +269,9 @@ def test_outlier_detection_passes_when_the_failing_pod_is_ejected_after_three_an
     errors = circuit_breaking.ERRORS
     working = [True, False, True, True] + [False] * 134
     assert passed(circuit_breaking.judge_ejection(working, errors))
+    # The call right after the ejecting 500 may still reach the pod (Envoy's workers learn of it a moment later).
+    assert passed(circuit_breaking.judge_ejection([True] * 4 + [False] * 134, errors))
+    assert not passed(circuit_breaking.judge_ejection([True] * 3 + [False, True] + [False] * 133, errors))
     assert not passed(circuit_breaking.judge_ejection([i % 2 == 0 for i in range(138)], errors))  # never ejected
     assert not passed(circuit_breaking.judge_ejection([True] * 3 + [False] * 100 + [True], errors))  # back early
     assert not passed(circuit_breaking.judge_ejection([True] + [False] * 137, errors))  # ejected after one 500

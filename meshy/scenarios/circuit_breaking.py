@@ -41,6 +41,7 @@ CALLER, TARGET = "minimal-service", "slow-service"
 SHIFT = 0.15
 HALF = {"500": 0.5, "200 OK": 0.5}
 ERRORS = 3  # flaky-destinationrule-outlier: consecutive5xxErrors
+SLIP = 1  # calls right after the ejection that may still reach the pod (see judge_ejection)
 # With it, so many calls after the ejection, none failing, rule out a failure rate of 5% or more.
 EJECTED_RATE = 0.05
 # Callers at once: the pool holds two (one connection, one pending), so at least 10 of 12 are shed at a time.
@@ -84,8 +85,8 @@ def run(backend: Backend, console: Console) -> Report:
         "counted with response_flags UO by the caller's sidecar, exactly.",
         f"without outlier detection: {n_mixed} calls tell a failing share of 0.5 from {0.5 - SHIFT:.2f} "
         f"(alpha {ALPHA}, power {POWER}).",
-        f"with outlier detection: {n_ejected} calls one at a time; exactly {ERRORS} fail (the consecutive 5xx that "
-        f"eject the pod), and none of the {n_ejected - ERRORS} after them rules out a failure rate of "
+        f"with outlier detection: {n_ejected} calls one at a time; {ERRORS} fail (the consecutive 5xx that eject "
+        f"the pod), and none of the about {n_ejected - ERRORS} after them rules out a failure rate of "
         f"{EJECTED_RATE:.0%} or more at alpha {ALPHA}.",
     ]
     request = bounce_request(backend.ingress, ENDPOINT)
@@ -144,11 +145,22 @@ def outlier_seen(config_dump: dict, errors: int) -> bool:
 
 
 def judge_ejection(failures: list[bool], errors: int) -> list[Check]:
-    """Calls in order, True for a 500: the first `errors` failures eject the pod, none may follow."""
+    """Calls in order, True for a 500: the first `errors` failures eject the pod, none may follow.
+
+    Envoy ejects on its main thread and then updates the workers' host sets, so the one call right after
+    the ejecting 500 may still reach the pod; that call is let through, not the next.
+    """
     ejected_at = [i for i, failure in enumerate(failures) if failure][errors - 1 : errors]
-    after = failures[ejected_at[0] + 1 :] if ejected_at else []
+    after = failures[ejected_at[0] + 1 + SLIP :] if ejected_at else []
+    total = sum(failures)
     return [
-        exact_check("with outlier detection: calls failing", sum(failures), errors, "the consecutive 5xx that eject"),
+        Check(
+            "with outlier detection: calls failing",
+            str(total),
+            f"{errors} (the consecutive 5xx that eject the pod)",
+            f"passes at {errors}, or {errors + SLIP} when the call right after the ejection still reached the pod",
+            passed=errors <= total <= errors + SLIP and not any(after),
+        ),
         exact_check("with outlier detection: calls failing after the ejection", sum(after), 0, f"none of {len(after)}"),
     ]
 
