@@ -7,7 +7,7 @@ import json
 import pytest
 
 from meshy import stats
-from meshy.scenarios import circuit_breaking, fault_injection, mirroring, request_timeouts
+from meshy.scenarios import circuit_breaking, fault_injection, mirroring, outlier_detection, request_timeouts
 from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
 from meshy.scenarios.traffic import Result
@@ -266,16 +266,16 @@ def test_overflows_are_read_from_the_callers_reports():
 
 
 def test_outlier_detection_passes_when_the_failing_pod_is_ejected_after_three_and_fails_otherwise():
-    errors = circuit_breaking.ERRORS
+    errors = 3  # flaky-destinationrule-outlier's consecutive5xxErrors
     working = [True, False, True, True] + [False] * 134
-    assert passed(circuit_breaking.judge_ejection(working, errors))
+    assert passed(outlier_detection.judge_ejection(working, errors))
     # The call right after the ejecting 500 may still reach the pod (Envoy's workers learn of it a moment later).
-    assert passed(circuit_breaking.judge_ejection([True] * 4 + [False] * 134, errors))
-    assert not passed(circuit_breaking.judge_ejection([True] * 3 + [False, True] + [False] * 133, errors))
-    assert not passed(circuit_breaking.judge_ejection([i % 2 == 0 for i in range(138)], errors))  # never ejected
-    assert not passed(circuit_breaking.judge_ejection([True] * 3 + [False] * 100 + [True], errors))  # back early
-    assert not passed(circuit_breaking.judge_ejection([True] + [False] * 137, errors))  # ejected after one 500
-    assert not passed(circuit_breaking.judge_ejection([False] * 138, errors))  # the failing pod never called
+    assert passed(outlier_detection.judge_ejection([True] * 4 + [False] * 134, errors))
+    assert not passed(outlier_detection.judge_ejection([True] * 3 + [False, True] + [False] * 133, errors))
+    assert not passed(outlier_detection.judge_ejection([i % 2 == 0 for i in range(138)], errors))  # never ejected
+    assert not passed(outlier_detection.judge_ejection([True] * 3 + [False] * 100 + [True], errors))  # back early
+    assert not passed(outlier_detection.judge_ejection([True] + [False] * 137, errors))  # ejected after one 500
+    assert not passed(outlier_detection.judge_ejection([False] * 138, errors))  # the failing pod never called
     # Without outlier detection about half the calls fail; an ejection already in place shows as none.
     n = stats.proportion_sample_size(0.5, 0.35, 0.001, 0.999)
     assert share_check("x", n // 2, n, 0.5, "").passed and not share_check("x", 0, n, 0.5, "").passed
@@ -283,5 +283,5 @@ def test_outlier_detection_passes_when_the_failing_pod_is_ejected_after_three_an
 
 def test_outlier_detection_is_found_in_a_config_dump():
     dump = {"clusters": [{"outlier_detection": {"consecutive_5xx": 3, "enforcing_consecutive_5xx": 100}}]}
-    assert circuit_breaking.outlier_seen(dump, 3) and not circuit_breaking.outlier_seen(dump, 5)
+    assert outlier_detection.outlier_seen(dump, 3) and not outlier_detection.outlier_seen(dump, 5)
     assert circuit_breaking.limits_seen({"circuit_breakers": {"thresholds": [{"max_pending_requests": 1}]}})

@@ -1,21 +1,14 @@
-"""circuit-breaking: a DestinationRule's connection pool sheds load with 503 and `UO`; outlier detection
-ejects a failing pod.
+"""circuit-breaking: a DestinationRule's connection pool sheds what it cannot hold with 503 and `UO`.
 
-Connection pool: minimal-service calls slow-service (each answer takes up to
-a second) from many callers at once. With one connection and one pending
-request allowed, the caller's sidecar holds two calls and answers the others
-at once with 503, response flag UO (upstream overflow), which Istio reports in
-the response_flags label of istio_requests_total.
-
-Outlier detection: flaky-service has two pods, one of which answers 500 to
-everything. Without outlier detection about half the calls fail; with
-consecutive5xxErrors 3 the caller's sidecar ejects that pod after its third
-500 in a row, and every later call reaches the healthy one (Istio sets no
-panic threshold, so ejecting half the pods is allowed).
-
-Istio's translation: applyConnectionPool and applyOutlierDetection in
-pilot/pkg/networking/core/v1alpha3/cluster.go at 1.8.6 and in
-pilot/pkg/networking/core/cluster_traffic_policy.go at 1.28.10 and 1.30.3.
+minimal-service calls slow-service (each answer takes up to a second) from
+many callers at once. With one connection and one pending request allowed,
+the caller's sidecar holds two calls and answers the others at once with 503,
+response flag UO (upstream overflow), which Istio reports in the
+response_flags label of istio_requests_total. Istio's translation:
+applyConnectionPool in pilot/pkg/networking/core/v1alpha3/cluster.go at 1.8.6
+and in pilot/pkg/networking/core/cluster_traffic_policy.go at 1.28.10 and
+1.30.3. The task's other half, outlier detection, is the outlier-detection
+scenario.
 """
 
 from __future__ import annotations
@@ -27,23 +20,13 @@ from meshy import stats
 from meshy.console import Console
 from meshy.metrics import istio, prometheus
 from meshy.scenarios.backends import Backend, wait_for
-from meshy.scenarios.checks import exact_check, share_check
+from meshy.scenarios.checks import exact_check
 from meshy.scenarios.request_timeouts import ENDPOINT, SERVICE_FILE, answered, upstream
 from meshy.scenarios.traffic import Request, Result, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Check, Phase, Report
 
 RULE_FILE = "istio/slow-destinationrule-circuit-breaker.yaml.j2"
-FLAKY_FILE = "services/flaky-service.yaml.j2"
-OUTLIER_FILE = "istio/flaky-destinationrule-outlier.yaml.j2"
-FLAKY_ENDPOINT = "http://flaky-service:9090"
 CALLER, TARGET = "minimal-service", "slow-service"
-# Without outlier detection half the calls reach the failing pod; a share this far off must fail.
-SHIFT = 0.15
-HALF = {"500": 0.5, "200 OK": 0.5}
-ERRORS = 3  # flaky-destinationrule-outlier: consecutive5xxErrors
-SLIP = 1  # calls right after the ejection that may still reach the pod (see judge_ejection)
-# With it, so many calls after the ejection, none failing, rule out a failure rate of 5% or more.
-EJECTED_RATE = 0.05
 # Callers at once: the pool holds two (one connection, one pending), so at least 10 of 12 are shed at a time.
 CALLERS = 12
 # With the limits, a shed share whose interval lies above this passes; without shedding the share is 0.
@@ -74,8 +57,6 @@ def run(backend: Backend, console: Console) -> Report:
     )
     n_free = stats.zero_events_sample_size(FREE_RATE, ALPHA)
     n_limited = stats.proportion_sample_size(HELD_OFF, FLOOR, ALPHA, POWER)
-    n_mixed = stats.proportion_sample_size(0.5, 0.5 - SHIFT, ALPHA, POWER)
-    n_ejected = stats.zero_events_sample_size(EJECTED_RATE, ALPHA) + ERRORS
     report.design += [
         f"without limits: {max(n_free, CALLERS)} calls, {CALLERS} at a time; none shed rules out a shed share of "
         f"{FREE_RATE:.0%} or more at alpha {ALPHA}.",
@@ -83,19 +64,11 @@ def run(backend: Backend, console: Console) -> Report:
         f"Wilson interval lies above {FLOOR:.0%}; so many calls tell {HELD_OFF:.2f} (2 of {CALLERS} callers held) from "
         f"{FLOOR:.0%} with power {POWER}. Every shed call must be "
         "counted with response_flags UO by the caller's sidecar, exactly.",
-        f"without outlier detection: {n_mixed} calls tell a failing share of 0.5 from {0.5 - SHIFT:.2f} "
-        f"(alpha {ALPHA}, power {POWER}).",
-        f"with outlier detection: {n_ejected} calls one at a time; {ERRORS} fail (the consecutive 5xx that eject "
-        f"the pod), and none of the about {n_ejected - ERRORS} after them rules out a failure rate of "
-        f"{EJECTED_RATE:.0%} or more at alpha {ALPHA}.",
     ]
     request = bounce_request(backend.ingress, ENDPOINT)
-    flaky = bounce_request(backend.ingress, FLAKY_ENDPOINT)
-    with console.step("deploy slow-service and flaky-service, without DestinationRules"):
+    with console.step("deploy slow-service, without a DestinationRule"):
         backend.delete(RULE_FILE)
-        backend.delete(OUTLIER_FILE)
         backend.apply(SERVICE_FILE)
-        backend.apply(FLAKY_FILE)
         wait_for(backend, lambda: answered(backend.send(request, 1)[0]), "an answer of slow-service")
     free = measure(backend, console, request, max(n_free, CALLERS), "without limits")
     for check in judge_free(free):
@@ -110,59 +83,11 @@ def run(backend: Backend, console: Console) -> Report:
         report.add(check)
     report.phases.append(Phase("with limits", {"200 OK": limited.answered, "503 UO": limited.shed}))
 
-    with console.step(f"without outlier detection: {n_mixed} calls to flaky-service"):
-        mixed = [failed(r) for r in backend.send(flaky, n_mixed)]
-    report.add(
-        share_check("without outlier detection: share of calls failing", sum(mixed), n_mixed, 0.5, "1 of 2 pods fails")
-    )
-    report.phases.append(Phase("no outlier detection", {"500": sum(mixed), "200 OK": n_mixed - sum(mixed)}, HALF))
-    with console.step("apply flaky-destinationrule-outlier and wait until the caller's sidecar has it"):
-        backend.apply(OUTLIER_FILE)
-        wait_for(backend, lambda: outlier_seen(backend.config_dump(CALLER), ERRORS), "the outlier detection")
-    with console.step(f"with outlier detection: {n_ejected} calls to flaky-service, one at a time"):
-        # One at a time, so that the failures before the ejection are the consecutive ones it needs.
-        ejected = [failed(r) for r in backend.send(flaky, n_ejected, workers=1)]
-    for check in judge_ejection(ejected, ERRORS):
-        report.add(check)
-    report.phases.append(Phase("outlier detection", {"500": sum(ejected), "200 OK": n_ejected - sum(ejected)}))
-
-    with console.step("remove the DestinationRules, slow-service and flaky-service (back to the baseline)"):
+    with console.step("remove slow-destinationrule-circuit-breaker and slow-service (back to the baseline)"):
         backend.delete(RULE_FILE)
-        backend.delete(OUTLIER_FILE)
         backend.delete(SERVICE_FILE)
-        backend.delete(FLAKY_FILE)
-    report.requests = free.calls + limited.calls + n_mixed + n_ejected
+    report.requests = free.calls + limited.calls
     return report
-
-
-def failed(result: Result) -> bool:
-    return upstream(result).startswith("500")
-
-
-def outlier_seen(config_dump: dict, errors: int) -> bool:
-    """Whether the caller's clusters eject after `errors` consecutive 5xx (Envoy's outlier_detection)."""
-    return f'"consecutive_5xx": {errors}' in json.dumps(config_dump)
-
-
-def judge_ejection(failures: list[bool], errors: int) -> list[Check]:
-    """Calls in order, True for a 500: the first `errors` failures eject the pod, none may follow.
-
-    Envoy ejects on its main thread and then updates the workers' host sets, so the one call right after
-    the ejecting 500 may still reach the pod; that call is let through, not the next.
-    """
-    ejected_at = [i for i, failure in enumerate(failures) if failure][errors - 1 : errors]
-    after = failures[ejected_at[0] + 1 + SLIP :] if ejected_at else []
-    total = sum(failures)
-    return [
-        Check(
-            "with outlier detection: calls failing",
-            str(total),
-            f"{errors} (the consecutive 5xx that eject the pod)",
-            f"passes at {errors}, or {errors + SLIP} when the call right after the ejection still reached the pod",
-            passed=errors <= total <= errors + SLIP and not any(after),
-        ),
-        exact_check("with outlier detection: calls failing after the ejection", sum(after), 0, f"none of {len(after)}"),
-    ]
 
 
 def limits_seen(config_dump: dict) -> bool:

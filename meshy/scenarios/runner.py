@@ -14,6 +14,7 @@ from meshy.scenarios import (
     fault_injection,
     gateway,
     mirroring,
+    outlier_detection,
     report,
     request_timeouts,
     retries,
@@ -31,6 +32,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "fault-injection": fault_injection.run,
     "mirroring": mirroring.run,
     "circuit-breaking": circuit_breaking.run,
+    "outlier-detection": outlier_detection.run,
 }
 
 

@@ -124,3 +124,9 @@ def mirroring(c, backend="local", k8s=None, istio=None, state=None):
 def circuit_breaking(c, backend="local", k8s=None, istio=None, state=None):
     """Twelve callers at once against a one-connection pool: the sidecar sheds the rest with 503 and UO."""
     judge(run_scenarios(c, ["circuit-breaking"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def outlier_detection(c, backend="local", k8s=None, istio=None, state=None):
+    """A pod answering 500 to everything: about half the calls fail, then none once it is ejected."""
+    judge(run_scenarios(c, ["outlier-detection"], backend, k8s, istio, state))
