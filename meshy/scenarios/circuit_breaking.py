@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from meshy import stats
 from meshy.console import Console
 from meshy.metrics import istio, prometheus
+from meshy.scenarios import targets
 from meshy.scenarios.backends import Backend, wait_for
 from meshy.scenarios.checks import exact_check
-from meshy.scenarios.request_timeouts import ENDPOINT, SERVICE_FILE, answered, upstream
+from meshy.scenarios.request_timeouts import ENDPOINT, SERVICE_FILE
+from meshy.scenarios.targets import answered, upstream
 from meshy.scenarios.traffic import Request, Result, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Check, Phase, Report
 
@@ -66,10 +68,7 @@ def run(backend: Backend, console: Console) -> Report:
         "counted with response_flags UO by the caller's sidecar, exactly.",
     ]
     request = bounce_request(backend.ingress, ENDPOINT)
-    with console.step("deploy slow-service, without a DestinationRule"):
-        backend.delete(RULE_FILE)
-        backend.apply(SERVICE_FILE)
-        wait_for(backend, lambda: answered(backend.send(request, 1)[0]), "an answer of slow-service")
+    targets.deploy(backend, console, SERVICE_FILE, RULE_FILE, request)
     free = measure(backend, console, request, max(n_free, CALLERS), "without limits")
     for check in judge_free(free):
         report.add(check)
@@ -83,9 +82,7 @@ def run(backend: Backend, console: Console) -> Report:
         report.add(check)
     report.phases.append(Phase("with limits", {"200 OK": limited.answered, "503 UO": limited.shed}))
 
-    with console.step("remove slow-destinationrule-circuit-breaker and slow-service (back to the baseline)"):
-        backend.delete(RULE_FILE)
-        backend.delete(SERVICE_FILE)
+    targets.remove(backend, console, SERVICE_FILE, RULE_FILE)
     report.requests = free.calls + limited.calls
     return report
 

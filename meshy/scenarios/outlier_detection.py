@@ -17,10 +17,11 @@ import json
 
 from meshy import stats
 from meshy.console import Console
+from meshy.scenarios import targets
 from meshy.scenarios.backends import Backend, wait_for
 from meshy.scenarios.checks import exact_check, share_check
 from meshy.scenarios.manifests import objects
-from meshy.scenarios.request_timeouts import answered, upstream
+from meshy.scenarios.targets import upstream
 from meshy.scenarios.traffic import Result, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Check, Phase, Report
 
@@ -58,10 +59,7 @@ def run(backend: Backend, console: Console) -> Report:
         f"{EJECTED_RATE:.0%} or more at alpha {ALPHA}.",
     ]
     request = bounce_request(backend.ingress, ENDPOINT)
-    with console.step("deploy flaky-service (a healthy and a failing pod), without a DestinationRule"):
-        backend.delete(OUTLIER_FILE)
-        backend.apply(FLAKY_FILE)
-        wait_for(backend, lambda: answered(backend.send(request, 1)[0]), "an answer of flaky-service")
+    targets.deploy(backend, console, FLAKY_FILE, OUTLIER_FILE, request)
     with console.step(f"without outlier detection: {n_mixed} calls to flaky-service"):
         mixed = [failed(r) for r in backend.send(request, n_mixed)]
     report.add(
@@ -79,9 +77,7 @@ def run(backend: Backend, console: Console) -> Report:
         report.add(check)
     report.phases.append(Phase("outlier detection", {"500": sum(ejected), "200 OK": n_ejected - sum(ejected)}))
 
-    with console.step("remove flaky-destinationrule-outlier and flaky-service (back to the baseline)"):
-        backend.delete(OUTLIER_FILE)
-        backend.delete(FLAKY_FILE)
+    targets.remove(backend, console, FLAKY_FILE, OUTLIER_FILE)
     report.requests = n_mixed + n_ejected
     return report
 

@@ -14,9 +14,11 @@ import statistics
 
 from meshy import stats
 from meshy.console import Console
+from meshy.scenarios import targets
 from meshy.scenarios.backends import Backend, wait_for
 from meshy.scenarios.checks import exact_check, share_check
 from meshy.scenarios.manifests import container_env, first_http_route, seconds
+from meshy.scenarios.targets import answered, upstream
 from meshy.scenarios.traffic import Result, bounce_request
 from meshy.scenarios.verdict import ALPHA, POWER, Check, Phase, Report
 
@@ -55,10 +57,7 @@ def run(backend: Backend, console: Console) -> Report:
         f"(a timeout about twice as long; alpha {ALPHA}, power {POWER}).",
     ]
     request = bounce_request(backend.ingress, ENDPOINT)
-    with console.step("deploy slow-service, without a VirtualService"):
-        backend.delete(TIMEOUT_FILE)
-        backend.apply(SERVICE_FILE)
-        wait_for(backend, lambda: answered(backend.send(request, 1)[0]), "an answer of slow-service")
+    targets.deploy(backend, console, SERVICE_FILE, TIMEOUT_FILE, request)
 
     with console.step(f"before: {n_before} calls to slow-service, no route timeout"):
         before = backend.send(request, n_before, workers=WORKERS)
@@ -75,20 +74,9 @@ def run(backend: Backend, console: Console) -> Report:
         report.add(check)
     report.phases.append(Phase(f"timeout {timeout:g} s", tally(after), {"504": cut, "200 OK": 1 - cut}))
 
-    with console.step("remove slow-virtualservice-timeout and slow-service (back to the baseline)"):
-        backend.delete(TIMEOUT_FILE)
-        backend.delete(SERVICE_FILE)
+    targets.remove(backend, console, SERVICE_FILE, TIMEOUT_FILE)
     report.requests = n_before + n_after
     return report
-
-
-def upstream(result: Result) -> str:
-    """The status line minimal-service got from its sidecar for slow-service ('' when the bounce failed)."""
-    return str(result.json().get("body", "")) if result.status == 200 else ""
-
-
-def answered(result: Result) -> bool:
-    return upstream(result) == "200 OK"
 
 
 def is_cut(result: Result) -> bool:
