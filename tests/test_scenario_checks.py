@@ -191,11 +191,33 @@ def test_fault_injection_passes_with_both_faults_and_fails_when_one_is_ignored()
 
 
 def test_fault_without_percentage_must_inject_nothing():
-    delay = 0.25
-    assert passed(fault_injection.judge_unset([served(0.004)] * 135, delay, 500))
+    none = {"DI": 0, "FI": 0}
+    assert passed(fault_injection.judge_unset([served(0.004)] * 135, none, 500))
+    # A request stalled by a loaded machine is not a delay: the gateway did not report one.
+    assert passed(fault_injection.judge_unset([served(0.004)] * 134 + [served(0.3)], none, 500))
     # Read as 100% (the fault applied to every request), or a single leak: fails.
-    assert not passed(fault_injection.judge_unset(faults(135, 68, 135, delay), delay, 500))
-    assert not passed(fault_injection.judge_unset([served(0.004)] * 134 + [served(0.3)], delay, 500))
+    assert not passed(fault_injection.judge_unset(faults(135, 68, 135, 0.25), {"DI": 135, "FI": 68}, 500))
+    assert not passed(fault_injection.judge_unset([served(0.3)] * 135, {"DI": 1, "FI": 0}, 500))
+
+
+def test_fault_flags_follow_the_gateways_reports():
+    assert passed(fault_injection.judge_flags({"DI": 210, "FI": 221}, 433, 0.5, 221))
+    assert not passed(fault_injection.judge_flags({"DI": 0, "FI": 221}, 433, 0.5, 221))  # delays not injected
+    assert not passed(fault_injection.judge_flags({"DI": 210, "FI": 0}, 433, 0.5, 221))  # 500s not from the fault
+    metrics = (
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="500",response_flags="DI,FI"} 9\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="200",response_flags="DI"} 9\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="500",response_flags="FI"} 12\n'
+        'istio_requests_total{reporter="destination",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="200",response_flags="DI"} 4\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="kiali",response_code="500",response_flags="FI"} 3\n'
+    )
+    assert fault_injection.injected(metrics) == {"DI": 18, "FI": 21}
+    assert fault_injection.since({"DI": 18, "FI": 21}, {"DI": 20, "FI": 21}) == {"DI": 2, "FI": 0}
 
 
 def test_fault_shares_read_from_a_route():

@@ -541,23 +541,21 @@ def proxy_admin(state: dict, namespace: str, args: list[str]) -> str:
 
 
 def standard_metrics(backend, proxy: str) -> str:
-    """istio_requests_total as an Istio proxy reports it (reporter source, per destination service), from
-    the real local proxy's counters of each outbound cluster: requests sent upstream as 200s, and requests
-    its connection pool shed (upstream_rq_pending_overflow) as 503s with the UO flag. Istio 1.8 adds the
-    metric with the telemetry v2 EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/
-    telemetryv2_1.8.yaml); later releases build it in. The local proxies have no Istio stats filter."""
-    outcomes = {".upstream_rq_total": ("200", "-"), ".upstream_rq_pending_overflow": ("503", "UO")}
-    lines = []
-    for name, value in backend.proxy_stats(proxy, "cluster.outbound|").items():
-        for suffix, (code, flags) in outcomes.items():
-            if name.endswith(suffix):
-                host = name.removeprefix("cluster.").removesuffix(suffix).split("|")[3]
-                short = host.removesuffix(".default.svc.cluster.local")
-                lines.append(
-                    f'istio_requests_total{{reporter="source",source_workload="{proxy}",destination_service="{host}",'
-                    f'destination_service_name="{short}",response_code="{code}",response_flags="{flags}"}} {value}'
-                )
-    return "\n".join(lines) + "\n"
+    """istio_requests_total as the proxy reports it: its own samples (reporter source where it is the source
+    workload, reporter destination where it is the destination) of the local mesh's standard metrics, which
+    carry Istio's labels, response_flags included (meshy/local/telemetry). Istio 1.8 adds the metric with the
+    telemetry v2 EnvoyFilters (manifests/charts/istio-control/istio-discovery/templates/telemetryv2_1.8.yaml);
+    later releases build it in."""
+    mine = (
+        ('reporter="source"', f'source_workload="{proxy}"'),
+        ('reporter="destination"', f'destination_workload="{proxy}"'),
+    )
+    lines = [
+        line
+        for line in backend.metrics_text().splitlines()
+        if line.startswith("istio_requests_total{") and any(all(label in line for label in pair) for pair in mine)
+    ]
+    return "\n".join(["# TYPE istio_requests_total counter", *lines]) + "\n"
 
 
 # --- entry point -------------------------------------------------------------------------------
