@@ -23,6 +23,20 @@ def share_check(name: str, hits: int, n: int, expected: float, why: str) -> Chec
     )
 
 
+def at_least_share_check(name: str, hits: int, n: int, expected: float, why: str) -> Check:
+    """A share that may only exceed `expected` for reasons the scenario names: judged one-sided (exact)."""
+    p_value = stats.binomial_lower_tail(hits, n, expected)
+    interval = stats.wilson(hits, n, ALPHA)
+    return Check(
+        name=name,
+        measured=f"{hits / n:.4f} ({hits}/{n})" if n else "no requests",
+        expected=f">= {expected:.4f} ({why})",
+        detail=f"exact one-sided binomial test p = {p_value:.3g} ({'>=' if p_value >= ALPHA else '<'} alpha "
+        f"{ALPHA}); {100 * (1 - ALPHA):.1f}% Wilson interval {interval}",
+        passed=n > 0 and p_value >= ALPHA,
+    )
+
+
 def all_check(name: str, hits: int, n: int, what: str, rate: float) -> Check:
     return Check(
         name=name,
