@@ -51,13 +51,23 @@ def binomial_p_value(successes: int, n: int, p: float) -> float:
     if p <= 0.0 or p >= 1.0:
         return 1.0 if successes == round(p * n) else 0.0
 
-    def pmf(k: int) -> float:
-        log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-        return math.exp(log + k * math.log(p) + (n - k) * math.log1p(-p))
-
-    lower = sum(pmf(k) for k in range(0, successes + 1))
-    upper = sum(pmf(k) for k in range(successes, n + 1))
+    lower = sum(_binomial_pmf(k, n, p) for k in range(0, successes + 1))
+    upper = sum(_binomial_pmf(k, n, p) for k in range(successes, n + 1))
     return min(1.0, 2 * min(lower, upper))
+
+
+def binomial_lower_tail(successes: int, n: int, p: float) -> float:
+    """P(X <= successes) for X ~ Binomial(n, p): the exact one-sided p-value against a share below p."""
+    if n <= 0 or p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if successes >= n else 0.0
+    return min(1.0, sum(_binomial_pmf(k, n, p) for k in range(0, successes + 1)))
+
+
+def _binomial_pmf(k: int, n: int, p: float) -> float:
+    log = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return math.exp(log + k * math.log(p) + (n - k) * math.log1p(-p))
 
 
 def proportion_sample_size(p0: float, p1: float, alpha: float, power: float) -> int:

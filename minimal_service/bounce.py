@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import requests
+import urllib3
 
 
 class BounceError(Exception):
@@ -25,6 +26,10 @@ def fetch_status(endpoint: str, headers: dict[str, str]) -> tuple[int, dict[str,
             return response.status_code, dict(response.headers)
     except requests.RequestException as error:
         raise BounceError(_reason(error)) from None
+    except urllib3.exceptions.HTTPError:
+        # Reading the raw body bypasses requests' wrapping: a proxy resetting the stream after the
+        # headers (e.g. a route timeout firing mid-answer) surfaces as urllib3's ProtocolError.
+        raise BounceError("the endpoint's answer broke off") from None
 
 
 def _reason(error: requests.RequestException) -> str:

@@ -75,6 +75,12 @@ def test_measurements_come_from_surfaces_istio_serves_by_default():
         "kubectl --context kind-kube-meshy-1-36 -n istio-system exec deploy/istio-egressgateway -c istio-proxy "
         "-- pilot-agent request GET stats/prometheus"
     )
+    # A sidecar's own reports (circuit-breaking's UO flags) come the same way, from the app's namespace.
+    kind.proxy_metrics("minimal-service")
+    assert plan.commands[-1] == (
+        "kubectl --context kind-kube-meshy-1-36 -n default exec deploy/minimal-service -c istio-proxy "
+        "-- pilot-agent request GET stats/prometheus"
+    )
     # Envoy's per-cluster counters are not kept by Istio's default stats matcher: never read them.
     assert not [c for c in plan.commands if c.endswith("GET stats")]
     # Each sidecar serves its own reports: one read per workload, in the order asked.

@@ -160,6 +160,34 @@ def test_bounce_unreachable_is_502(start_service):
     assert unresolvable.status_code == 502
 
 
+def test_bounce_answer_broken_off_after_headers_is_502(start_service):
+    # What a caller's sidecar does when a route timeout fires after the upstream's headers: it resets the stream.
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), BrokenOff)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        front = start_service()
+        response = post(front.url + "/bounce", data=bounce_body(f"http://127.0.0.1:{server.server_address[1]}/"))
+    finally:
+        server.shutdown()
+    assert response.status_code == 502
+    assert response.text.strip() == "Bad Gateway: the endpoint's answer broke off"
+
+
+class BrokenOff(http.server.BaseHTTPRequestHandler):
+    """Promises 100 bytes, sends 10, closes."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "100")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -146,3 +146,29 @@ def test_workflow_runs_every_pair_with_time_limits_and_a_pinned_kubectl():
     # kubectl of the cluster's own version: the runner's kubectl is far outside the skew for Kubernetes 1.19.
     assert "dl.k8s.io/release/v$node_version/bin/linux/amd64/kubectl" in setup
     assert "kind.sigs.k8s.io/dl/$kind_version/" in setup
+
+
+RESILIENCE_RULES = (
+    "istio/slow-virtualservice-timeout.yaml.j2",
+    "istio/minimal-virtualservice-fault.yaml.j2",
+    "istio/minimal-virtualservice-fault-unset.yaml.j2",
+    "istio/minimal-virtualservice-mirror.yaml.j2",
+    "istio/slow-destinationrule-circuit-breaker.yaml.j2",
+    "istio/flaky-destinationrule-outlier.yaml.j2",
+)
+
+
+@pytest.mark.parametrize("pair", load_matrix(), ids=lambda pair: pair.name)
+def test_resilience_rules_fit_every_pairs_istio_schema(pair):
+    # The fields the resilience scenarios use (fault percentage, mirrorPercentage, consecutive5xxErrors,
+    # connectionPool) are served by every release of the matrix, 1.8 included.
+    schemas = istio_schemas(crd_file(pair, CRDS))
+    for name in RESILIENCE_RULES:
+        document = yaml.safe_load(render(name, pair))
+        assert validate_istio(document, schemas) == [], (pair.name, name)
+    unset = yaml.safe_load(render("istio/minimal-virtualservice-fault-unset.yaml.j2", pair))["spec"]["http"][0]
+    assert "percentage" not in unset["fault"]["delay"] and "percentage" not in unset["fault"]["abort"]
+    # The schema does check these fields: a share that is not a number is named.
+    fault = yaml.safe_load(render("istio/minimal-virtualservice-fault.yaml.j2", pair))
+    fault["spec"]["http"][0]["fault"]["abort"]["percentage"]["value"] = "half"
+    assert validate_istio(fault, schemas) != []

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from meshy import stats
+from meshy.scenarios import circuit_breaking, fault_injection, mirroring, outlier_detection, request_timeouts
 from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
+from meshy.scenarios.traffic import Result
 from meshy.scenarios.traffic_shift import sample_size
 from meshy.scenarios.verdict import Check, Report
 
@@ -202,3 +206,194 @@ def test_split_counts_come_from_the_gateways_reports_per_destination_version():
     assert failing == {"v1": 500, "v2": 490, "failed": 9} and not split_check("x", failing, weights).passed
     unreported = split_counts(start, gateway_samples(100 + 500, 100 + 490), 999)
     assert unreported["failed"] == 9 and not split_check("x", unreported, weights).passed
+
+
+def bounced(upstream: str, seconds: float) -> Result:
+    """minimal-service's answer to POST /bounce, carrying the status line its sidecar gave it."""
+    return Result(200, json.dumps({"servedBy": "minimal-service-1", "body": upstream}), seconds)
+
+
+def served(seconds: float) -> Result:
+    return Result(200, json.dumps({"servedBy": "minimal-service-5d9c7b8f4-x7k2p"}), seconds)
+
+
+def passed(checks) -> bool:
+    return all(check.passed for check in checks)
+
+
+def timeouts_after(cut_share: float, cut_at: float, n: int = 495) -> list[Result]:
+    cut = round(cut_share * n)
+    return [bounced("504 Gateway Timeout", cut_at + 0.004)] * cut + [bounced("200 OK", 0.05)] * (n - cut)
+
+
+def test_request_timeouts_pass_when_the_timeout_cuts_and_fail_when_it_is_missing_or_wrong():
+    timeout, delay_max = 0.1, 1.0
+    assert passed(request_timeouts.judge_after(timeouts_after(0.9, timeout), timeout, delay_max))
+    # A stream reset after the headers (reported by minimal-service as 502) is a cut call too.
+    reset = timeouts_after(0.9, timeout)[:-1] + [Result(502, "Bad Gateway: the endpoint's answer broke off", 0.1)]
+    assert passed(request_timeouts.judge_after(reset, timeout, delay_max))
+    # Timeout not applied: every call waits for slow-service.
+    uncut = [bounced("200 OK", delay_max * (i + 0.5) / 495) for i in range(495)]
+    assert not passed(request_timeouts.judge_after(uncut, timeout, delay_max))
+    # A timeout twice as long cuts fewer calls, later.
+    assert not passed(request_timeouts.judge_after(timeouts_after(0.8, 2 * timeout), timeout, delay_max))
+    # A busy machine adds to slow-service's wait before the sidecar's timer: more calls are cut, all at the timeout.
+    assert passed(request_timeouts.judge_after(timeouts_after(0.95, timeout + 0.03), timeout, delay_max))
+    # A shorter timeout ends calls before the manifest's value.
+    assert not passed(request_timeouts.judge_after(timeouts_after(0.95, timeout / 2), timeout, delay_max))
+    # Calls that failed otherwise (e.g. 503 from the sidecar) are not cuts.
+    failing = timeouts_after(0.9, timeout)[:-5] + [bounced("503 Service Unavailable", 0.01)] * 5
+    assert not passed(request_timeouts.judge_after(failing, timeout, delay_max))
+
+
+def test_request_timeouts_before_fail_when_something_cuts_without_a_virtualservice():
+    timeout, delay_max = 0.1, 1.0
+    slow = [bounced("200 OK", 0.05 + 0.1 * i) for i in range(10)]
+    assert passed(request_timeouts.judge_before(slow, timeout, delay_max))
+    assert not passed(request_timeouts.judge_before(timeouts_after(0.9, timeout, 10), timeout, delay_max))
+    # slow-service not slow (DELAY_MAX ignored): the test of the timeout would prove nothing.
+    assert not passed(request_timeouts.judge_before([bounced("200 OK", 0.01)] * 10, timeout, delay_max))
+
+
+def faults(delayed: int, aborted: int, n: int, delay: float) -> list[Result]:
+    """n requests: the first `delayed` took the delay; `aborted` of the even-numbered ones were aborted
+    (at most half: so the two faults fall on requests independently of each other)."""
+    results = []
+    for i in range(n):
+        seconds = delay + 0.003 if i < delayed else 0.004
+        abort = i % 2 == 0 and i // 2 < aborted
+        results.append(Result(500, "fault filter abort", seconds) if abort else served(seconds))
+    return results
+
+
+def test_fault_injection_passes_with_both_faults_and_fails_when_one_is_ignored():
+    delay, n = 0.25, 433
+    working = faults(217, 217, n, delay)
+    assert passed(fault_injection.judge_faults(working, delay, 0.5, 500, 0.5))
+    assert not passed(fault_injection.judge_faults(faults(0, 217, n, delay), delay, 0.5, 500, 0.5))  # no delay
+    assert not passed(fault_injection.judge_faults(faults(217, 0, n, delay), delay, 0.5, 500, 0.5))  # no abort
+    assert not passed(fault_injection.judge_faults(faults(n, 217, n, delay), delay, 0.5, 500, 0.5))  # 100% delay
+    # A delay of a tenth of the manifest's: nothing reaches the threshold.
+    assert not passed(fault_injection.judge_faults(faults(217, 217, n, delay / 10), delay, 0.5, 500, 0.5))
+    # The abort answered with another code is not the manifest's abort.
+    other_code = [Result(503, "fault filter abort", r.seconds) if r.status == 500 else r for r in working]
+    assert not passed(fault_injection.judge_faults(other_code, delay, 0.5, 500, 0.5))
+
+
+def test_fault_without_percentage_must_inject_nothing():
+    none = {"DI": 0, "FI": 0}
+    assert passed(fault_injection.judge_unset([served(0.004)] * 135, none, 500))
+    # A request stalled by a loaded machine is not a delay: the gateway did not report one.
+    assert passed(fault_injection.judge_unset([served(0.004)] * 134 + [served(0.3)], none, 500))
+    # Read as 100% (the fault applied to every request), or a single leak: fails.
+    assert not passed(fault_injection.judge_unset(faults(135, 68, 135, 0.25), {"DI": 135, "FI": 68}, 500))
+    assert not passed(fault_injection.judge_unset([served(0.3)] * 135, {"DI": 1, "FI": 0}, 500))
+
+
+def test_fault_flags_follow_the_gateways_reports():
+    assert passed(fault_injection.judge_flags({"DI": 210, "FI": 221}, 433, 0.5, 221))
+    assert not passed(fault_injection.judge_flags({"DI": 0, "FI": 221}, 433, 0.5, 221))  # delays not injected
+    assert not passed(fault_injection.judge_flags({"DI": 210, "FI": 0}, 433, 0.5, 221))  # 500s not from the fault
+    metrics = (
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="500",response_flags="DI,FI"} 9\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="200",response_flags="DI"} 9\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="500",response_flags="FI"} 12\n'
+        'istio_requests_total{reporter="destination",source_workload="istio-ingressgateway",'
+        'destination_service_name="minimal-service",response_code="200",response_flags="DI"} 4\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="kiali",response_code="500",response_flags="FI"} 3\n'
+    )
+    assert fault_injection.injected(metrics) == {"DI": 18, "FI": 21}
+    assert fault_injection.since({"DI": 18, "FI": 21}, {"DI": 20, "FI": 21}) == {"DI": 2, "FI": 0}
+
+
+def test_fault_shares_read_from_a_route():
+    fault = {
+        "delay": {"fixed_delay": "0.250s", "percentage": {"numerator": 500000, "denominator": "MILLION"}},
+        "abort": {"http_status": 500, "percentage": {"numerator": 50}},
+    }
+    route = {"typed_per_filter_config": {"envoy.filters.http.fault": fault}}
+    assert fault_injection.fault_shares(route) == {"delay": 0.5, "abort": 0.5}
+    # Istio's translation without percentage: delay 0 of HUNDRED (zeros omitted), abort's percentage unset.
+    unset = {
+        "delay": {"fixed_delay": "0.250s", "percentage": {"denominator": "HUNDRED"}},
+        "abort": {"http_status": 500},
+    }
+    route = {"typed_per_filter_config": {"envoy.filters.http.fault": unset}}
+    assert fault_injection.fault_shares(route) == {"delay": 0.0, "abort": 0.0}
+    assert fault_injection.fault_shares({"route": {"cluster": "x"}}) is None
+
+
+def test_route_timeout_is_found_in_a_config_dump():
+    dump = {"configs": [{"virtual_hosts": [{"routes": [{"route": {"cluster": "c", "timeout": "0.100s"}}]}]}]}
+    assert request_timeouts.route_timeout_seen(dump, 0.1)
+    assert not request_timeouts.route_timeout_seen(dump, 0.25)
+
+
+def test_mirroring_passes_with_one_copy_each_and_fails_when_missing_doubled_or_answered_by_v2():
+    n = 688
+    v1 = Result(200, json.dumps({"servedBy": "minimal-service-5d9c7b8f4-x7k2p"}), 0.002)
+    v2 = Result(200, json.dumps({"servedBy": "minimal-service-v2-7f6d5c4b3-q9r8s"}), 0.002)
+    assert mirroring.served_by(v1) == mirroring.V1 and mirroring.served_by(v2) == mirroring.V2
+    assert passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, n), n, mirror=True))
+    assert passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 0), n, mirror=False))
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 0), n, mirror=True))  # mirror missing
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 2 * n), n, mirror=True))  # doubled
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, n - 1), n, mirror=True))  # one lost
+    # The caller got the copy's answer (v2 answered instead of v1), or v1 was skipped.
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * (n - 1) + [v2], n, n), n, mirror=True))
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n - 1, n), n, mirror=True))
+    # Without the mirror v2 must get nothing.
+    assert not passed(mirroring.judge(mirroring.Observed.of([v1] * n, n, 3), n, mirror=False))
+
+
+def test_circuit_breaking_passes_when_the_pool_sheds_with_uo_and_fails_without_shedding():
+    seen = circuit_breaking.Observed
+    n = stats.proportion_sample_size(circuit_breaking.HELD_OFF, circuit_breaking.FLOOR, 0.001, 0.999)
+    assert passed(circuit_breaking.judge_limited(seen(n, 2, n - 2, n - 2)))
+    assert not passed(circuit_breaking.judge_limited(seen(n, n, 0, 0)))  # limits ignored: nothing shed
+    assert not passed(circuit_breaking.judge_limited(seen(n, n // 2, n - n // 2, n - n // 2)))  # pool of ~6
+    assert not passed(circuit_breaking.judge_limited(seen(n, 2, n - 2, 0)))  # 503s without the UO flag
+    assert not passed(circuit_breaking.judge_limited(seen(n, 2, n - 4, n - 4)))  # two calls failed otherwise
+    assert passed(circuit_breaking.judge_free(seen(12, 12, 0, 0)))
+    assert not passed(circuit_breaking.judge_free(seen(12, 2, 10, 10)))  # shedding without a DestinationRule
+
+
+def test_overflows_are_read_from_the_callers_reports():
+    metrics = (
+        'istio_requests_total{reporter="source",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 68\n'
+        'istio_requests_total{reporter="source",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="200",response_flags="-"} 2\n'
+        'istio_requests_total{reporter="destination",source_workload="minimal-service",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 5\n'
+        'istio_requests_total{reporter="source",source_workload="istio-ingressgateway",'
+        'destination_service_name="slow-service",response_code="503",response_flags="UO"} 7\n'
+    )
+    assert circuit_breaking.overflows(metrics) == 68
+    assert circuit_breaking.overflows("") == 0
+
+
+def test_outlier_detection_passes_when_the_failing_pod_is_ejected_after_three_and_fails_otherwise():
+    errors = 3  # flaky-destinationrule-outlier's consecutive5xxErrors
+    working = [True, False, True, True] + [False] * 134
+    assert passed(outlier_detection.judge_ejection(working, errors))
+    # The call right after the ejecting 500 may still reach the pod (Envoy's workers learn of it a moment later).
+    assert passed(outlier_detection.judge_ejection([True] * 4 + [False] * 134, errors))
+    assert not passed(outlier_detection.judge_ejection([True] * 3 + [False, True] + [False] * 133, errors))
+    assert not passed(outlier_detection.judge_ejection([i % 2 == 0 for i in range(138)], errors))  # never ejected
+    assert not passed(outlier_detection.judge_ejection([True] * 3 + [False] * 100 + [True], errors))  # back early
+    assert not passed(outlier_detection.judge_ejection([True] + [False] * 137, errors))  # ejected after one 500
+    assert not passed(outlier_detection.judge_ejection([False] * 138, errors))  # the failing pod never called
+    # Without outlier detection about half the calls fail; an ejection already in place shows as none.
+    n = stats.proportion_sample_size(0.5, 0.35, 0.001, 0.999)
+    assert share_check("x", n // 2, n, 0.5, "").passed and not share_check("x", 0, n, 0.5, "").passed
+
+
+def test_outlier_detection_is_found_in_a_config_dump():
+    dump = {"clusters": [{"outlier_detection": {"consecutive_5xx": 3, "enforcing_consecutive_5xx": 100}}]}
+    assert outlier_detection.outlier_seen(dump, 3) and not outlier_detection.outlier_seen(dump, 5)
+    assert circuit_breaking.limits_seen({"circuit_breakers": {"thresholds": [{"max_pending_requests": 1}]}})

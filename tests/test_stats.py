@@ -71,3 +71,11 @@ def test_binomial_p_value_is_exact():
     p = 1 - 0.7**21
     assert 0.006 < stats.binomial_p_value(229, 231, p) < 0.02
     assert stats.binomial_p_value(228, 231, p) < 0.001
+
+
+def test_binomial_lower_tail_is_one_sided():
+    # 100 of 100 at p = 0.9: far above, never a reason to reject; 78 of 100: below by 4 standard deviations.
+    assert stats.binomial_lower_tail(100, 100, 0.9) == pytest.approx(1.0)
+    assert stats.binomial_lower_tail(78, 100, 0.9) < 0.001 < stats.binomial_lower_tail(80, 100, 0.9)
+    assert stats.binomial_lower_tail(0, 10, 0.5) == pytest.approx(0.5**10)
+    assert stats.binomial_lower_tail(5, 0, 0.5) == 1.0

@@ -55,6 +55,8 @@ class Backend(Protocol):
 
     def gateway_requests(self, gateway: str, host: str) -> int: ...
 
+    def proxy_metrics(self, proxy: str) -> str: ...
+
     def config_dump(self, proxy: str) -> dict: ...
 
     def external_log(self) -> str: ...
@@ -92,8 +94,11 @@ class LocalScenarioBackend:
         return wait_until(check, timeout=timeout, interval=0.05)
 
     def app_metrics(self, service: str) -> str:
-        """The /metrics text of the service's (single) pod, read from its app directly."""
-        pod = next((p for p in self.local.pods() if p.labels.get("app") == service), None)
+        """The /metrics text of the first pod the Service selects, read from its app directly (as the API
+        server's service proxy reaches one of them on kind)."""
+        services = self.local.resources().of_kind("Service")
+        selector = next((r.spec.get("selector", {}) for r in services if r.name == service), {"app": service})
+        pod = next((p for p in self.local.pods() if selector.items() <= p.labels.items()), None)
         if pod is None:
             raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
@@ -105,6 +110,11 @@ class LocalScenarioBackend:
 
     def gateway_requests(self, gateway: str, host: str) -> int:
         return istio.requests(self.istio_metrics(gateway), host)
+
+    def proxy_metrics(self, proxy: str) -> str:
+        """Istio's standard metrics holding those the proxy reports (the mesh-wide endpoint: filter by
+        source_workload or destination_workload)."""
+        return self.local.metrics_text()
 
     def snapshot(self, name: str, out_dir: Path, console: Console) -> list[Path]:
         """The metrics that decided a scenario and a screenshot of the dashboard, beside its report."""
@@ -211,6 +221,11 @@ class KindScenarioBackend:
     def gateway_requests(self, gateway: str, host: str) -> int:
         return istio.requests(self.istio_metrics(gateway), host)
 
+    def proxy_metrics(self, proxy: str) -> str:
+        """The proxy's own stats/prometheus: istio_requests_total with its response_flags label (see
+        gateway_requests for where each release of the matrix serves it)."""
+        return self._admin(proxy, "stats/prometheus")
+
     def config_dump(self, proxy: str) -> dict:
         text = self._admin(proxy, "config_dump")
         return json.loads(text) if text else {}
@@ -238,12 +253,17 @@ def route_targets(config_dump: dict, domain: str) -> dict[str, int]:
 
     Walks any config dump (inline route configs locally, RDS in Istio).
     """
+    action = first_route(config_dump, domain).get("route", {})
+    if "cluster" in action:
+        return {action["cluster"]: 100}
+    return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
+
+
+def first_route(config_dump: dict, domain: str) -> dict:
+    """The first route of the virtual host serving `domain` ({} when none does)."""
     for virtual_host in _virtual_hosts(config_dump):
         if domain in virtual_host.get("domains", []) and virtual_host.get("routes"):
-            action = virtual_host["routes"][0].get("route", {})
-            if "cluster" in action:
-                return {action["cluster"]: 100}
-            return {c["name"]: int(c.get("weight", 0)) for c in action.get("weighted_clusters", {}).get("clusters", [])}
+            return virtual_host["routes"][0]
     return {}
 
 

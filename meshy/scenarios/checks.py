@@ -9,16 +9,20 @@ from meshy import stats
 from meshy.scenarios.verdict import ALPHA, Check
 
 
-def share_check(name: str, hits: int, n: int, expected: float, why: str) -> Check:
+def share_check(name: str, hits: int, n: int, expected: float, why: str, at_least: bool = False) -> Check:
     # Judged by the exact binomial test: near 0 or 1 a Wilson interval rejects a working
     # feature far more often than alpha says. The interval is shown for scale.
-    p_value = stats.binomial_p_value(hits, n, expected)
+    # at_least: a share that may exceed `expected` for reasons the scenario names fails only below it.
+    if at_least:
+        p_value, test = stats.binomial_lower_tail(hits, n, expected), "exact one-sided binomial test"
+    else:
+        p_value, test = stats.binomial_p_value(hits, n, expected), "exact binomial test"
     interval = stats.wilson(hits, n, ALPHA)
     return Check(
         name=name,
         measured=f"{hits / n:.4f} ({hits}/{n})" if n else "no requests",
-        expected=f"{expected:.4f} ({why})",
-        detail=f"exact binomial test p = {p_value:.3g} ({'>=' if p_value >= ALPHA else '<'} alpha {ALPHA}); "
+        expected=f"{'>= ' if at_least else ''}{expected:.4f} ({why})",
+        detail=f"{test} p = {p_value:.3g} ({'>=' if p_value >= ALPHA else '<'} alpha {ALPHA}); "
         f"{100 * (1 - ALPHA):.1f}% Wilson interval {interval}",
         passed=n > 0 and p_value >= ALPHA,
     )

@@ -8,7 +8,20 @@ from pathlib import Path
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.scenarios import authorization, egress, gateway, mtls, report, retries, traffic_shift
+from meshy.scenarios import (
+    authorization,
+    circuit_breaking,
+    egress,
+    fault_injection,
+    gateway,
+    mirroring,
+    mtls,
+    outlier_detection,
+    report,
+    request_timeouts,
+    retries,
+    traffic_shift,
+)
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.verdict import Report
 
@@ -17,6 +30,11 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "retries": retries.run,
     "traffic-shift": traffic_shift.run,
     "egress": egress.run,
+    "request-timeouts": request_timeouts.run,
+    "fault-injection": fault_injection.run,
+    "mirroring": mirroring.run,
+    "circuit-breaking": circuit_breaking.run,
+    "outlier-detection": outlier_detection.run,
     "mtls": mtls.run,
     "authorization": authorization.run,
 }

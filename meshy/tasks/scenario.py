@@ -103,6 +103,36 @@ def egress(c, backend="local", k8s=None, istio=None, state=None):
 
 
 @task(help=HELP)
+def request_timeouts(c, backend="local", k8s=None, istio=None, state=None):
+    """Calls to a slow service before and after a 100 ms route timeout: cut with 504 at the timeout."""
+    judge(run_scenarios(c, ["request-timeouts"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def fault_injection(c, backend="local", k8s=None, istio=None, state=None):
+    """Delay and abort half the requests at the ingress gateway; without `percentage`, none."""
+    judge(run_scenarios(c, ["fault-injection"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def mirroring(c, backend="local", k8s=None, istio=None, state=None):
+    """Every request to v1 mirrored to minimal-service-v2: the caller sees v1, v2 counts each copy once."""
+    judge(run_scenarios(c, ["mirroring"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def circuit_breaking(c, backend="local", k8s=None, istio=None, state=None):
+    """Twelve callers at once against a one-connection pool: the sidecar sheds the rest with 503 and UO."""
+    judge(run_scenarios(c, ["circuit-breaking"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def outlier_detection(c, backend="local", k8s=None, istio=None, state=None):
+    """A pod answering 500 to everything: about half the calls fail, then none once it is ejected."""
+    judge(run_scenarios(c, ["outlier-detection"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
 def mtls(c, backend="local", k8s=None, istio=None, state=None):
     """PeerAuthentication PERMISSIVE vs STRICT, the caller's SPIFFE identity, DestinationRule tls DISABLE."""
     judge(run_scenarios(c, ["mtls"], backend, k8s, istio, state))

@@ -458,7 +458,7 @@ def get(state: dict, cluster: dict, pair: Pair, namespace: str, args: list[str])
     objects = cluster["objects"]
     output = args[args.index("-o") + 1] if "-o" in args else ""
     if args[0] == "--raw":
-        return app_metrics(state, args[1])
+        return app_metrics(state, cluster, args[1])
     if args[0] == "pods":
         return json.dumps(pods(cluster, pair)) + "\n"
     if args[0] in ("nodes",):
@@ -514,15 +514,20 @@ def pods(cluster: dict, pair: Pair) -> dict:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def app_metrics(state: dict, path: str) -> str:
-    """The API server's service proxy (/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH) to the app."""
+def app_metrics(state: dict, cluster: dict, path: str) -> str:
+    """The API server's service proxy (/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH) to a pod the
+    Service selects."""
     import requests
 
     found = re.fullmatch(r"/api/v1/namespaces/(\w+)/services/([\w-]+):\w+/proxy(/.*)", path)
     if not found:
         raise Fail(f"stand-in kubectl: unknown raw path {path}")
-    service, rest = found.group(2), found.group(3)
-    pod = next((p for p in local_backend(state).pods() if p.labels.get("app") == service), None)
+    namespace, service, rest = found.groups()
+    entry = cluster["objects"].get(f"{namespace}/Service/{service}")
+    if entry is None:
+        raise Fail(f'Error from server (NotFound): services "{service}" not found')
+    selector = entry.get("selector", {})
+    pod = next((p for p in local_backend(state).pods() if selector.items() <= p.labels.items()), None)
     if pod is None:
         raise Fail(f'Error from server (ServiceUnavailable): no endpoints available for service "{service}"')
     if rest == "/metrics":
