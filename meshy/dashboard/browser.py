@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -49,10 +52,39 @@ def run(url: str, *options: str, javascript: bool = True) -> str:
             *options,
             url,
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
-    if result.returncode != 0:
-        raise BrowserError(f"chromium failed on {url} (exit {result.returncode}): {result.stderr.strip()[-300:]}")
-    return result.stdout
+        process = started(command, capture=True)
+        try:
+            stdout, stderr = process.communicate(timeout=TIMEOUT)
+        finally:
+            end_group(process)
+    if process.returncode != 0:
+        raise BrowserError(f"chromium failed on {url} (exit {process.returncode}): {stderr.strip()[-300:]}")
+    return stdout
+
+
+def started(command: list[str], capture: bool = False) -> subprocess.Popen:
+    """Chromium in a process group of its own: its helpers (renderer, crash handler) end with it."""
+    output = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(command, stdout=output, stderr=output, text=True, start_new_session=True)
+
+
+def end_group(process: subprocess.Popen) -> None:
+    """Stop Chromium and every helper it started, and wait until none is left.
+
+    Its helpers outlive the main process for a moment and keep writing into the
+    profile directory, which then cannot be removed (seen in CI)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    process.wait(timeout=10)
 
 
 def dump_dom(url: str, javascript: bool = True) -> str:
@@ -69,7 +101,7 @@ def dom_without_scripts(url: str) -> str:
     with tempfile.TemporaryDirectory(prefix="meshy-chromium-") as profile:
         command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}"]
         command += ["--no-proxy-server", "--remote-debugging-port=0", "about:blank"]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = started(command)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + TIMEOUT
@@ -92,8 +124,7 @@ def dom_without_scripts(url: str) -> str:
             finally:
                 socket.close()
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            end_group(process)
 
 
 class DevTools:
