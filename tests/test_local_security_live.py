@@ -19,7 +19,8 @@ import pytest
 import requests
 from cryptography import x509
 
-from meshy.local.identity import KeyPair, MeshCA, spiffe_id
+from meshy.local.identity import KeyPair, MeshCA
+from meshy.local.spiffe import spiffe_id
 from meshy.metrics.prometheus import parse, total
 from meshy.net import free_port, wait_until
 from tests.local_mesh import Mesh, running

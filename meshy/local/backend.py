@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -33,9 +32,10 @@ from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo, derive
 from meshy.local.model import GatewayPod, Mesh, Pod, Proxy, VirtualHost
 from meshy.local.paths import PathError, child, write_private
-from meshy.local.release import DEFAULT_RELEASE, IstioRelease, release_of
+from meshy.local.release import release_of
 from meshy.local.resources import Key, Resource, ResourceError, ResourceSet, parse_documents
 from meshy.local.shapes import without_effect
+from meshy.local.state import DAMAGED, State, state_from_bytes
 from meshy.local.statedir import EXTERNAL_NAME, LocalConfig, LocalError, StateDir, Workload, get_text, python_binary
 from meshy.local.supervisor import (
     DOWN_GRACE,
@@ -82,28 +82,6 @@ class Interrupted(LocalError):
     label = ""
 
 
-@dataclass
-class State:
-    resources: ResourceSet = field(default_factory=ResourceSet)
-    allocation: dict[str, int] = field(default_factory=dict)
-    hosts: dict[str, str] = field(default_factory=dict)
-    layout: topology.Layout | None = None
-    external: bool = False
-    pair: str | None = None  # the version pair local.up started, e.g. 1.36-istio-1.30; it rules every apply
-    # Per proxy, the hash of its model: a proxy whose hash is unchanged gets no push.
-    digests: dict[str, str] = field(default_factory=dict)
-    # Every "address:port" a listener binds: a new one is checked before anything changes.
-    binds: list[str] = field(default_factory=list)
-
-    @property
-    def istio(self) -> str | None:
-        return self.pair.split("-istio-")[1] if self.pair else None
-
-    @property
-    def release(self) -> IstioRelease:
-        return release_of(self.istio) if self.istio else DEFAULT_RELEASE
-
-
 class LocalBackend(StateDir):
     def __init__(self, config: LocalConfig, console: Console | None = None) -> None:
         super().__init__(config)
@@ -138,20 +116,8 @@ class LocalBackend(StateDir):
 
     def read_state(self) -> State:
         try:
-            data = orjson.loads(self.state_file.read_bytes())
-            pair = data.get("pair")
-            release = State(pair=pair).release
-            return State(
-                ResourceSet.from_list(data["resources"], release),
-                dict(data["allocation"]),
-                dict(data["hosts"]),
-                topology.Layout(**data["layout"]),
-                bool(data.get("external", False)),
-                pair,
-                dict(data.get("digests", {})),
-                list(data.get("binds", [])),
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, ResourceError) as error:
+            return state_from_bytes(self.state_file.read_bytes())
+        except (OSError, *DAMAGED) as error:
             raise self.damaged(error) from None
 
     def save(self, state: State) -> None:

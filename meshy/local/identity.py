@@ -25,21 +25,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-TRUST_DOMAIN = "cluster.local"
+from meshy.local.spiffe import TRUST_DOMAIN, spiffe_id
+
 # Istio issues workload certificates for 24 h and its agent rotates them; nothing
 # rotates them here between applies, so they last 30 days and an apply renews
 # any past half of that.
 WORKLOAD_LIFETIME = datetime.timedelta(days=30)
 CA_LIFETIME = datetime.timedelta(days=3650)
-# The service accounts of the gateways istioctl installs (their Deployments' serviceAccountName).
-GATEWAY_ACCOUNTS = {
-    "istio-ingressgateway": "istio-ingressgateway-service-account",
-    "istio-egressgateway": "istio-egressgateway-service-account",
-}
-
-
-def spiffe_id(namespace: str, service_account: str) -> str:
-    return f"spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
 
 
 @dataclass(frozen=True)

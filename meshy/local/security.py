@@ -20,7 +20,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshy.local.identity import GATEWAY_ACCOUNTS, spiffe_id
 from meshy.local.model import (
     Authz,
     AuthzCondition,
@@ -33,6 +32,7 @@ from meshy.local.model import (
 )
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.shapes import plain
+from meshy.local.spiffe import GATEWAY_ACCOUNTS, spiffe_id
 
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace's default
 DEFAULT_MODE = "PERMISSIVE"

@@ -39,6 +39,8 @@ EXTERNAL_NAME = "minimal-external"
 # (envoy docs/root/configuration/overview/mgmt_server.rst, "control_plane.").
 CONNECTED_STATE = "/stats?filter=" + quote(r"^control_plane\.connected_state$")
 
+STATE_FILE = "state.json"  # in the state directory
+
 
 class LocalError(MeshyError, RuntimeError):
     """The local backend cannot do what was asked; the message says why and what to do."""
@@ -132,7 +134,7 @@ class StateDir:
 
     @property
     def state_file(self) -> Path:
-        return self.dir / "state.json"
+        return self.dir / STATE_FILE
 
     @contextmanager
     def locked(self) -> Iterator[None]:

@@ -11,7 +11,7 @@ import dataclasses
 
 from meshy import stats
 from meshy.console import Console
-from meshy.local.identity import GATEWAY_ACCOUNTS, spiffe_id
+from meshy.local.spiffe import GATEWAY_ACCOUNTS, spiffe_id
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.checks import all_check, exact_check
 from meshy.scenarios.traffic import Result, bounce_request, get_request

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshy.local import topology
+from meshy.local.state import state_from_bytes
+from meshy.local.statedir import STATE_FILE
 from meshy.local.telemetry.accesslog import JSON_FILE, Entry, Tail, parse_line
 from meshy.local.telemetry.metrics import IstioMetrics, LabelKey, label_key, labels_of
 from meshy.local.telemetry.peers import Peers
@@ -18,13 +20,9 @@ Observer = Callable[[dict[str, str], Entry], None]
 
 def peers_of(state_dir: Path) -> Peers:
     """The mesh's workloads and services as the state directory describes them now."""
-    from meshy.local.backend import LocalBackend, LocalConfig
-
-    backend = LocalBackend(LocalConfig(state_dir))
-    state = backend.load()
-    layout = backend.layout_of(state)
-    pods, _ = topology.pods(state.resources, state.allocation, layout)
-    return Peers.build(state.resources, pods, topology.gateways(layout), state.hosts)
+    state = state_from_bytes((state_dir / STATE_FILE).read_bytes())
+    pods, _ = topology.pods(state.resources, state.allocation, state.layout)
+    return Peers.build(state.resources, pods, topology.gateways(state.layout), state.hosts)
 
 
 @dataclass
@@ -45,7 +43,7 @@ class Collector:
     def refresh_peers(self) -> None:
         # Re-read the state only when an apply changed it: a scrape stays cheap.
         try:
-            mtime = (self.state_dir / "state.json").stat().st_mtime
+            mtime = (self.state_dir / STATE_FILE).stat().st_mtime
         except FileNotFoundError:
             return
         if mtime != self.state_mtime:
