@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from meshy.local.paths import write_private
 from meshy.local.spiffe import TRUST_DOMAIN, spiffe_id
 
 # Istio issues workload certificates for 24 h and its agent rotates them; nothing
@@ -40,16 +40,6 @@ class KeyPair:
 
     chain: str
     key: str
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only from the moment it exists, replacing any earlier one."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.replace(path)
 
 
 def new_key() -> ec.EllipticCurvePrivateKey:
@@ -92,8 +82,6 @@ class MeshCA:
     def load_root(self) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
         key_path, cert_path = self.directory / "ca-key.pem", self.directory / "ca-cert.pem"
         if not cert_path.exists():
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)
             key = new_key()
             name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, TRUST_DOMAIN)])
             cert = (
@@ -110,8 +98,9 @@ class MeshCA:
                 )
                 .sign(key, hashes.SHA256())
             )
-            write_private(key_path, key_pem(key))
-            write_private(cert_path, cert_pem(cert))
+            # write_private makes the directory owner-only (0700) too.
+            write_private(key_path, key_pem(key).decode())
+            write_private(cert_path, cert_pem(cert).decode())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key, cert_path.read_bytes()
@@ -130,8 +119,7 @@ class MeshCA:
                 self.cache[identity] = pair
                 return pair
         pair = self.issue(identity)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        write_private(path, (pair.chain + pair.key).encode())
+        write_private(path, pair.chain + pair.key)
         self.cache[identity] = pair
         return pair
 
