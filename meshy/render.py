@@ -30,12 +30,24 @@ class External:
 
 
 @dataclass(frozen=True)
+class IngressTls:
+    """The secure-ingress scenario's server TLS: the mode and the Secret's base64 values (made at run time)."""
+
+    mode: str = "SIMPLE"
+    cert: str = ""
+    key: str = ""
+    ca: str = ""  # MUTUAL: the CA client certificates must chain to
+
+
+@dataclass(frozen=True)
 class Ports:
     """Host and node ports of the kind path (see the walkthrough's port mappings)."""
 
     registry: int = 5000
     ingress_host: int = 8080
     ingress_node: int = 30080
+    ingress_https_host: int = 8443
+    ingress_https_node: int = 30443
     kiali_host: int = 8081
     kiali_node: int = 30200
     grafana_host: int = 3000
@@ -49,6 +61,7 @@ class Ports:
             return cls()
         names = {"registry": "registry", "ingress": "ingress_host", "kiali": "kiali_host", "grafana": "grafana_host"}
         names["nginx"] = "nginx_host"
+        names["ingress-https"] = "ingress_https_host"
         moved = {}
         for item in value.split(","):
             name, _, port = item.strip().partition("=")
@@ -72,6 +85,7 @@ class RenderOptions:
     ports: Ports = Ports()
     registry_name: str = "kind-registry"
     mtls_mode: str = "STRICT"  # the PeerAuthentication of the mtls scenario
+    ingress_tls: IngressTls = IngressTls()
 
     @classmethod
     def for_kind(cls, ports: Ports) -> RenderOptions:
@@ -111,6 +125,7 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "ports": options.ports,
         "registry_name": options.registry_name,
         "mtls_mode": options.mtls_mode,
+        "ingress_tls": options.ingress_tls,
         **extra,
     }
     return environment().get_template(template).render(context)

@@ -26,7 +26,7 @@ import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import admin, envoy, limits, tls, topology
+from meshy.local import admin, envoy, gateway_tls, limits, tls, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo, derive
@@ -818,9 +818,9 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | No
     secrets = (
         tls.secrets(ca.workload(proxy.identity), ca.root_pem)
         if proxy.identity and tls.uses_secrets(clusters, listeners)
-        else None
-    )
-    return snapshot_of(clusters, listeners, routes, encoded, secrets)
+        else []
+    ) + gateway_tls.credential_secrets(proxy.listeners)
+    return snapshot_of(clusters, listeners, routes, encoded, secrets or None)
 
 
 def host_encoding(item: VirtualHost) -> tuple[dict, orjson.Fragment]:

@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meshy.local.gateway_tls import check_port, gateway_secrets, server_tls
 from meshy.local.memo import BuildMemo
 from meshy.local.model import (
     Authz,
@@ -24,6 +25,7 @@ from meshy.local.model import (
     Pod,
     Proxy,
     Route,
+    ServerTls,
     StringMatch,
     VirtualHost,
     WeightedCluster,
@@ -257,13 +259,24 @@ def gateway_proxy(
 ) -> Proxy:
     """services: every VirtualService with the gateways it binds to."""
     servers: dict[int, list[tuple[str, str]]] = {}
+    plain: set[int] = set()
+    terminating: dict[int, list[ServerTls]] = {}
+    secrets = gateway_secrets(resources, gateway.namespace)
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
         if not selector or not selector.items() <= gateway.labels.items():
             continue
-        for server in resource.spec.get("servers", []):
+        for index, server in enumerate(resource.spec.get("servers", [])):
+            number = server["port"]["number"]
+            tls = server_tls(resource, index, server, secrets)
+            if tls is None:
+                plain.add(number)
+            else:
+                terminating.setdefault(number, []).append(tls)
             for host in server.get("hosts", []):
-                servers.setdefault(server["port"]["number"], []).append((f"{resource.namespace}/{resource.name}", host))
+                servers.setdefault(number, []).append((f"{resource.namespace}/{resource.name}", host))
+    for number, tls_servers in terminating.items():
+        check_port(number, number in plain, tls_servers)
     listeners = []
     for port in sorted(servers):
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
@@ -299,6 +312,7 @@ def gateway_proxy(
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
                 authz=workload_authz(resources, gateway.namespace, gateway.labels),
+                tls=tuple(terminating.get(port, ())),
             )
         )
     return Proxy(

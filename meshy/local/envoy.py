@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshy.local import gateway_tls
 from meshy.local.model import (
     Cluster,
     Cors,
@@ -256,13 +257,11 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
     if item.strip_port:
         manager["strip_any_host_port"] = True
     manager.update(client_cert_options(item))
+    if item.tls:
+        manager.update(gateway_tls.client_cert_options())
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
-    return {
-        "@type": LISTENER,
-        "name": item.name,
-        "address": address(item.address, item.port),
-        **inbound_chains(item, filters),
-    }
+    chains = gateway_tls.filter_chains(item, filters) if item.tls else inbound_chains(item, filters)
+    return {"@type": LISTENER, "name": item.name, "address": address(item.address, item.port), **chains}
 
 
 def connection_options(item: Listener) -> dict[str, Any]:

@@ -230,6 +230,25 @@ class Authz:
 
 
 @dataclass(frozen=True)
+class ServerTls:
+    """A Gateway server that terminates TLS (SIMPLE or MUTUAL): one filter chain of its port's listener."""
+
+    name: str  # the filter chain's name
+    sni_hosts: tuple[str, ...]  # empty: any server name
+    credential: str  # the Secret named by credentialName (gateway's namespace)
+    mutual: bool = False
+    subject_alt_names: tuple[str, ...] = ()  # MUTUAL: what a client certificate must carry
+    min_version: str | None = None  # Envoy's TLSv1_2 etc.; None: Envoy's default
+    max_version: str | None = None
+    cipher_suites: tuple[str, ...] = ()
+    # The Secret's PEM text as the gateway receives it over SDS; part of the model so that a changed
+    # Secret changes the proxy's digest and is pushed.
+    chain: str = ""
+    key: str = ""
+    ca: str = ""  # MUTUAL only
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -245,6 +264,7 @@ class Listener:
     # None for listeners that face the app or clients (outbound, gateways).
     peer_mode: str | None = None
     authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
+    tls: tuple[ServerTls, ...] = ()  # a gateway port whose servers terminate TLS: one chain each
 
 
 # --- Upstreams -------------------------------------------------------------------

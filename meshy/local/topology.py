@@ -21,13 +21,16 @@ RUNNABLE_IMAGE = "minimal-service"
 def gateways(layout: Layout) -> list[GatewayPod]:
     """The two gateways istioctl installs (egress enabled), as the kind path does."""
     egress = layout.gateway_ip(1)
+    ingress_binds = {80: (layout.ingress_host, layout.ingress_port)}
+    if layout.ingress_tls_port:
+        ingress_binds[443] = (layout.ingress_host, layout.ingress_tls_port)
     return [
         GatewayPod(
             "istio-ingressgateway",
             "istio-system",
             {"app": "istio-ingressgateway", "istio": "ingressgateway"},
             layout.gateway_ip(0),
-            {80: (layout.ingress_host, layout.ingress_port)},
+            ingress_binds,
         ),
         GatewayPod(
             "istio-egressgateway",

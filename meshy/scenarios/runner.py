@@ -20,6 +20,7 @@ from meshy.scenarios import (
     report,
     request_timeouts,
     retries,
+    secure_ingress,
     traffic_shift,
 )
 from meshy.scenarios.backends import Backend
@@ -37,6 +38,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "outlier-detection": outlier_detection.run,
     "mtls": mtls.run,
     "authorization": authorization.run,
+    "secure-ingress": secure_ingress.run,
 }
 
 

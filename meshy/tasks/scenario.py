@@ -142,3 +142,9 @@ def mtls(c, backend="local", k8s=None, istio=None, state=None):
 def authorization(c, backend="local", k8s=None, istio=None, state=None):
     """AuthorizationPolicy DENY by path, method and header, ALLOW by source principal: 403 RBAC: access denied."""
     judge(run_scenarios(c, ["authorization"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def secure_ingress(c, backend="local", k8s=None, istio=None, state=None):
+    """HTTPS on the ingress gateway from a Secret: SIMPLE verified by the client, MUTUAL asks for its certificate."""
+    judge(run_scenarios(c, ["secure-ingress"], backend, k8s, istio, state))
