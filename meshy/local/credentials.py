@@ -3,7 +3,8 @@
 Which keys are read, in which order, follows istio/istio 1.30.3
 pilot/pkg/credentials/kube/secrets.go (ExtractCertInfo: `cert`/`key` before
 `tls.crt`/`tls.key`; ExtractRoot: `cacert` before `ca.crt`; GetCaCert: the
-Secret `<credentialName>-cacert` first, then the credential's own Secret).
+Secret `<credentialName>-cacert` first, then the credential's own Secret); 1.8.6
+reads the same keys in the same order (pilot/pkg/secrets/kube/secrets.go).
 The API server's own rule for type kubernetes.io/tls (both tls.crt and
 tls.key present) is k8s.io/kubernetes pkg/apis/core/validation ValidateSecret.
 A Secret's content is checked when it is applied, so a gateway never gets a
