@@ -48,6 +48,9 @@ class Ports:
     ingress_node: int = 30080
     ingress_https_host: int = 8443
     ingress_https_node: int = 30443
+    # The ingress gateway's TCP port 31400 (the demo profile's "tcp" port), published as itself.
+    tcp_host: int = 31400
+    tcp_node: int = 31400
     kiali_host: int = 8081
     kiali_node: int = 30200
     grafana_host: int = 3000
@@ -62,6 +65,7 @@ class Ports:
         names = {"registry": "registry", "ingress": "ingress_host", "kiali": "kiali_host", "grafana": "grafana_host"}
         names["nginx"] = "nginx_host"
         names["ingress-https"] = "ingress_https_host"
+        names["tcp"] = "tcp_host"
         moved = {}
         for item in value.split(","):
             name, _, port = item.strip().partition("=")

@@ -108,6 +108,7 @@ def cluster_up(env: Env) -> None:
             {
                 "Istio ingress": ports.ingress_host,
                 "Istio ingress (HTTPS)": ports.ingress_https_host,
+                "Istio ingress (TCP)": ports.tcp_host,
                 "Kiali": ports.kiali_host,
                 "Grafana": ports.grafana_host,
             },

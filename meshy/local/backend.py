@@ -809,7 +809,7 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | No
     clusters = [envoy.cluster(item) for item in proxy.clusters]
     listeners = [envoy.listener(item, log_dir) for item in proxy.listeners]
     routes, encoded = [], []
-    for item in proxy.listeners:
+    for item in envoy.http_listeners(proxy):
         hosts = derive(memo, host_encoding, item.virtual_hosts)
         routes.append(envoy.route_configuration(item, [data for data, _ in hosts]))
         # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.

@@ -52,6 +52,7 @@ from meshy.local.security import (
     workload_authz,
 )
 from meshy.local.shapes import brief, plain
+from meshy.local.tcp_routes import check_tcp, server_route
 from meshy.local.upstreams import (
     RegistryHost,
     destination_rules,
@@ -180,6 +181,7 @@ def check_virtual_service(
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
     memo.of(check_routes, vs, context)
+    check_tcp(vs, bound, context)
 
 
 def check_routes(vs: Resource, context: Context) -> bool:
@@ -260,6 +262,7 @@ def gateway_proxy(
     """services: every VirtualService with the gateways it binds to."""
     servers: dict[int, list[tuple[str, str]]] = {}
     plain: set[int] = set()
+    tcp_ports: set[int] = set()
     terminating: dict[int, list[ServerTls]] = {}
     secrets = gateway_secrets(resources, gateway.namespace)
     for resource in resources.of_kind("Gateway"):
@@ -269,7 +272,9 @@ def gateway_proxy(
         for index, server in enumerate(resource.spec.get("servers", [])):
             number = server["port"]["number"]
             tls = server_tls(resource, index, server, secrets)
-            if tls is None:
+            if server["port"]["protocol"].upper() == "TCP":
+                tcp_ports.add(number)
+            elif tls is None:
                 plain.add(number)
             else:
                 terminating.setdefault(number, []).append(tls)
@@ -277,8 +282,20 @@ def gateway_proxy(
                 servers.setdefault(number, []).append((f"{resource.namespace}/{resource.name}", host))
     for number, tls_servers in terminating.items():
         check_port(number, number in plain, tls_servers)
+    authz = workload_authz(resources, gateway.namespace, gateway.labels)
     listeners = []
-    for port in sorted(servers):
+    for port in sorted(tcp_ports):
+        if port in plain or port in terminating:
+            raise BuildError(f"Gateway port {port} has TCP and HTTP servers; Istio cannot merge them - use two ports")
+        if authz is not None:
+            raise BuildError(
+                f"{gateway.name} has a TCP server on port {port} and an AuthorizationPolicy applies to it; "
+                "policies on TCP traffic are not supported locally - remove one of them"
+            )
+        listener = tcp_listener(gateway, port, servers[port], services, context)
+        if listener is not None:
+            listeners.append(listener)
+    for port in sorted(set(servers) - tcp_ports):
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, tuple[Route, ...]] = {}
         places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
@@ -311,13 +328,35 @@ def gateway_proxy(
                 strip_port=True,
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
-                authz=workload_authz(resources, gateway.namespace, gateway.labels),
+                authz=authz,
                 tls=tuple(terminating.get(port, ())),
             )
         )
     return Proxy(
         gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters), gateway_identity(gateway)
     )
+
+
+def tcp_listener(
+    gateway: GatewayPod,
+    port: int,
+    servers: list[tuple[str, str]],
+    services: list[tuple[Resource, list[str]]],
+    context: Context,
+) -> Listener | None:
+    """A TCP server's listener: tcp_proxy to the clusters of the first tcp route that applies (none: no listener)."""
+    gateway_key = servers[0][0]
+    matchers = [host_matcher(server_host) for key, server_host in servers if key == gateway_key]
+    bound = [
+        (vs, any(m(host, vs.namespace) for m in matchers for host in vs.spec["hosts"]))
+        for vs, gateways in services
+        if gateway_key in gateways
+    ]
+    clusters = server_route(port, gateway_key, bound, context.at(gateway_key, port))
+    if not clusters:
+        return None
+    address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
+    return Listener(f"gateway_{port}", address, bind_port, (), tcp=clusters)
 
 
 def host_matches(host: str, namespace: str, server_host: str) -> bool:

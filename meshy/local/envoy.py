@@ -31,6 +31,7 @@ from meshy.local.model import (
     WeightedCluster,
 )
 from meshy.local.rbac import RBAC, rbac_filters
+from meshy.local.tcp_routes import tcp_proxy_chains
 from meshy.local.telemetry.accesslog import access_logs
 from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
 
@@ -167,7 +168,12 @@ def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
     Keyed `rds_<listener>.json`, the names of the files proxies once watched, so
     the golden files stay comparable across that change.
     """
-    return {f"rds_{item.name}.json": discovery([route_configuration(item)]) for item in proxy.listeners}
+    return {f"rds_{item.name}.json": discovery([route_configuration(item)]) for item in http_listeners(proxy)}
+
+
+def http_listeners(proxy: Proxy) -> list[Listener]:
+    """The listeners that ask for a route configuration (a TCP listener has none: Envoy would never ACK one)."""
+    return [item for item in proxy.listeners if not item.tcp]
 
 
 def cds(proxy: Proxy) -> dict[str, Any]:
@@ -239,7 +245,14 @@ def http_filters(item: Listener) -> list[dict[str, Any]]:
 
 
 def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
-    """An HTTP listener; its access logs go to files in `log_dir` (the proxy's own directory)."""
+    """An HTTP listener, or a gateway's TCP one; its access logs go to files in `log_dir` (the proxy's own directory)."""
+    if item.tcp:
+        return {
+            "@type": LISTENER,
+            "name": item.name,
+            "address": address(item.address, item.port),
+            **tcp_proxy_chains(item, log_dir),
+        }
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {

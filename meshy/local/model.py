@@ -265,6 +265,8 @@ class Listener:
     peer_mode: str | None = None
     authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
     tls: tuple[ServerTls, ...] = ()  # a gateway port whose servers terminate TLS: one chain each
+    # A gateway's TCP server: connections proxied to these clusters by weight (no HTTP on this listener).
+    tcp: tuple[WeightedCluster, ...] = ()
 
 
 # --- Upstreams -------------------------------------------------------------------

@@ -498,11 +498,17 @@ HTTP_ROUTE = {
     "mirrors": [{"destination": Required(DESTINATION), "percentage": PERCENT}],
     "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
 }
+# TCPRoute: at a gateway Istio reads only a match's port and gateways (gateway.go l4SingleMatch at 1.30.3).
+TCP_ROUTE = {
+    "match": [{"port": PORT, "gateways": [Name("gateway_ref")]}],
+    "route": [{"destination": Required(DESTINATION), "weight": Range(0, 2**31 - 1)}],
+}
 VIRTUAL_SERVICE = {
     "hosts": Required([Host()], nonempty=True),
     "gateways": [Name("gateway_ref")],
     "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
+    "tcp": [TCP_ROUTE],
 }
 # ServerTLSSettings (istio/api networking/v1alpha3/gateway.proto): every mode is accepted here so that
 # gateway_tls.py refuses the ones the local backend cannot do by name; the file-path fields
@@ -526,7 +532,7 @@ GATEWAY = {
                     {
                         "number": Required(PORT),
                         "name": str,
-                        "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS"), ignore_case=True)),
+                        "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS", "TCP"), ignore_case=True)),
                     }
                 ),
                 "hosts": Required([Host(namespaced=True)], nonempty=True),

@@ -20,11 +20,12 @@ from typing import Protocol
 from meshy.console import Console
 from meshy.errors import MeshyError
 from meshy.local.backend import LocalBackend
+from meshy.local.topology import TCP_PORT
 from meshy.local.upstreams import gateway_target_port
 from meshy.metrics import istio, prometheus
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
-from meshy.scenarios import https
+from meshy.scenarios import https, tcp_client
 from meshy.scenarios.certificates import Issued
 from meshy.scenarios.traffic import WORKERS, Request, Result, send
 from meshy.versions import Pair
@@ -69,6 +70,8 @@ class Backend(Protocol):
     def destination_requests(self, workload: str, **labels: str) -> int: ...
 
     def https_calls(self, host: str, trust: str, client: Issued | None, n: int) -> list[str]: ...
+
+    def tcp_connections(self, host: str, n: int) -> list[str]: ...
 
 
 class LocalScenarioBackend:
@@ -116,6 +119,15 @@ class LocalScenarioBackend:
         else:
             address, port = layout.gateway_ip(0), gateway_target_port(443)
         return https.calls(address, port, host, trust, client, n)
+
+    def tcp_connections(self, host: str, n: int) -> list[str]:
+        """Connections to the ingress gateway's TCP port 31400, one request each: the answering pods."""
+        layout = self.local.layout
+        if layout.ingress_tcp_port:
+            address, port = layout.ingress_host, layout.ingress_tcp_port
+        else:
+            address, port = layout.gateway_ip(0), TCP_PORT
+        return tcp_client.connections(address, port, host, n)
 
     def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
         """The workloads' proxies' own reports, from one read of the mesh-wide endpoint."""
@@ -214,6 +226,14 @@ class KindScenarioBackend:
             self.env.console.info(f"# would make {n} HTTPS calls to 127.0.0.1:{port} (SNI and Host {host})")
             return [""] * n
         return https.calls("127.0.0.1", port, host, trust, client, n)
+
+    def tcp_connections(self, host: str, n: int) -> list[str]:
+        """Connections to the host port kind maps to the ingress gateway's TCP port 31400 (node port)."""
+        port = self.options.ports.tcp_host
+        if self.env.dry:
+            self.env.console.info(f"# would open {n} TCP connections to 127.0.0.1:{port}, one request each")
+            return [""] * n
+        return tcp_client.connections("127.0.0.1", port, host, n)
 
     def poll(self, check: Callable[[], bool], timeout: float) -> bool:
         if self.env.dry:

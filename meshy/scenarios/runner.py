@@ -21,6 +21,7 @@ from meshy.scenarios import (
     request_timeouts,
     retries,
     secure_ingress,
+    tcp_traffic_shifting,
     traffic_shift,
 )
 from meshy.scenarios.backends import Backend
@@ -39,6 +40,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "mtls": mtls.run,
     "authorization": authorization.run,
     "secure-ingress": secure_ingress.run,
+    "tcp-traffic-shifting": tcp_traffic_shifting.run,
 }
 
 

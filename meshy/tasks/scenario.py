@@ -148,3 +148,9 @@ def authorization(c, backend="local", k8s=None, istio=None, state=None):
 def secure_ingress(c, backend="local", k8s=None, istio=None, state=None):
     """HTTPS on the ingress gateway from a Secret: SIMPLE verified by the client, MUTUAL asks for its certificate."""
     judge(run_scenarios(c, ["secure-ingress"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def tcp_traffic_shifting(c, backend="local", k8s=None, istio=None, state=None):
+    """A tcp route on the ingress gateway's port 31400: connections all to v1, then split 80/20 with v2."""
+    judge(run_scenarios(c, ["tcp-traffic-shifting"], backend, k8s, istio, state))

@@ -279,6 +279,7 @@ def mesh_layout(state: dict):
         base,
         dashboard_port=dashboard,
         ingress_tls_port=state.get("ingress_tls_port"),
+        ingress_tcp_port=state.get("ingress_tcp_port"),
     )
 
 
@@ -293,6 +294,7 @@ def start_mesh(state: dict, cluster: dict, pair: Pair) -> None:
     # The ingress gateway's node port is published on the host port kind's config maps to it.
     state["ingress_port"] = cluster["host_ports"]["30080"]
     state["ingress_tls_port"] = cluster["host_ports"]["30443"]
+    state["ingress_tcp_port"] = cluster["host_ports"]["31400"]
     local_backend(state).up(pair)
 
 
