@@ -40,6 +40,14 @@ class IngressTls:
 
 
 @dataclass(frozen=True)
+class Jwt:
+    """The request-authentication scenario's issuer and its JWKS (a key made at run time)."""
+
+    issuer: str = "https://issuer.meshy.example"
+    jwks: str = '{"keys": []}'
+
+
+@dataclass(frozen=True)
 class Ports:
     """Host and node ports of the kind path (see the walkthrough's port mappings)."""
 
@@ -90,6 +98,7 @@ class RenderOptions:
     registry_name: str = "kind-registry"
     mtls_mode: str = "STRICT"  # the PeerAuthentication of the mtls scenario
     ingress_tls: IngressTls = IngressTls()
+    jwt: Jwt = Jwt()
 
     @classmethod
     def for_kind(cls, ports: Ports) -> RenderOptions:
@@ -130,6 +139,7 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "registry_name": options.registry_name,
         "mtls_mode": options.mtls_mode,
         "ingress_tls": options.ingress_tls,
+        "jwt": options.jwt,
         **extra,
     }
     return environment().get_template(template).render(context)

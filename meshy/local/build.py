@@ -13,12 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshy.local.gateway_tls import check_port, gateway_secrets, server_tls
+from meshy.local.jwt import check_request_authentication, workload_jwt
 from meshy.local.memo import BuildMemo
 from meshy.local.model import (
     Authz,
     Cluster,
     Endpoint,
     GatewayPod,
+    JwtProvider,
     Listener,
     Match,
     Mesh,
@@ -113,11 +115,13 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
             mesh_hosts[host] = vs
     peers = peer_policies(inputs.resources)
     check_authorization(inputs.resources)
+    check_request_authentication(inputs.resources)
     clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
         authz = workload_authz(inputs.resources, pod.namespace, pod.labels)
-        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz)
+        jwt = workload_jwt(inputs.resources, pod.namespace, pod.labels)
+        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz, jwt)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
     return Mesh(proxies)
@@ -205,6 +209,7 @@ def sidecar(
     memo: BuildMemo,
     peers: PeerPolicies,
     authz: Authz | None,
+    jwt: tuple[JwtProvider, ...] = (),
 ) -> Proxy:
     """mesh_hosts: the VirtualService bound to the mesh that routes each registry host, if one does."""
     virtual_hosts = []
@@ -231,7 +236,14 @@ def sidecar(
         mode = peer_mode(peers, pod.namespace, pod.labels, port)
         listeners.append(
             Listener(
-                f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode, authz=authz
+                f"inbound_{port}",
+                pod.ip,
+                port,
+                (vhost,),
+                server_name=ISTIO_SERVER_NAME,
+                peer_mode=mode,
+                authz=authz,
+                jwt=jwt,
             )
         )
     own = [inbound_cluster(pod, port) for port in pod.ports]
@@ -283,6 +295,7 @@ def gateway_proxy(
     for number, tls_servers in terminating.items():
         check_port(number, number in plain, tls_servers)
     authz = workload_authz(resources, gateway.namespace, gateway.labels)
+    jwt = workload_jwt(resources, gateway.namespace, gateway.labels)
     listeners = []
     for port in sorted(tcp_ports):
         if port in plain or port in terminating:
@@ -329,6 +342,7 @@ def gateway_proxy(
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
                 authz=authz,
+                jwt=jwt,
                 tls=tuple(terminating.get(port, ())),
             )
         )

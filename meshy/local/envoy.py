@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from meshy.local import gateway_tls
+from meshy.local.jwt import JWT_AUTHN, jwt_filters
 from meshy.local.model import (
     Cluster,
     Cors,
@@ -222,6 +223,8 @@ def route_cors(item: Route) -> dict[str, Any] | None:
 # CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
 # route itself (a field Envoy has since removed); the per-route filter config behaves the same.
 HTTP_FILTERS = (
+    # Istio's order: authentication (jwt_authn) before authorization (RBAC).
+    HttpFilter("envoy.filters.http.jwt_authn", JWT_AUTHN, lambda item: None, jwt_filters),
     HttpFilter("envoy.filters.http.rbac", RBAC, lambda item: None, lambda item: rbac_filters(item.authz)),
     HttpFilter("envoy.filters.http.cors", CORS, route_cors),
     HttpFilter("envoy.filters.http.fault", FAULT, route_fault),

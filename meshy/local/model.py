@@ -188,6 +188,16 @@ class AuthzSource:
     not_principals: tuple[StringMatch, ...] = ()
     namespaces: tuple[StringMatch, ...] = ()
     not_namespaces: tuple[StringMatch, ...] = ()
+    request_principals: tuple[ClaimMatch, ...] = ()
+    not_request_principals: tuple[ClaimMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimMatch:
+    """A request principal (Istio's iss/sub) as the validated token's claims: issuer None means any issuer."""
+
+    issuer: str | None
+    subject: StringMatch | None = None  # None: any subject
 
 
 @dataclass(frozen=True)
@@ -204,10 +214,12 @@ class AuthzOperation:
 class AuthzCondition:
     """One `when` on a request header (request.headers[NAME]), a principal or a namespace."""
 
-    key: str  # header | principal | namespace
-    header: str  # the header's name for key header
+    key: str  # header | principal | namespace | claim | request_principal
+    header: str  # the header's name for key header, the claim's for key claim
     values: tuple[StringMatch, ...] = ()
     not_values: tuple[StringMatch, ...] = ()
+    principals: tuple[ClaimMatch, ...] = ()  # key request_principal: values as token claims
+    not_principals: tuple[ClaimMatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -227,6 +239,19 @@ class Authz:
 
     deny: tuple[AuthzRule, ...] = ()
     allow: tuple[AuthzRule, ...] | None = None  # None: no ALLOW policy applies (everything not denied passes)
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    """One jwtRule of a RequestAuthentication that applies to the workload (Envoy's provider origins-<i>)."""
+
+    issuer: str
+    jwks: str
+    audiences: tuple[str, ...] = ()
+    from_headers: tuple[tuple[str, str], ...] = ()  # (name, value prefix)
+    from_params: tuple[str, ...] = ()
+    forward: bool = False
+    payload_header: str = ""
 
 
 @dataclass(frozen=True)
@@ -265,6 +290,7 @@ class Listener:
     peer_mode: str | None = None
     authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
     tls: tuple[ServerTls, ...] = ()  # a gateway port whose servers terminate TLS: one chain each
+    jwt: tuple[JwtProvider, ...] = ()  # RequestAuthentication of the workload (inbound and gateway listeners)
     # A gateway's TCP server: connections proxied to these clusters by weight (no HTTP on this listener).
     tcp: tuple[WeightedCluster, ...] = ()
 

@@ -621,7 +621,14 @@ AUTHORIZATION_POLICY = {
             "from": [
                 {
                     "source": Required(
-                        {"principals": [str], "notPrincipals": [str], "namespaces": [str], "notNamespaces": [str]}
+                        {
+                            "principals": [str],
+                            "notPrincipals": [str],
+                            "namespaces": [str],
+                            "notNamespaces": [str],
+                            "requestPrincipals": [str],
+                            "notRequestPrincipals": [str],
+                        }
                     )
                 }
             ],
@@ -638,6 +645,22 @@ SECRET = {
 }
 # Kinds whose fields are top-level (as the API server has them), kept as the resource's spec locally.
 TOP_LEVEL_FIELDS = {"Secret": tuple(SECRET)}
+# security.istio.io RequestAuthentication (istio/api security/v1beta1/request_authentication.proto, jwt.proto).
+# jwksUri is not accepted: istiod fetches it for a cluster, the local mesh fetches nothing (keys go in jwks).
+REQUEST_AUTHENTICATION = {
+    "selector": {"matchLabels": Required(LABELS, nonempty=True)},
+    "jwtRules": [
+        {
+            "issuer": Required(str),
+            "audiences": [str],
+            "jwks": Text(2**20, multiline=True),
+            "fromHeaders": [{"name": Required(Name("header")), "prefix": str}],
+            "fromParams": [str],
+            "forwardOriginalToken": bool,
+            "outputPayloadToHeader": Name("header"),
+        }
+    ],
+}
 KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Namespace": (("v1",), None),
     "Secret": (("v1",), SECRET),
@@ -649,6 +672,7 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
     "PeerAuthentication": (SECURITY_VERSIONS, PEER_AUTHENTICATION),
     "AuthorizationPolicy": (SECURITY_VERSIONS, AUTHORIZATION_POLICY),
+    "RequestAuthentication": (SECURITY_VERSIONS, REQUEST_AUTHENTICATION),
 }
 # Object names: Services are DNS-1035 labels, Namespaces DNS-1123 labels, the rest DNS-1123 subdomains.
 NAME_SYNTAX = {"Service": "label1035", "Namespace": "label"}

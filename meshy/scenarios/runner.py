@@ -18,6 +18,7 @@ from meshy.scenarios import (
     mtls,
     outlier_detection,
     report,
+    request_authentication,
     request_timeouts,
     retries,
     secure_ingress,
@@ -41,6 +42,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "authorization": authorization.run,
     "secure-ingress": secure_ingress.run,
     "tcp-traffic-shifting": tcp_traffic_shifting.run,
+    "request-authentication": request_authentication.run,
 }
 
 

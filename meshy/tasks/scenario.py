@@ -154,3 +154,9 @@ def secure_ingress(c, backend="local", k8s=None, istio=None, state=None):
 def tcp_traffic_shifting(c, backend="local", k8s=None, istio=None, state=None):
     """A tcp route on the ingress gateway's port 31400: connections all to v1, then split 80/20 with v2."""
     judge(run_scenarios(c, ["tcp-traffic-shifting"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def request_authentication(c, backend="local", k8s=None, istio=None, state=None):
+    """RequestAuthentication (JWT): invalid tokens 401, none passes; with a policy, alice or group admins only."""
+    judge(run_scenarios(c, ["request-authentication"], backend, k8s, istio, state))
