@@ -189,7 +189,8 @@ def test_principals_match_as_istio_writes_them(value, expected):
     [
         ("{action: AUDIT}", "spec.action AUDIT is not supported by the local backend yet; use ALLOW or DENY"),
         ("{action: CUSTOM}", "spec.action CUSTOM is not supported"),
-        ("{rules: [{when: [{key: 'request.auth.claims[iss]', values: [x]}]}]}", "when key request.auth.claims[iss]"),
+        ("{rules: [{when: [{key: 'request.auth.audiences', values: [x]}]}]}", "when key request.auth.audiences"),
+        ("{rules: [{when: [{key: 'request.auth.claims[a][b]', values: [x]}]}]}", "when key request.auth.claims[a][b]"),
         ("{rules: [{from: [{source: {ipBlocks: [1.2.3.4]}}]}]}", "field spec.rules[0].from[0].source.ipBlocks"),
         ("{rules: [{to: [{operation: {ports: ['80']}}]}]}", "field spec.rules[0].to[0].operation.ports"),
     ],

@@ -19,14 +19,16 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+from meshy.errors import MeshyError
+
 CERT_KEYS = (("cert", "key"), ("tls.crt", "tls.key"))
 CA_KEYS = ("cacert", "ca.crt")
 CA_SUFFIX = "-cacert"  # Istio's SdsCaSuffix
 TLS_TYPE = "kubernetes.io/tls"
 
 
-class CredentialError(ValueError):
-    """A credentialName that names no usable Secret; the caller words the refusal."""
+class CredentialError(MeshyError, ValueError):
+    """A credentialName that names no usable Secret; gateway_tls.py words the refusal around it."""
 
 
 @dataclass(frozen=True)
