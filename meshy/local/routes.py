@@ -26,6 +26,7 @@ from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import BuildError, Resource
 from meshy.local.shapes import plain, re2_program_size, seconds
 from meshy.local.upstreams import RegistryHost, cluster_name, resolve_host, subset_labels, traffic_policy
+from meshy.local.webhook import check_http_webhook
 
 MESH = "mesh"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -184,6 +185,7 @@ def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) ->
     actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
     if len(actions) != 1:
         raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
+    check_http_webhook(http, where, release)
     for first, second in EXCLUSIVE:
         if http.get(first) is not None and http.get(second) is not None:
             raise BuildError(f"{where}: {first} and {second} cannot be set together")

@@ -1,0 +1,68 @@
+"""Rules of Istio's validating webhook that a field's shape cannot say alone (pkg/config/validation/validation.go).
+
+Each rule was read at the matrix's tags (1.8.6, 1.28.10, 1.30.3); the local backend refuses what the
+webhook of the mesh's release refuses, so a manifest that applies locally also applies to the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from meshy.local.release import IstioRelease
+from meshy.local.resources import BuildError
+from meshy.local.shapes import plain, seconds
+
+# validateCORSHTTPMethod / validateHTTPMethod: the methods Go's net/http names; "*" from Istio 1.26.
+CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE")
+
+# validateHTTPRetry accepts a numeric retryOn entry only when Go's http.StatusText knows the code
+# (net/http/status.go); an unknown code such as 600 or 299 is refused.
+KNOWN_STATUS_CODES = frozenset(
+    [100, 101, 102, 103, *range(200, 209), 226, *range(300, 306), 307, 308, *range(400, 419)]
+    + [421, 422, 423, 424, 425, 426, 428, 429, 431, 451, *range(500, 509), 510, 511]
+)
+
+
+def check_http_webhook(http: dict[str, Any], where: str, release: IstioRelease) -> None:
+    """Refuse an http entry the release's webhook refuses, in one line naming the field."""
+    check_cors(http.get("corsPolicy"), where, release)
+    check_retries(http.get("retries"), where)
+    check_rewrite(http.get("rewrite"), where)
+    check_redirect(http.get("redirect"), where)
+
+
+def check_cors(cors: dict[str, Any] | None, where: str, release: IstioRelease) -> None:
+    if not cors:
+        return
+    methods = CORS_METHODS + (("*",) if release.minor >= 26 else ())
+    for method in cors.get("allowMethods", []):
+        if method not in methods:
+            raise BuildError(
+                f"{where}: corsPolicy.allowMethods {plain(method)} is not one of {', '.join(methods)} (Istio {release.version})"
+            )
+    for origin in cors.get("allowOrigins", []):
+        if not any(origin.get(kind) for kind in ("exact", "prefix", "regex")):
+            raise BuildError(f"{where}: corsPolicy.allowOrigins needs a non-empty exact, prefix or regex")
+    # The webhook keeps maxAge to whole seconds (Envoy's max_age header carries seconds).
+    if "maxAge" in cors and seconds(cors["maxAge"]) % 1:
+        raise BuildError(f"{where}: corsPolicy.maxAge must be whole seconds, not {plain(cors['maxAge'])}")
+
+
+def check_retries(retries: dict[str, Any] | None, where: str) -> None:
+    if retries is None:
+        return
+    if not retries.get("attempts") and ("perTryTimeout" in retries or "retryOn" in retries):
+        raise BuildError(f"{where}: retries with attempts 0 (retries off) cannot set perTryTimeout or retryOn")
+    for item in str(retries.get("retryOn", "")).split(","):
+        if item.strip().isdigit() and int(item) not in KNOWN_STATUS_CODES:
+            raise BuildError(f"{where}: retryOn {plain(item.strip())} is not a known HTTP status code")
+
+
+def check_rewrite(rewrite: dict[str, Any] | None, where: str) -> None:
+    if rewrite is not None and not rewrite.get("uri") and not rewrite.get("authority"):
+        raise BuildError(f"{where}: rewrite needs uri or authority (an empty rewrite is refused by Istio)")
+
+
+def check_redirect(redirect: dict[str, Any] | None, where: str) -> None:
+    if redirect is not None and not any(redirect.get(k) for k in ("uri", "authority", "scheme", "port", "derivePort")):
+        raise BuildError(f"{where}: redirect needs uri, authority, scheme or port")
