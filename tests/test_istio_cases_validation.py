@@ -193,3 +193,116 @@ def test_status_600_is_refused_because_envoy_refuses_it(status):
     # proxy would NACK it: the local backend refuses it up front instead.
     http = ("      " if status.startswith("direct") else ROUTE + "      ") + status
     assert "600" in outcome(http)
+
+
+def rule_outcome(policy: str, release=ISTIO_130) -> str | None:
+    text = f"apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {{name: web-dr}}\nspec:\n  host: web\n{policy}\n"
+    try:
+        mesh_of(text, release)
+    except (BuildError, ResourceError) as error:
+        return str(error)
+    return None
+
+
+# (Go test / case, DestinationRule spec lines after host, accepted by Istio 1.30.3 and 1.8.6)
+RULE_CASES = [
+    (
+        "TestValidateConnectionPool/tcp and http",
+        "  trafficPolicy: {connectionPool: {tcp: {maxConnections: 7, connectTimeout: 2s}, http: {http1MaxPendingRequests: 2, http2MaxRequests: 11, maxRequestsPerConnection: 5, maxRetries: 4, idleTimeout: 30s}}}",
+        True,
+    ),
+    (
+        "TestValidateConnectionPool/http only without idle timeout",
+        "  trafficPolicy: {connectionPool: {http: {http1MaxPendingRequests: 2}}}",
+        True,
+    ),
+    ("TestValidateConnectionPool/invalid connection pool, empty", "  trafficPolicy: {connectionPool: {}}", False),
+    (
+        "TestValidateConnectionPool/bad max connections",
+        "  trafficPolicy: {connectionPool: {tcp: {maxConnections: -1}}}",
+        False,
+    ),
+    (
+        "TestValidateConnectionPool/bad connect timeout",
+        "  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 2.000000005s}}}",
+        False,
+    ),
+    (
+        "TestValidateConnectionPool/bad max pending requests",
+        "  trafficPolicy: {connectionPool: {http: {http1MaxPendingRequests: -1}}}",
+        False,
+    ),
+    (
+        "TestValidateConnectionPool/bad max retries",
+        "  trafficPolicy: {connectionPool: {http: {maxRetries: -1}}}",
+        False,
+    ),
+    (
+        "TestValidateConnectionPool/bad idle timeout",
+        "  trafficPolicy: {connectionPool: {http: {idleTimeout: 30.000000005s}}}",
+        False,
+    ),
+    ("TestValidateLoadBalancer/simple", "  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}", True),
+    (
+        "TestValidateLoadBalancer/consistentHash cookie",
+        "  trafficPolicy: {loadBalancer: {consistentHash: {minimumRingSize: 1024, httpCookie: {name: test, ttl: 3600s}}}}",
+        True,
+    ),
+    (
+        "TestValidateLoadBalancer/cookie missing name",
+        "  trafficPolicy: {loadBalancer: {consistentHash: {httpCookie: {ttl: 3600s}}}}",
+        False,
+    ),
+    (
+        "TestValidateOutlierDetection/valid",
+        "  trafficPolicy: {outlierDetection: {interval: 2s, baseEjectionTime: 2s, maxEjectionPercent: 50}}",
+        True,
+    ),
+    (
+        "TestValidateOutlierDetection/bad interval",
+        "  trafficPolicy: {outlierDetection: {interval: 2.000000005s}}",
+        False,
+    ),
+    (
+        "TestValidateOutlierDetection/bad base ejection time",
+        "  trafficPolicy: {outlierDetection: {baseEjectionTime: 2.000000005s}}",
+        False,
+    ),
+    (
+        "TestValidateOutlierDetection/bad max ejection percent",
+        "  trafficPolicy: {outlierDetection: {maxEjectionPercent: 105}}",
+        False,
+    ),
+    (
+        "TestValidateOutlierDetection/deprecated consecutiveErrors (warning only)",
+        "  trafficPolicy: {outlierDetection: {consecutiveErrors: 101}}",
+        True,
+    ),
+    ("TestValidateTrafficPolicy/must have at least one field", "  trafficPolicy: {}", False),
+    (
+        "TestValidateTrafficPolicy/subset policy empty",
+        "  subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {}}]",
+        False,
+    ),
+    (
+        "TestValidateTrafficPolicy/port traffic policy empty",
+        "  trafficPolicy: {portLevelSettings: [{port: {number: 9090}}]}",
+        False,
+    ),
+    (
+        "TestValidateTrafficPolicy/port traffic policy with a setting",
+        "  trafficPolicy: {portLevelSettings: [{port: {number: 9090}, loadBalancer: {simple: RANDOM}}]}",
+        True,
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "policy", "accepted"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
+@pytest.mark.parametrize("release", [ISTIO_18, ISTIO_130], ids=["1.8", "1.30"])
+def test_destination_rule_webhook_case(case, policy, accepted, release):
+    refusal = rule_outcome(policy, release)
+    if accepted:
+        assert refusal is None, f"{case}: Istio accepts this, the local backend refused: {refusal}"
+    else:
+        assert refusal is not None, f"{case}: Istio refuses this, the local backend accepted it"
+        assert "\n" not in refusal and len(refusal) < 300 and "web-dr" in refusal

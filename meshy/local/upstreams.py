@@ -18,6 +18,7 @@ from meshy.local.model import (
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.security import PeerPolicies, check_client_tls, endpoint_mtls, pod_identity
 from meshy.local.shapes import seconds
+from meshy.local.webhook import check_empty_policies
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -149,6 +150,7 @@ def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost])
 
 def check_policies(rule: Resource) -> None:
     """One-of rules Istio's validation enforces on load balancer settings (validation.go validateLoadBalancer)."""
+    check_empty_policies(rule.key, rule.spec)
     policies = [("spec.trafficPolicy", rule.spec.get("trafficPolicy") or {})]
     policies += [
         (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy") or {})

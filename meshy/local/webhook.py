@@ -66,3 +66,28 @@ def check_rewrite(rewrite: dict[str, Any] | None, where: str) -> None:
 def check_redirect(redirect: dict[str, Any] | None, where: str) -> None:
     if redirect is not None and not any(redirect.get(k) for k in ("uri", "authority", "scheme", "port", "derivePort")):
         raise BuildError(f"{where}: redirect needs uri, authority, scheme or port")
+
+
+def check_empty_policies(rule_key: str, spec: dict[str, Any]) -> None:
+    """validateTrafficPolicy, validatePortTrafficPolicies, validateConnectionPool (1.8.6 and 1.30.3):
+    a trafficPolicy, a port-level entry or a connectionPool written without any setting is refused."""
+    policies = [("spec.trafficPolicy", spec.get("trafficPolicy"))]
+    policies += [
+        (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy")) for i, s in enumerate(spec.get("subsets") or [])
+    ]
+    for path, policy in list(policies):
+        levels = (policy or {}).get("portLevelSettings") or []
+        policies += [
+            (f"{path}.portLevelSettings[{i}]", {k: v for k, v in p.items() if k != "port"})
+            for i, p in enumerate(levels)
+        ]
+    for path, policy in policies:
+        if policy is None:
+            continue
+        if not any(value is not None for value in policy.values()):
+            raise BuildError(f"{rule_key}: {path} needs at least one setting (Istio refuses an empty one); remove it")
+        pool = policy.get("connectionPool")
+        if pool is not None and pool.get("tcp") is None and pool.get("http") is None:
+            raise BuildError(
+                f"{rule_key}: {path}.connectionPool needs tcp or http settings (Istio refuses an empty one)"
+            )
