@@ -59,6 +59,7 @@ from meshy.local.upstreams import (
     resolve_host,
     service_registry,
 )
+from meshy.local.webhook import check_virtual_service_spec
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -171,6 +172,7 @@ def check_virtual_service(
     vs: Resource, bound: list[str], gateway_names: set[str], context: Context, memo: BuildMemo
 ) -> None:
     """gateway_names: "namespace/name" of every Gateway applied."""
+    check_virtual_service_spec(vs.key, vs.spec)
     for gateway in bound:
         if gateway != MESH:
             if gateway not in gateway_names:

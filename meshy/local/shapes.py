@@ -72,6 +72,9 @@ class Host:
     """A host as Istio takes it: a DNS name, optionally a leading '*.' or '*'; gateway servers may add 'ns/'."""
 
     namespaced: bool = False
+    # A name Istio's webhook checks as DNS-1123 (a VirtualService's or a Gateway server's hosts):
+    # lowercase labels without '_' and a top-level label that is not all digits, unless it is an IP.
+    dns1123: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ _RULE = {
     "export_to": "'.', '*' or a namespace name",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # What is left of a header value once %% escapes and complete %COMMAND% / %COMMAND(args)% are taken out
@@ -219,6 +223,26 @@ def host_problem(value: Any, namespaced: bool) -> str | None:
     labels = value[2:] if value.startswith("*.") else value
     if len(value) > 255 or not all(_DNS_LABEL.match(part) and len(part) <= 63 for part in labels.split(".")):
         return rule
+    return None
+
+
+def dns1123_problem(value: str, gateway: bool) -> str | None:
+    """agent.ValidateWildcardDomain and validateSidecarOrGatewayHostnamePart (1.8.6, 1.30.3)."""
+    namespace, _, name = value.rpartition("/")
+    if namespace == "~":
+        return "must not use the namespace '~' (Istio allows it only in Sidecars)"
+    if gateway and name != "*" and "." not in name:
+        return f"must be a fully qualified name in a Gateway (short name {plain(name)} refused by Istio)"
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    labels = name.split(".")
+    if any(_DNS1123_LABEL.match(label) is None for label in labels[1 if labels[0] == "*" else 0 :]):
+        return "must be lowercase DNS-1123 labels (a-z, 0-9, '-'), as Istio checks hosts"
+    if labels[-1].isdigit():
+        return "must not end in an all-numeric label unless it is an IP address"
     return None
 
 
@@ -322,7 +346,9 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
     if isinstance(shape, Name):
         return name_problem(value, shape.syntax)
     if isinstance(shape, Host):
-        return host_problem(value, shape.namespaced)
+        return host_problem(value, shape.namespaced) or (
+            dns1123_problem(value, shape.namespaced) if shape.dns1123 else None
+        )
     if isinstance(shape, Regex):
         return regex_problem(value)
     if isinstance(shape, Address):
@@ -494,7 +520,7 @@ HTTP_ROUTE = {
     "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
 }
 VIRTUAL_SERVICE = {
-    "hosts": Required([Host()], nonempty=True),
+    "hosts": Required([Host(dns1123=True)], nonempty=True),
     "gateways": [Name("gateway_ref")],
     "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
@@ -505,7 +531,7 @@ GATEWAY = {
         [
             {
                 "port": Required({"number": Required(PORT), "name": str, "protocol": Required(ISTIO_PROTOCOL)}),
-                "hosts": Required([Host(namespaced=True)], nonempty=True),
+                "hosts": Required([Host(namespaced=True, dns1123=True)], nonempty=True),
                 "name": str,
             }
         ],

@@ -91,3 +91,29 @@ def check_empty_policies(rule_key: str, spec: dict[str, Any]) -> None:
             raise BuildError(
                 f"{rule_key}: {path}.connectionPool needs tcp or http settings (Istio refuses an empty one)"
             )
+
+
+def check_virtual_service_spec(vs_key: str, spec: dict[str, Any]) -> None:
+    """validateVirtualService (1.8.6 and 1.30.3): some route list is required, and no host may cover another."""
+    if not any(spec.get(kind) for kind in ("http", "tcp", "tls")):
+        raise BuildError(f"{vs_key}: spec.http is empty; a VirtualService needs at least one route")
+    hosts = spec.get("hosts") or []
+    for i, first in enumerate(hosts):
+        for second in hosts[i + 1 :]:
+            if hosts_overlap(first, second):
+                raise BuildError(f"{vs_key}: spec.hosts {plain(first)} and {plain(second)} overlap; keep one")
+
+
+def hosts_overlap(first: str, second: str) -> bool:
+    """Istio's host.Name.Matches: equal names, or a wildcard ('*.a.org', '*') covering the other name."""
+
+    def suffix(name: str) -> str | None:
+        return name[1:] if name.startswith("*") else None
+
+    a, b = suffix(first), suffix(second)
+    if a is None and b is None:
+        return first == second
+    if a is not None and b is not None:
+        return a.endswith(b) or b.endswith(a)
+    wildcard, name = (a, second) if a is not None else (b, first)
+    return name.endswith(wildcard)
