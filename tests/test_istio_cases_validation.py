@@ -154,6 +154,15 @@ CASES = [
 ]
 
 
+def assert_verdict(case: str, refusal: str | None, accepted: bool, resource: str) -> None:
+    """Istio's verdict, reproduced: a build when it accepts, one short line naming the resource when it refuses."""
+    if accepted:
+        assert refusal is None, f"{case}: Istio accepts this, the local backend refused: {refusal}"
+    else:
+        assert refusal is not None, f"{case}: Istio refuses this, the local backend accepted it"
+        assert "\n" not in refusal and len(refusal) < 300 and resource in refusal, refusal
+
+
 def outcome(http: str, release=ISTIO_130) -> str | None:
     """None when the mesh builds; the refusal's text otherwise."""
     try:
@@ -165,12 +174,7 @@ def outcome(http: str, release=ISTIO_130) -> str | None:
 
 @pytest.mark.parametrize(("case", "http", "accepted"), CASES, ids=[c[0] for c in CASES])
 def test_webhook_case(case, http, accepted):
-    refusal = outcome(http)
-    if accepted:
-        assert refusal is None, f"{case}: Istio accepts this, the local backend refused: {refusal}"
-    else:
-        assert refusal is not None, f"{case}: Istio refuses this, the local backend accepted it"
-        assert "\n" not in refusal and len(refusal) < 300 and "web-vs" in refusal
+    assert_verdict(case, outcome(http), accepted, "web-vs")
 
 
 def test_cors_wildcard_method_follows_the_release():
@@ -300,9 +304,4 @@ RULE_CASES = [
 @pytest.mark.parametrize(("case", "policy", "accepted"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
 @pytest.mark.parametrize("release", [ISTIO_18, ISTIO_130], ids=["1.8", "1.30"])
 def test_destination_rule_webhook_case(case, policy, accepted, release):
-    refusal = rule_outcome(policy, release)
-    if accepted:
-        assert refusal is None, f"{case}: Istio accepts this, the local backend refused: {refusal}"
-    else:
-        assert refusal is not None, f"{case}: Istio refuses this, the local backend accepted it"
-        assert "\n" not in refusal and len(refusal) < 300 and "web-dr" in refusal
+    assert_verdict(case, rule_outcome(policy, release), accepted, "web-dr")
