@@ -40,6 +40,7 @@ class Choice:
 class MapOf:
     value: Any
     key: Any = None  # a shape for the keys (Name, LabelKey); None: any text
+    total_bytes: int | None = None  # a cap on the UTF-8 size of all keys and values together
 
 
 @dataclass(frozen=True)
@@ -145,6 +146,13 @@ _RULE = {
     "export_to": "'.', '*' or a namespace name",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Sizes that fail later, outside the backend, unless refused here: a header value Envoy takes (the
+# wheel's `envoy --mode validate`: "value length must be at most 16384 bytes"); Linux's MAX_ARG_STRLEN (32 pages) for
+# one NAME=value string given to execve, less room for the name; Kubernetes' 256 KiB cap on an
+# object's annotations (apimachinery pkg/api/validation/objectmeta.go TotalAnnotationSizeLimitB).
+HEADER_VALUE_BYTES = 16384
+ENV_VALUE_BYTES = 128 * 1024 - 1024
+ANNOTATION_BYTES = 256 * 1024
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -326,6 +334,9 @@ def check(value: Any, shape: Any, path: str) -> list[str]:
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {brief(value)}"]
         problems = []
+        size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in value.items())
+        if shape.total_bytes is not None and size > shape.total_bytes:
+            return [f"{path} must hold at most {shape.total_bytes} bytes of keys and values, not {size}"]
         for key, item in value.items():
             key_problem = check(key, shape.key, f"{path} key") if shape.key else check(key, str, f"{path} key")
             problems += key_problem or check(item, shape.value, f"{path}.{plain(key)}")
@@ -362,10 +373,14 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
             return text_problem(value)
         if "'" in value and '"' in value:
             return "must not hold both ' and \" (supervisord, which starts local processes, cannot carry that)"
+        if len(value.encode()) > ENV_VALUE_BYTES:
+            return f"must be at most {ENV_VALUE_BYTES} bytes (Linux caps one NAME=value string at 128 KiB)"
         return None
     if isinstance(shape, HeaderValue):
         if text_problem(value):
             return text_problem(value)
+        if len(value.encode()) > HEADER_VALUE_BYTES:
+            return f"must be at most {HEADER_VALUE_BYTES} bytes (Envoy's HeaderValue limit)"
         if "%" in _FORMATTER.sub("", value):
             return "must write a literal % as %% (a single % starts an Envoy %COMMAND%)"
         return None
@@ -406,7 +421,7 @@ METADATA = {
     "name": Required(Name("subdomain")),
     "namespace": Name("label"),
     "labels": LABELS,
-    "annotations": MapOf(str, key=Name("label_key")),
+    "annotations": MapOf(str, key=Name("label_key"), total_bytes=ANNOTATION_BYTES),
 }
 PROBE = {
     "httpGet": {"path": str, "port": IntOrString(), "scheme": Choice(("HTTP",))},
@@ -433,7 +448,10 @@ DEPLOYMENT = {
     "selector": Required({"matchLabels": Required(LABELS, nonempty=True)}),
     "template": Required(
         {
-            "metadata": {"labels": LABELS, "annotations": MapOf(str, key=Name("label_key"))},
+            "metadata": {
+                "labels": LABELS,
+                "annotations": MapOf(str, key=Name("label_key"), total_bytes=ANNOTATION_BYTES),
+            },
             "spec": Required(
                 {"containers": Required([CONTAINER], nonempty=True), "serviceAccountName": Name("subdomain")}
             ),

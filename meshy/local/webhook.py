@@ -29,6 +29,10 @@ def check_http_webhook(http: dict[str, Any], where: str, release: IstioRelease) 
     check_retries(http.get("retries"), where)
     check_rewrite(http.get("rewrite"), where)
     check_redirect(http.get("redirect"), where)
+    for place, headers in [("headers", http.get("headers"))] + [
+        (f"route[{i}].headers", d.get("headers")) for i, d in enumerate(http.get("route") or [])
+    ]:
+        check_header_count(headers, f"{where} {place}")
 
 
 def check_cors(cors: dict[str, Any] | None, where: str, release: IstioRelease) -> None:
@@ -117,3 +121,16 @@ def hosts_overlap(first: str, second: str) -> bool:
         return a.endswith(b) or b.endswith(a)
     wildcard, name = (a, second) if a is not None else (b, first)
     return name.endswith(wildcard)
+
+
+# Envoy refuses a route or weighted cluster adding more than 1000 headers in one direction (the wheel's
+# `envoy --mode validate`: "RequestHeadersToAdd: value must contain no more than 1000 item(s)").
+HEADERS_TO_ADD = 1000
+
+
+def check_header_count(headers: dict[str, Any] | None, where: str) -> None:
+    for direction in ("request", "response"):
+        ops = (headers or {}).get(direction) or {}
+        count = len(ops.get("set") or {}) + len(ops.get("add") or {})
+        if count > HEADERS_TO_ADD:
+            raise BuildError(f"{where}.{direction} sets or adds {count} headers; Envoy takes at most {HEADERS_TO_ADD}")
