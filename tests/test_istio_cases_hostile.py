@@ -200,3 +200,38 @@ ACCEPTED = [
 def test_odd_but_valid_manifest_is_accepted(case, text):
     with deadline(5.0, case):
         assert feed(text) is None
+
+
+# Through the command a user runs, on a running mesh: one per kind of hostility above.
+THROUGH_THE_CLI = [
+    "weight 10**30",
+    "IDN host",
+    "two wildcards",
+    "two VirtualServices for one mesh host",
+    "subset of no DestinationRule",
+    "1 MiB env value",
+    "20000 headers set",
+]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory):
+    from tests.test_cli_local import CliMesh
+
+    mesh = CliMesh(tmp_path_factory.mktemp("hostile") / "state")
+    started = mesh.inv("local.up")
+    assert started.returncode == 0, started.stderr
+    yield mesh
+    mesh.inv("local.down")
+
+
+@pytest.mark.parametrize("case", THROUGH_THE_CLI)
+def test_local_apply_refuses_and_changes_nothing(running, case, tmp_path):
+    text = next(text for name, text, _ in REFUSED if name == case)
+    before = (running.state / "state.json").read_bytes()
+    manifest = tmp_path / "hostile.yaml"
+    manifest.write_text(text)
+    result = running.inv("local.apply", "-f", str(manifest))
+    assert result.returncode == 1, result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (running.state / "state.json").read_bytes() == before
