@@ -108,3 +108,57 @@ def test_without_headers_regex_matching_any_string(mesh, headers, status):
         )
     )
     assert mesh.get("/foo", headers=headers).status_code == status
+
+
+HASHED = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hashed, namespace: default}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: hashed}}
+  template:
+    metadata: {labels: {app: hashed}}
+    spec:
+      containers: [{name: hashed, image: minimal-service:v1, ports: [{containerPort: 9090}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hashed, namespace: default}
+spec:
+  selector: {app: hashed}
+  ports: [{port: 9090, name: http}]
+"""
+# 12 requests over 3 pods: a balancer that ignores the key sends them all to one pod with probability
+# 3 * (1/3)^12 < 1e-5, well inside the 0.001 the project's statistical tests allow.
+CALLS = 12
+
+
+def served_by(mesh, **kwargs) -> set[str]:
+    return {mesh.get("/", **kwargs).json()["servedBy"] for _ in range(CALLS)}
+
+
+@pytest.mark.parametrize(
+    ("hash_key", "request_with"),
+    [
+        ("httpHeaderName: x-user", {"headers": {"x-user": "jason"}}),
+        ("httpQueryParameterName: user", {"params": {"user": "jason"}}),
+        ("httpCookie: {name: session, ttl: 0s}", {"cookies": {"session": "jason"}}),
+    ],
+    ids=["http header", "query param", "http cookie without ttl"],
+)
+def test_consistent_hashing_keeps_one_pod_per_key(mesh, hash_key, request_with):
+    # routing.go hashing cases ("http header", "query param", "http cookie without ttl", and "no
+    # consistent"): one key always reaches the same pod; without a hash the pods share the calls.
+    mesh.apply(HASHED + "---\n" + vs("    - route: [{destination: {host: hashed}}]"))
+    assert len(served_by(mesh)) > 1, "no consistent"
+    mesh.apply(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hashed, namespace: default}\n"
+        f"spec:\n  host: hashed\n  trafficPolicy: {{loadBalancer: {{consistentHash: {{{hash_key}}}}}}}\n"
+    )
+    try:
+        assert len(served_by(mesh, **request_with)) == 1
+    finally:
+        mesh.delete(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: hashed, namespace: default}\n"
+        )
