@@ -112,3 +112,62 @@ def test_no_timeout_unless_set(release=ISTIO_18):
     assert plain["route"]["timeout"] == "0s"
     (timed,) = sidecar_routes(mesh_of(virtual_service("    - timeout: 10s\n" + ROUTE), release))
     assert timed["route"]["timeout"] == "10s"
+
+
+# --- cluster_test.go TestApplyOutlierDetection (1.30.3; cluster.go applyOutlierDetection at 1.8.6 alike) --
+
+
+def outbound_cluster(policy: str, release) -> dict:
+    from meshy.local import envoy
+
+    text = f"apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {{name: d}}\nspec:\n  host: web\n  trafficPolicy: {policy}\n"
+    proxy = next(p for name, p in mesh_of(text, release).proxies.items() if name.startswith("web-"))
+    found = [envoy.cluster(c) for c in proxy.clusters]
+    return next(c for c in found if c["name"] == "outbound|9090||web.default.svc.cluster.local")
+
+
+@pytest.mark.parametrize("release", MATRIX, ids=lambda r: r.version)
+@pytest.mark.parametrize(
+    ("case", "policy", "expected"),
+    [
+        ("No outlier detection is set", "{}", {"enforcing_success_rate": 0}),
+        (
+            "Consecutive gateway and 5xx errors are set",
+            "{consecutive5xxErrors: 4, consecutiveGatewayErrors: 3}",
+            {
+                "enforcing_success_rate": 0,
+                "consecutive_5xx": 4,
+                "enforcing_consecutive_5xx": 100,
+                "consecutive_gateway_failure": 3,
+                "enforcing_consecutive_gateway_failure": 100,
+            },
+        ),
+        (
+            "Only consecutive gateway is set",
+            "{consecutiveGatewayErrors: 3}",
+            {
+                "enforcing_success_rate": 0,
+                "consecutive_gateway_failure": 3,
+                "enforcing_consecutive_gateway_failure": 100,
+            },
+        ),
+        # applyOutlierDetection passes maxEjectionPercent on only above 0, so 0 leaves Envoy's 10%.
+        ("maxEjectionPercent 0 is left unset", "{maxEjectionPercent: 0}", {"enforcing_success_rate": 0}),
+        (
+            "maxEjectionPercent 100",
+            "{maxEjectionPercent: 100}",
+            {"enforcing_success_rate": 0, "max_ejection_percent": 100},
+        ),
+        (
+            "Consecutive 5xx is set to 0",
+            "{consecutive5xxErrors: 0}",
+            {"enforcing_success_rate": 0, "consecutive_5xx": 0, "enforcing_consecutive_5xx": 0},
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v[0].isupper() else None,
+)
+def test_outlier_detection_translation(case, policy, expected, release):
+    cluster = outbound_cluster(f"{{outlierDetection: {policy}}}", release)
+    assert cluster["outlier_detection"] == expected, case
+    # applyOutlierDetection turns panic routing off whenever outlier detection is set.
+    assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}

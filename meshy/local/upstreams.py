@@ -269,7 +269,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
             max_retries=http.get("maxRetries"),
         )
     outlier = None
-    if detection := policy.get("outlierDetection"):
+    # cluster.go applyOutlierDetection: an empty outlierDetection still turns detection on (Envoy defaults).
+    if (detection := policy.get("outlierDetection")) is not None:
         # Istio's applyOutlierDetection (1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go,
         # 1.30.3 pilot/pkg/networking/core/cluster_traffic_policy.go) never reads the deprecated
         # consecutiveErrors, so Envoy's default of 5 applies; the panic threshold becomes 0.
@@ -278,7 +279,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
             consecutive_gateway=detection.get("consecutiveGatewayErrors"),
             interval=seconds(detection["interval"]) if "interval" in detection else None,
             base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
-            max_ejection_percent=detection.get("maxEjectionPercent"),
+            # Only a percentage above 0 is passed on; 0 leaves Envoy's default of 10%.
+            max_ejection_percent=detection.get("maxEjectionPercent") or None,
         )
     balancer = policy.get("loadBalancer", {})
     lb = balancer.get("simple", "LEAST_REQUEST")
