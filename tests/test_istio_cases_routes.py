@@ -171,3 +171,16 @@ def test_outlier_detection_translation(case, policy, expected, release):
     assert cluster["outlier_detection"] == expected, case
     # applyOutlierDetection turns panic routing off whenever outlier detection is set.
     assert cluster["common_lb_config"]["healthy_panic_threshold"] == {"value": 0}
+
+
+@pytest.mark.parametrize("release", MATRIX, ids=lambda r: r.version)
+def test_zero_connection_pool_limits_mean_unset(release):
+    # cluster_traffic_policy.go applyConnectionPool (1.30.3; cluster.go at 1.8.6): a limit is passed on
+    # only above 0, so zeros keep Istio's unlimited circuit breakers instead of blocking every request.
+    zeros = "{tcp: {maxConnections: 0}, http: {http1MaxPendingRequests: 0, http2MaxRequests: 0, maxRetries: 0}}"
+    (threshold,) = outbound_cluster(f"{{connectionPool: {zeros}}}", release)["circuit_breakers"]["thresholds"]
+    assert set(threshold.values()) == {2**32 - 1}
+    (threshold,) = outbound_cluster("{connectionPool: {http: {http2MaxRequests: 7}}}", release)["circuit_breakers"][
+        "thresholds"
+    ]
+    assert threshold["max_requests"] == 7
