@@ -127,6 +127,7 @@ CASES = [
     ("TestValidateHTTPRedirect/too large redirect code", "      redirect: {uri: t, redirectCode: 400}", False),
     ("TestValidateHTTPRedirect/empty authority", "      redirect: {uri: t}", True),
     ("TestValidateHTTPRedirect/empty uri", "      redirect: {authority: t}", True),
+    ("TestValidateHTTPRedirect/empty redirect code", "      redirect: {uri: t, authority: t, redirectCode: 0}", True),
     ("TestValidateHTTPRedirect/normal redirect", "      redirect: {uri: t, authority: t, redirectCode: 308}", True),
     ("TestValidateHTTPDirectResponse/status 200", "      directResponse: {status: 200}", True),
     ("TestValidateHTTPDirectResponse/status 100", "      directResponse: {status: 199}", False),

@@ -416,7 +416,7 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
 
 def redirect_of(spec: dict[str, Any], where: str, port: int | None) -> Redirect:
     """route.go ApplyRedirect: derivePort FROM_REQUEST_PORT is the port the route serves; :80 on http is left out."""
-    code = spec.get("redirectCode", 301)
+    code = spec.get("redirectCode") or 301
     if code not in REDIRECT_CODES:
         raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
     if "port" in spec and "derivePort" in spec:

@@ -506,7 +506,7 @@ HTTP_ROUTE = {
     "redirect": {
         "uri": str,
         "authority": Host(),
-        "redirectCode": Range(300, 399),
+        "redirectCode": Range(0, 399),  # 0 is unset (301); webhook.py refuses 1-299
         "scheme": Choice(("http", "https")),
         "port": PORT,
         "derivePort": Choice(("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")),

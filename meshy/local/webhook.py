@@ -68,6 +68,10 @@ def check_rewrite(rewrite: dict[str, Any] | None, where: str) -> None:
 
 
 def check_redirect(redirect: dict[str, Any] | None, where: str) -> None:
+    # validateHTTPRedirect: a code other than 0 (unset, 301) must be 3xx.
+    code = (redirect or {}).get("redirectCode", 0)
+    if code and not 300 <= code <= 399:
+        raise BuildError(f"{where}: redirect.redirectCode must be 0 (unset: 301) or from 300 to 399, not {code}")
     if redirect is not None and not any(redirect.get(k) for k in ("uri", "authority", "scheme", "port", "derivePort")):
         raise BuildError(f"{where}: redirect needs uri, authority, scheme or port")
 
