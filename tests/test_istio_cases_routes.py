@@ -184,3 +184,27 @@ def test_zero_connection_pool_limits_mean_unset(release):
         "thresholds"
     ]
     assert threshold["max_requests"] == 7
+
+
+# --- gateway.go buildGatewayHTTPRouteConfig: virtual hosts are host.Names.Intersection(server, vs) ----
+
+
+def gateway_domains(vs_hosts: str, release) -> list[tuple[str, ...]]:
+    mesh = mesh_of(virtual_service(ROUTE.replace("      ", "    - ", 1), hosts=vs_hosts, gateways="[gw]"), release)
+    (listener,) = mesh.proxies["istio-ingressgateway"].listeners
+    return [vh.domains for vh in listener.virtual_hosts]
+
+
+@pytest.mark.parametrize("release", MATRIX, ids=lambda r: r.version)
+@pytest.mark.parametrize(
+    ("vs_hosts", "domains"),
+    [
+        ("[a.example.org]", [("a.example.org",)]),  # the narrower VirtualService host
+        ("['*.a.example.org']", [("*.a.example.org",)]),
+        ("['*']", [("*.example.org",)]),  # the narrower server host '*.example.org'
+        ("['*.org']", [("*.example.org",)]),
+        ("[other.org]", []),  # no intersection: no virtual host
+    ],
+)
+def test_gateway_virtual_host_is_the_intersection(vs_hosts, domains, release):
+    assert gateway_domains(vs_hosts, release) == domains
