@@ -208,3 +208,17 @@ def gateway_domains(vs_hosts: str, release) -> list[tuple[str, ...]]:
 )
 def test_gateway_virtual_host_is_the_intersection(vs_hosts, domains, release):
     assert gateway_domains(vs_hosts, release) == domains
+
+
+@pytest.mark.parametrize(
+    ("release", "expected"),
+    [(MATRIX[0], {"present_match": True}), (MATRIX[1], {"string_match": {"prefix": "ab"}})],
+    ids=lambda v: v.version if hasattr(v, "version") else None,
+)
+def test_query_parameter_prefix_follows_the_release(release, expected):
+    # route_test.go "for virtual service with prefix matching on query parameter" (1.30.3); at 1.8.6
+    # translateQueryParamMatch has no prefix case, and Envoy reads the unset matcher as presence.
+    (route,) = sidecar_routes(
+        mesh_of(virtual_service("    - match: [{queryParams: {q: {prefix: ab}}}]\n" + ROUTE), release)
+    )
+    assert route["match"]["query_parameters"] == [{"name": "q", **expected}]

@@ -355,6 +355,8 @@ def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAU
         (name, string_match(spec, f"queryParams.{plain(name)}", where, release))
         for name, spec in sorted(match.get("queryParams", {}).items())
     )
+    if not release.query_prefix_match:
+        query = tuple((name, StringMatch("present", "") if m.kind == "prefix" else m) for name, m in query)
     uri = None
     if "uri" in match:
         if match["uri"] == {"regex": "*"}:
