@@ -30,12 +30,35 @@ class External:
 
 
 @dataclass(frozen=True)
+class IngressTls:
+    """The secure-ingress scenario's server TLS: the mode and the Secret's base64 values (made at run time)."""
+
+    mode: str = "SIMPLE"
+    cert: str = ""
+    key: str = ""
+    ca: str = ""  # MUTUAL: the CA client certificates must chain to
+
+
+@dataclass(frozen=True)
+class Jwt:
+    """The request-authentication scenario's issuer and its JWKS (a key made at run time)."""
+
+    issuer: str = "https://issuer.meshy.example"
+    jwks: str = '{"keys": []}'
+
+
+@dataclass(frozen=True)
 class Ports:
     """Host and node ports of the kind path (see the walkthrough's port mappings)."""
 
     registry: int = 5000
     ingress_host: int = 8080
     ingress_node: int = 30080
+    ingress_https_host: int = 8443
+    ingress_https_node: int = 30443
+    # The ingress gateway's TCP port 31400 (the demo profile's "tcp" port), published as itself.
+    tcp_host: int = 31400
+    tcp_node: int = 31400
     kiali_host: int = 8081
     kiali_node: int = 30200
     grafana_host: int = 3000
@@ -49,6 +72,8 @@ class Ports:
             return cls()
         names = {"registry": "registry", "ingress": "ingress_host", "kiali": "kiali_host", "grafana": "grafana_host"}
         names["nginx"] = "nginx_host"
+        names["ingress-https"] = "ingress_https_host"
+        names["tcp"] = "tcp_host"
         moved = {}
         for item in value.split(","):
             name, _, port = item.strip().partition("=")
@@ -72,6 +97,8 @@ class RenderOptions:
     ports: Ports = Ports()
     registry_name: str = "kind-registry"
     mtls_mode: str = "STRICT"  # the PeerAuthentication of the mtls scenario
+    ingress_tls: IngressTls = IngressTls()
+    jwt: Jwt = Jwt()
 
     @classmethod
     def for_kind(cls, ports: Ports) -> RenderOptions:
@@ -111,6 +138,8 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "ports": options.ports,
         "registry_name": options.registry_name,
         "mtls_mode": options.mtls_mode,
+        "ingress_tls": options.ingress_tls,
+        "jwt": options.jwt,
         **extra,
     }
     return environment().get_template(template).render(context)

@@ -27,6 +27,7 @@ def snapshots(golden: dict) -> dict:
             config["clusters"]["resources"],
             config["listeners"]["resources"],
             [resource for document in config["routes"].values() for resource in document["resources"]],
+            secrets=config.get("secrets"),
         )
         for name, config in golden.items()
     }

@@ -17,7 +17,7 @@ import yaml
 from meshy.local import topology
 from meshy.local.build import BuildError, Inputs, build_mesh
 from meshy.local.resources import ResourceError, ResourceSet, parse_resource
-from meshy.local.shapes import INERT, KINDS, NO_LOCAL_EFFECT, MapOf, Required, field_occurrences
+from meshy.local.shapes import INERT, KINDS, NO_LOCAL_EFFECT, TOP_LEVEL_FIELDS, MapOf, Required, field_occurrences
 from tests.test_local_golden import CASES, DATA, HOSTS, directives
 
 
@@ -56,9 +56,16 @@ def model(documents: list[dict[str, Any]]) -> Any:
     return text
 
 
+def spec_of(document: dict[str, Any]) -> dict[str, Any]:
+    """The fields a shape checks: spec, or for a Secret its top-level fields (the backend keeps them as its spec)."""
+    if document["kind"] in TOP_LEVEL_FIELDS:
+        return {key: document[key] for key in TOP_LEVEL_FIELDS[document["kind"]] if key in document}
+    return document.get("spec") or {}
+
+
 def without(document: dict[str, Any], at: tuple) -> dict[str, Any]:
     result = copy.deepcopy(document)
-    parent = result["spec"]
+    parent = result if document["kind"] in TOP_LEVEL_FIELDS else result["spec"]
     for step in at[:-1]:
         parent = parent[step]
     del parent[at[-1]]
@@ -72,7 +79,7 @@ def honoured_fields() -> set[str]:
         documents = case_documents(case)
         original = model(documents)
         for index, document in enumerate(documents):
-            for dotted, at in field_occurrences(document.get("spec") or {}, KINDS[document["kind"]][1]):
+            for dotted, at in field_occurrences(spec_of(document), KINDS[document["kind"]][1]):
                 name = f"{document['kind']} {dotted}"
                 if name in honoured:
                     continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from meshy.local import envoy, topology
+from meshy.local import envoy, gateway_tls, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import Proxy, from_data, to_data
 from meshy.local.resources import ResourceSet, parse_documents
@@ -56,6 +56,9 @@ def envoy_config(proxies: dict[str, Proxy]) -> dict:
             "routes": envoy.rds(proxy),
             "clusters": envoy.cds(proxy),
         }
+        credentials = gateway_tls.credential_secrets(proxy.listeners)
+        if credentials:  # a gateway's certificates from Secrets (the mesh's own identities are not pinned)
+            result[wanted]["secrets"] = credentials
     return result
 
 

@@ -104,7 +104,14 @@ def cluster_up(env: Env) -> None:
     else:
         ports = env.ports
         require_free_ports(
-            env, {"Istio ingress": ports.ingress_host, "Kiali": ports.kiali_host, "Grafana": ports.grafana_host}
+            env,
+            {
+                "Istio ingress": ports.ingress_host,
+                "Istio ingress (HTTPS)": ports.ingress_https_host,
+                "Istio ingress (TCP)": ports.tcp_host,
+                "Kiali": ports.kiali_host,
+                "Grafana": ports.grafana_host,
+            },
         )
         with env.console.step(f"Creating kind cluster {env.pair.cluster_name} ({env.pair.node_image.split('@')[0]})"):
             env.run(

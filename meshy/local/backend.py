@@ -26,7 +26,7 @@ import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import admin, envoy, limits, tls, topology
+from meshy.local import admin, envoy, gateway_tls, limits, tls, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo, derive
@@ -809,7 +809,7 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | No
     clusters = [envoy.cluster(item) for item in proxy.clusters]
     listeners = [envoy.listener(item, log_dir) for item in proxy.listeners]
     routes, encoded = [], []
-    for item in proxy.listeners:
+    for item in envoy.http_listeners(proxy):
         hosts = derive(memo, host_encoding, item.virtual_hosts)
         routes.append(envoy.route_configuration(item, [data for data, _ in hosts]))
         # The version of the routes is the digest of their sorted-key JSON: made from each host's kept text.
@@ -818,9 +818,9 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | No
     secrets = (
         tls.secrets(ca.workload(proxy.identity), ca.root_pem)
         if proxy.identity and tls.uses_secrets(clusters, listeners)
-        else None
-    )
-    return snapshot_of(clusters, listeners, routes, encoded, secrets)
+        else []
+    ) + gateway_tls.credential_secrets(proxy.listeners)
+    return snapshot_of(clusters, listeners, routes, encoded, secrets or None)
 
 
 def host_encoding(item: VirtualHost) -> tuple[dict, orjson.Fragment]:

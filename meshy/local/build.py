@@ -12,18 +12,22 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meshy.local.gateway_tls import check_port, gateway_secrets, server_tls
+from meshy.local.jwt import check_request_authentication, workload_jwt
 from meshy.local.memo import BuildMemo
 from meshy.local.model import (
     Authz,
     Cluster,
     Endpoint,
     GatewayPod,
+    JwtProvider,
     Listener,
     Match,
     Mesh,
     Pod,
     Proxy,
     Route,
+    ServerTls,
     StringMatch,
     VirtualHost,
     WeightedCluster,
@@ -50,6 +54,7 @@ from meshy.local.security import (
     workload_authz,
 )
 from meshy.local.shapes import brief, plain
+from meshy.local.tcp_routes import check_tcp, server_route
 from meshy.local.upstreams import (
     RegistryHost,
     destination_rules,
@@ -111,11 +116,13 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
             mesh_hosts[host] = vs
     peers = peer_policies(inputs.resources)
     check_authorization(inputs.resources)
+    check_request_authentication(inputs.resources)
     clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
         authz = workload_authz(inputs.resources, pod.namespace, pod.labels)
-        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz)
+        jwt = workload_jwt(inputs.resources, pod.namespace, pod.labels)
+        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz, jwt)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
     return Mesh(proxies)
@@ -180,6 +187,7 @@ def check_virtual_service(
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
     memo.of(check_routes, vs, context)
+    check_tcp(vs, bound, context)
 
 
 def check_routes(vs: Resource, context: Context) -> bool:
@@ -203,6 +211,7 @@ def sidecar(
     memo: BuildMemo,
     peers: PeerPolicies,
     authz: Authz | None,
+    jwt: tuple[JwtProvider, ...] = (),
 ) -> Proxy:
     """mesh_hosts: the VirtualService bound to the mesh that routes each registry host, if one does."""
     virtual_hosts = []
@@ -229,7 +238,14 @@ def sidecar(
         mode = peer_mode(peers, pod.namespace, pod.labels, port)
         listeners.append(
             Listener(
-                f"inbound_{port}", pod.ip, port, (vhost,), server_name=ISTIO_SERVER_NAME, peer_mode=mode, authz=authz
+                f"inbound_{port}",
+                pod.ip,
+                port,
+                (vhost,),
+                server_name=ISTIO_SERVER_NAME,
+                peer_mode=mode,
+                authz=authz,
+                jwt=jwt,
             )
         )
     own = [inbound_cluster(pod, port) for port in pod.ports]
@@ -259,15 +275,42 @@ def gateway_proxy(
 ) -> Proxy:
     """services: every VirtualService with the gateways it binds to."""
     servers: dict[int, list[tuple[str, str]]] = {}
+    plain: set[int] = set()
+    tcp_ports: set[int] = set()
+    terminating: dict[int, list[ServerTls]] = {}
+    secrets = gateway_secrets(resources, gateway.namespace)
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
         if not selector or not selector.items() <= gateway.labels.items():
             continue
-        for server in resource.spec.get("servers", []):
+        for index, server in enumerate(resource.spec.get("servers", [])):
+            number = server["port"]["number"]
+            tls = server_tls(resource, index, server, secrets)
+            if server["port"]["protocol"].upper() == "TCP":
+                tcp_ports.add(number)
+            elif tls is None:
+                plain.add(number)
+            else:
+                terminating.setdefault(number, []).append(tls)
             for host in server.get("hosts", []):
-                servers.setdefault(server["port"]["number"], []).append((f"{resource.namespace}/{resource.name}", host))
+                servers.setdefault(number, []).append((f"{resource.namespace}/{resource.name}", host))
+    for number, tls_servers in terminating.items():
+        check_port(number, number in plain, tls_servers)
+    authz = workload_authz(resources, gateway.namespace, gateway.labels)
+    jwt = workload_jwt(resources, gateway.namespace, gateway.labels)
     listeners = []
-    for port in sorted(servers):
+    for port in sorted(tcp_ports):
+        if port in plain or port in terminating:
+            raise BuildError(f"Gateway port {port} has TCP and HTTP servers; Istio cannot merge them - use two ports")
+        if authz is not None:
+            raise BuildError(
+                f"{gateway.name} has a TCP server on port {port} and an AuthorizationPolicy applies to it; "
+                "policies on TCP traffic are not supported locally - remove one of them"
+            )
+        listener = tcp_listener(gateway, port, servers[port], services, context)
+        if listener is not None:
+            listeners.append(listener)
+    for port in sorted(set(servers) - tcp_ports):
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, tuple[Route, ...]] = {}
         places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
@@ -304,7 +347,9 @@ def gateway_proxy(
                 strip_port=True,
                 server_name=ISTIO_SERVER_NAME,
                 remote_address=True,
-                authz=workload_authz(resources, gateway.namespace, gateway.labels),
+                authz=authz,
+                jwt=jwt,
+                tls=tuple(terminating.get(port, ())),
             )
         )
     return Proxy(
@@ -321,6 +366,28 @@ def server_within(server_host: str, vs_host: str, namespace: str) -> str | None:
     if vs_host == "*" or (vs_host.startswith("*.") and pattern.endswith(vs_host[1:])):
         return pattern
     return None
+
+
+def tcp_listener(
+    gateway: GatewayPod,
+    port: int,
+    servers: list[tuple[str, str]],
+    services: list[tuple[Resource, list[str]]],
+    context: Context,
+) -> Listener | None:
+    """A TCP server's listener: tcp_proxy to the clusters of the first tcp route that applies (none: no listener)."""
+    gateway_key = servers[0][0]
+    matchers = [host_matcher(server_host) for key, server_host in servers if key == gateway_key]
+    bound = [
+        (vs, any(m(host, vs.namespace) for m in matchers for host in vs.spec["hosts"]))
+        for vs, gateways in services
+        if gateway_key in gateways
+    ]
+    clusters = server_route(port, gateway_key, bound, context.at(gateway_key, port))
+    if not clusters:
+        return None
+    address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
+    return Listener(f"gateway_{port}", address, bind_port, (), tcp=clusters)
 
 
 def host_matches(host: str, namespace: str, server_host: str) -> bool:

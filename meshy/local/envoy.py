@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from meshy.local import gateway_tls
+from meshy.local.jwt import JWT_AUTHN, jwt_filters
 from meshy.local.model import (
     Cluster,
     Cors,
@@ -30,6 +32,7 @@ from meshy.local.model import (
     WeightedCluster,
 )
 from meshy.local.rbac import RBAC, rbac_filters
+from meshy.local.tcp_routes import tcp_proxy_chains
 from meshy.local.telemetry.accesslog import access_logs
 from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
 
@@ -166,7 +169,12 @@ def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
     Keyed `rds_<listener>.json`, the names of the files proxies once watched, so
     the golden files stay comparable across that change.
     """
-    return {f"rds_{item.name}.json": discovery([route_configuration(item)]) for item in proxy.listeners}
+    return {f"rds_{item.name}.json": discovery([route_configuration(item)]) for item in http_listeners(proxy)}
+
+
+def http_listeners(proxy: Proxy) -> list[Listener]:
+    """The listeners that ask for a route configuration (a TCP listener has none: Envoy would never ACK one)."""
+    return [item for item in proxy.listeners if not item.tcp]
 
 
 def cds(proxy: Proxy) -> dict[str, Any]:
@@ -216,6 +224,8 @@ def route_cors(item: Route) -> dict[str, Any] | None:
 # CORS, then fault injection; the router is always last. Istio 1.8 put CORS in the
 # route itself (a field Envoy has since removed); the per-route filter config behaves the same.
 HTTP_FILTERS = (
+    # Istio's order: authentication (jwt_authn) before authorization (RBAC).
+    HttpFilter("envoy.filters.http.jwt_authn", JWT_AUTHN, lambda item: None, jwt_filters),
     HttpFilter("envoy.filters.http.rbac", RBAC, lambda item: None, lambda item: rbac_filters(item.authz)),
     HttpFilter("envoy.filters.http.cors", CORS, route_cors),
     HttpFilter("envoy.filters.http.fault", FAULT, route_fault),
@@ -239,7 +249,14 @@ def http_filters(item: Listener) -> list[dict[str, Any]]:
 
 
 def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
-    """An HTTP listener; its access logs go to files in `log_dir` (the proxy's own directory)."""
+    """An HTTP listener, or a gateway's TCP one; its access logs go to files in `log_dir` (the proxy's own directory)."""
+    if item.tcp:
+        return {
+            "@type": LISTENER,
+            "name": item.name,
+            "address": address(item.address, item.port),
+            **tcp_proxy_chains(item, log_dir),
+        }
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {
@@ -255,13 +272,11 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
     if item.forward_proxy:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
     manager.update(client_cert_options(item))
+    if item.tls:
+        manager.update(gateway_tls.client_cert_options())
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
-    return {
-        "@type": LISTENER,
-        "name": item.name,
-        "address": address(item.address, item.port),
-        **inbound_chains(item, filters),
-    }
+    chains = gateway_tls.filter_chains(item, filters) if item.tls else inbound_chains(item, filters)
+    return {"@type": LISTENER, "name": item.name, "address": address(item.address, item.port), **chains}
 
 
 def connection_options(item: Listener) -> dict[str, Any]:

@@ -23,6 +23,10 @@ class Layout:
     # The dashboard and the mesh's metrics endpoint (Kiali's port by default).
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 20001
+    # Where the ingress gateway's port 443 listens when set (kind's host-port mapping, as the stand-ins
+    # publish it); else on the gateway's own address, port 8443, like every other gateway port.
+    ingress_tls_port: int | None = None
+    ingress_tcp_port: int | None = None  # the same for the ingress gateway's TCP port 31400
 
     def pod_ip(self, index: int) -> str:
         return f"127.{self.base}.{index // 250}.{index % 250 + 1}"

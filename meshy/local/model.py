@@ -188,6 +188,16 @@ class AuthzSource:
     not_principals: tuple[StringMatch, ...] = ()
     namespaces: tuple[StringMatch, ...] = ()
     not_namespaces: tuple[StringMatch, ...] = ()
+    request_principals: tuple[ClaimMatch, ...] = ()
+    not_request_principals: tuple[ClaimMatch, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimMatch:
+    """A request principal (Istio's iss/sub) as the validated token's claims: issuer None means any issuer."""
+
+    issuer: str | None
+    subject: StringMatch | None = None  # None: any subject
 
 
 @dataclass(frozen=True)
@@ -204,10 +214,12 @@ class AuthzOperation:
 class AuthzCondition:
     """One `when` on a request header (request.headers[NAME]), a principal or a namespace."""
 
-    key: str  # header | principal | namespace
-    header: str  # the header's name for key header
+    key: str  # header | principal | namespace | claim | request_principal
+    header: str  # the header's name for key header, the claim's for key claim
     values: tuple[StringMatch, ...] = ()
     not_values: tuple[StringMatch, ...] = ()
+    principals: tuple[ClaimMatch, ...] = ()  # key request_principal: values as token claims
+    not_principals: tuple[ClaimMatch, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -230,6 +242,38 @@ class Authz:
 
 
 @dataclass(frozen=True)
+class JwtProvider:
+    """One jwtRule of a RequestAuthentication that applies to the workload (Envoy's provider origins-<i>)."""
+
+    issuer: str
+    jwks: str
+    audiences: tuple[str, ...] = ()
+    from_headers: tuple[tuple[str, str], ...] = ()  # (name, value prefix)
+    from_params: tuple[str, ...] = ()
+    forward: bool = False
+    payload_header: str = ""
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """A Gateway server that terminates TLS (SIMPLE or MUTUAL): one filter chain of its port's listener."""
+
+    name: str  # the filter chain's name
+    sni_hosts: tuple[str, ...]  # empty: any server name
+    credential: str  # the Secret named by credentialName (gateway's namespace)
+    mutual: bool = False
+    subject_alt_names: tuple[str, ...] = ()  # MUTUAL: what a client certificate must carry
+    min_version: str | None = None  # Envoy's TLSv1_2 etc.; None: Envoy's default
+    max_version: str | None = None
+    cipher_suites: tuple[str, ...] = ()
+    # The Secret's PEM text as the gateway receives it over SDS; part of the model so that a changed
+    # Secret changes the proxy's digest and is pushed.
+    chain: str = ""
+    key: str = ""
+    ca: str = ""  # MUTUAL only
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -246,6 +290,10 @@ class Listener:
     # None for listeners that face the app or clients (outbound, gateways).
     peer_mode: str | None = None
     authz: Authz | None = None  # AuthorizationPolicies of the workload (inbound and gateway listeners)
+    tls: tuple[ServerTls, ...] = ()  # a gateway port whose servers terminate TLS: one chain each
+    jwt: tuple[JwtProvider, ...] = ()  # RequestAuthentication of the workload (inbound and gateway listeners)
+    # A gateway's TCP server: connections proxied to these clusters by weight (no HTTP on this listener).
+    tcp: tuple[WeightedCluster, ...] = ()
 
 
 # --- Upstreams -------------------------------------------------------------------

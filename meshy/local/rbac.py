@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from meshy.local.model import Authz, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource, StringMatch
+from meshy.local.jwt import FILTER as JWT_FILTER
+from meshy.local.jwt import PAYLOAD
+from meshy.local.model import Authz, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource, ClaimMatch, StringMatch
 
 RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 
@@ -40,6 +42,29 @@ def negated(item: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def principal_name(match: StringMatch) -> dict[str, Any]:
     return {"authenticated": {"principal_name": string_matcher(match)}}
+
+
+def payload(claim: str, value: dict[str, Any]) -> dict[str, Any]:
+    """A principal on one claim of the validated token (jwt_authn's payload in dynamic metadata)."""
+    path = [{"key": PAYLOAD}, {"key": claim}]
+    return {"metadata": {"filter": JWT_FILTER, "path": path, "value": value}}
+
+
+def request_principal(match: ClaimMatch) -> dict[str, Any]:
+    """Istio's request principal iss/sub as the token's iss and sub claims (Istio reads them joined, from its
+    own istio_authn filter; jwt.py claim_matches splits a value by the issuers the workload accepts)."""
+    issuer = {"present_match": True} if match.issuer is None else {"string_match": {"exact": match.issuer}}
+    parts = [payload("iss", issuer)]
+    if match.subject is not None:
+        parts.append(payload("sub", {"string_match": string_matcher(match.subject)}))
+    return all_of(parts, "ids")
+
+
+def claim(name: str, match: StringMatch) -> dict[str, Any]:
+    """request.auth.claims[NAME]: the claim is the value, or a list holding it (generator.go requestClaimGenerator)."""
+    value = string_matcher(match)
+    either = [{"string_match": value}, {"list_match": {"one_of": {"string_match": value}}}]
+    return payload(name, {"or_match": {"value_matchers": either}})
 
 
 def header(name: str, match: StringMatch) -> dict[str, Any]:
@@ -73,12 +98,24 @@ def source(item: AuthzSource) -> dict[str, Any]:
     parts += field(
         [principal_name(m) for m in item.namespaces], [principal_name(m) for m in item.not_namespaces], "ids"
     )
+    parts += field(
+        [request_principal(m) for m in item.request_principals],
+        [request_principal(m) for m in item.not_request_principals],
+        "ids",
+    )
     return all_of(parts, "ids")
 
 
 def condition(item: AuthzCondition) -> list[dict[str, Any]]:
+    if item.key == "request_principal":
+        return field(
+            [request_principal(m) for m in item.principals], [request_principal(m) for m in item.not_principals], "ids"
+        )
+
     def one(match: StringMatch) -> dict[str, Any]:
-        return header(item.header, match) if item.key == "header" else principal_name(match)
+        if item.key == "header":
+            return header(item.header, match)
+        return claim(item.header, match) if item.key == "claim" else principal_name(match)
 
     return field([one(m) for m in item.values], [one(m) for m in item.not_values], "ids")
 

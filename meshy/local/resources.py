@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from meshy.errors import MeshyError
+from meshy.local.credentials import secret_problems
 from meshy.local.release import DEFAULT_RELEASE, FIELDS_SINCE, IstioRelease
 from meshy.local.shapes import (
     ISTIO_VERSIONS,
@@ -16,6 +17,7 @@ from meshy.local.shapes import (
     METADATA,
     NAME_SYNTAX,
     SECURITY_VERSIONS,
+    TOP_LEVEL_FIELDS,
     brief,
     check,
     field_occurrences,
@@ -74,6 +76,8 @@ class Resource:
         metadata: dict[str, Any] = {"name": self.name, "namespace": self.namespace}
         if self.labels:
             metadata["labels"] = self.labels
+        if self.kind in TOP_LEVEL_FIELDS:
+            return {"apiVersion": self.api_version, "kind": self.kind, "metadata": metadata, **self.spec}
         return {"apiVersion": self.api_version, "kind": self.kind, "metadata": metadata, "spec": self.spec}
 
 
@@ -241,12 +245,16 @@ def parse_resource(document: Any, release: IstioRelease = DEFAULT_RELEASE, with_
     problems = check(metadata, METADATA, "metadata")
     if isinstance(name, str) and not problems and (rule := name_problem(name, NAME_SYNTAX.get(kind, "subdomain"))):
         problems.append(f"metadata.name {rule}, not {brief(name)}")
-    unknown_top = [key for key in document if key not in ("apiVersion", "kind", "metadata", "spec")]
+    top = TOP_LEVEL_FIELDS.get(kind)
+    allowed = ("apiVersion", "kind", "metadata", *(top or ("spec",)))
+    unknown_top = [key for key in document if key not in allowed]
     problems += [f"field {plain(key)} is not supported by the local backend" for key in unknown_top]
-    spec = document.get("spec")
+    spec = {key: document[key] for key in top if key in document} if top else document.get("spec")
     spec = {} if spec is None or not with_spec else spec
     if shape is not None and with_spec:
         problems += check(spec, shape, "spec")
+        if kind == "Secret" and not problems:
+            problems += secret_problems(spec)
         problems += [
             f"field {written(at)} is not served by Istio {release.version} "
             f"(from Istio 1.{FIELDS_SINCE[f'{kind} {dotted}']})"

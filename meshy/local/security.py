@@ -20,12 +20,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshy.local.jwt import claim_matches, workload_jwt
 from meshy.local.model import (
     Authz,
     AuthzCondition,
     AuthzOperation,
     AuthzRule,
     AuthzSource,
+    ClaimMatch,
     GatewayPod,
     Pod,
     StringMatch,
@@ -153,7 +155,12 @@ def endpoint_mtls(policies: PeerPolicies, pod: Pod | None, port: int, dr_mode: s
 
 SUPPORTED_ACTIONS = ("ALLOW", "DENY")
 HEADER_KEY = re.compile(r"^request\.headers\[([^\]]+)\]$")
-CONDITION_KEYS = {"source.principal": "principal", "source.namespace": "namespace"}
+CLAIM_KEY = re.compile(r"^request\.auth\.claims\[([^\]\[.]+)\]$")  # one claim, not a nested path
+CONDITION_KEYS = {
+    "source.principal": "principal",
+    "source.namespace": "namespace",
+    "request.auth.principal": "request_principal",
+}
 
 
 def istio_match(value: str, prefix: str = "") -> StringMatch:
@@ -180,8 +187,13 @@ def principal_matches(values: list[str]) -> tuple[StringMatch, ...]:
     return tuple(istio_match(v, "spiffe://") for v in values)
 
 
-def authz_source(source: dict[str, Any]) -> AuthzSource:
+def authz_source(source: dict[str, Any], issuers: tuple[str, ...]) -> AuthzSource:
+    def request_principals(values: list[str]) -> tuple[ClaimMatch, ...]:
+        return tuple(match for value in values for match in claim_matches(value, issuers))
+
     return AuthzSource(
+        request_principals=request_principals(source.get("requestPrincipals") or []),
+        not_request_principals=request_principals(source.get("notRequestPrincipals") or []),
         principals=principal_matches(source.get("principals") or []),
         not_principals=principal_matches(source.get("notPrincipals") or []),
         namespaces=tuple(namespace_match(v) for v in source.get("namespaces") or []),
@@ -198,14 +210,22 @@ def authz_operation(operation: dict[str, Any]) -> AuthzOperation:
     )
 
 
-def authz_condition(policy: Resource, index: int, when: dict[str, Any]) -> AuthzCondition:
+def authz_condition(policy: Resource, index: int, when: dict[str, Any], issuers: tuple[str, ...]) -> AuthzCondition:
     key = when["key"]
-    header = HEADER_KEY.match(key)
-    kind = "header" if header else CONDITION_KEYS.get(key)
+    header = HEADER_KEY.match(key) or CLAIM_KEY.match(key)
+    kind = ("claim" if key.startswith("request.auth") else "header") if header else CONDITION_KEYS.get(key)
     if kind is None:
         raise BuildError(
             f"{policy.key}: spec.rules[{index}].when key {plain(key)} is not supported by the local backend; "
-            "use request.headers[NAME], source.principal or source.namespace"
+            "use request.headers[NAME], request.auth.claims[NAME], request.auth.principal, source.principal "
+            "or source.namespace"
+        )
+    if kind == "request_principal":
+        return AuthzCondition(
+            kind,
+            "",
+            principals=tuple(m for v in when.get("values") or [] for m in claim_matches(v, issuers)),
+            not_principals=tuple(m for v in when.get("notValues") or [] for m in claim_matches(v, issuers)),
         )
 
     def matches(values: list[str]) -> tuple[StringMatch, ...]:
@@ -220,7 +240,8 @@ def authz_condition(policy: Resource, index: int, when: dict[str, Any]) -> Authz
     )
 
 
-def authz_rules(policy: Resource) -> tuple[AuthzRule, ...]:
+def authz_rules(policy: Resource, issuers: tuple[str, ...] = ()) -> tuple[AuthzRule, ...]:
+    """The policy's rules; `issuers`: those the workload's RequestAuthentications accept (request principals)."""
     name = f"ns[{policy.namespace}]-policy[{policy.name}]-rule"
     rules = policy.spec.get("rules") or []
     if not rules:
@@ -232,9 +253,9 @@ def authz_rules(policy: Resource) -> tuple[AuthzRule, ...]:
         result.append(
             AuthzRule(
                 f"{name}[{index}]",
-                tuple(authz_source(s.get("source") or {}) for s in sources) if sources else None,
+                tuple(authz_source(s.get("source") or {}, issuers) for s in sources) if sources else None,
                 tuple(authz_operation(o.get("operation") or {}) for o in operations) if operations else None,
-                tuple(authz_condition(policy, index, w) for w in rule.get("when") or []),
+                tuple(authz_condition(policy, index, w, issuers) for w in rule.get("when") or []),
             )
         )
     return tuple(result)
@@ -255,6 +276,7 @@ def workload_authz(resources: ResourceSet, namespace: str, labels: dict[str, str
     """The policies that apply to one workload, or None when none does (no RBAC filter)."""
     deny: list[AuthzRule] = []
     allow: list[AuthzRule] | None = None
+    issuers = tuple(dict.fromkeys(p.issuer for p in workload_jwt(resources, namespace, labels)))
     for policy in resources.of_kind("AuthorizationPolicy"):
         if policy.namespace not in (namespace, ROOT_NAMESPACE):
             continue
@@ -262,9 +284,9 @@ def workload_authz(resources: ResourceSet, namespace: str, labels: dict[str, str
         if not selector.items() <= labels.items():
             continue
         if policy.spec.get("action", "ALLOW") == "DENY":
-            deny.extend(authz_rules(policy))
+            deny.extend(authz_rules(policy, issuers))
         else:
-            allow = (allow or []) + list(authz_rules(policy))
+            allow = (allow or []) + list(authz_rules(policy, issuers))
     if not deny and allow is None:
         return None
     return Authz(tuple(deny), tuple(allow) if allow is not None else None)

@@ -131,6 +131,9 @@ _SYNTAX = {
     "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
     "gateway_ref": (re.compile(r"^(mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"), 317),
     "export_to": (re.compile(r"^(\.|\*|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"), 63),
+    # k8s.io/api core/v1 validation: a Secret's data keys are IsConfigMapKey.
+    "secret_key": (re.compile(r"^[-._a-zA-Z0-9]+$"), 253),
+    "cipher_suite": (re.compile(r"^[-A-Z0-9_\[\]|]+$"), 128),
 }
 _RULE = {
     "subdomain": "a DNS-1123 subdomain (lower-case letters, digits, '-' and '.', at most 253)",
@@ -144,6 +147,8 @@ _RULE = {
     "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
     "gateway_ref": "mesh or a Gateway's [namespace/]name",
     "export_to": "'.', '*' or a namespace name",
+    "secret_key": "a Secret key (letters, digits, '-', '_' and '.')",
+    "cipher_suite": "an OpenSSL/BoringSSL cipher suite name such as ECDHE-RSA-AES256-GCM-SHA384",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 # Sizes that fail later, outside the backend, unless refused here: a header value Envoy takes (the
@@ -537,20 +542,46 @@ HTTP_ROUTE = {
     "mirrors": [{"destination": Required(DESTINATION), "percentage": PERCENT}],
     "headers": {"request": HEADER_OPS, "response": HEADER_OPS},
 }
+# TCPRoute: at a gateway Istio reads only a match's port and gateways (gateway.go l4SingleMatch at 1.30.3).
+TCP_ROUTE = {
+    "match": [{"port": PORT, "gateways": [Name("gateway_ref")]}],
+    "route": [{"destination": Required(DESTINATION), "weight": Range(0, 2**31 - 1)}],
+}
 VIRTUAL_SERVICE = {
     "hosts": Required([Host(dns1123=True)], nonempty=True),
     "gateways": [Name("gateway_ref")],
     "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
+    "tcp": [TCP_ROUTE],
+}
+# ServerTLSSettings (istio/api networking/v1alpha3/gateway.proto): every mode is accepted here so that
+# gateway_tls.py refuses the ones the local backend cannot do by name; the file-path fields
+# (serverCertificate, privateKey, caCertificates: files in the gateway pod) and httpsRedirect are not
+# accepted at all.
+TLS_VERSION = Choice(("TLS_AUTO", "TLSV1_0", "TLSV1_1", "TLSV1_2", "TLSV1_3"))
+SERVER_TLS = {
+    "mode": Choice(("PASSTHROUGH", "SIMPLE", "MUTUAL", "AUTO_PASSTHROUGH", "ISTIO_MUTUAL")),
+    "credentialName": Name("subdomain"),
+    "subjectAltNames": [str],
+    "minProtocolVersion": TLS_VERSION,
+    "maxProtocolVersion": TLS_VERSION,
+    "cipherSuites": [Name("cipher_suite")],
 }
 GATEWAY = {
     "selector": Required(LABELS, nonempty=True),
     "servers": Required(
         [
             {
-                "port": Required({"number": Required(PORT), "name": str, "protocol": Required(ISTIO_PROTOCOL)}),
+                "port": Required(
+                    {
+                        "number": Required(PORT),
+                        "name": str,
+                        "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS", "TCP"), ignore_case=True)),
+                    }
+                ),
                 "hosts": Required([Host(namespaced=True, dns1123=True)], nonempty=True),
                 "name": str,
+                "tls": SERVER_TLS,
             }
         ],
         nonempty=True,
@@ -634,7 +665,14 @@ AUTHORIZATION_POLICY = {
             "from": [
                 {
                     "source": Required(
-                        {"principals": [str], "notPrincipals": [str], "namespaces": [str], "notNamespaces": [str]}
+                        {
+                            "principals": [str],
+                            "notPrincipals": [str],
+                            "namespaces": [str],
+                            "notNamespaces": [str],
+                            "requestPrincipals": [str],
+                            "notRequestPrincipals": [str],
+                        }
                     )
                 }
             ],
@@ -643,8 +681,33 @@ AUTHORIZATION_POLICY = {
         }
     ],
 }
+# v1 Secret (its fields sit beside metadata, not under spec): what Istio's gateways read as credentials.
+SECRET = {
+    "type": Choice(("kubernetes.io/tls", "Opaque")),
+    "data": MapOf(str, key=Name("secret_key")),
+    "stringData": MapOf(Text(2**20, multiline=True), key=Name("secret_key")),
+}
+# Kinds whose fields are top-level (as the API server has them), kept as the resource's spec locally.
+TOP_LEVEL_FIELDS = {"Secret": tuple(SECRET)}
+# security.istio.io RequestAuthentication (istio/api security/v1beta1/request_authentication.proto, jwt.proto).
+# jwksUri is not accepted: istiod fetches it for a cluster, the local mesh fetches nothing (keys go in jwks).
+REQUEST_AUTHENTICATION = {
+    "selector": {"matchLabels": Required(LABELS, nonempty=True)},
+    "jwtRules": [
+        {
+            "issuer": Required(str),
+            "audiences": [str],
+            "jwks": Text(2**20, multiline=True),
+            "fromHeaders": [{"name": Required(Name("header")), "prefix": str}],
+            "fromParams": [str],
+            "forwardOriginalToken": bool,
+            "outputPayloadToHeader": Name("header"),
+        }
+    ],
+}
 KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "Namespace": (("v1",), None),
+    "Secret": (("v1",), SECRET),
     "Deployment": (("apps/v1",), DEPLOYMENT),
     "Service": (("v1",), SERVICE),
     "Gateway": (ISTIO_VERSIONS, GATEWAY),
@@ -653,6 +716,7 @@ KINDS: dict[str, tuple[tuple[str, ...], Any]] = {
     "ServiceEntry": (ISTIO_VERSIONS, SERVICE_ENTRY),
     "PeerAuthentication": (SECURITY_VERSIONS, PEER_AUTHENTICATION),
     "AuthorizationPolicy": (SECURITY_VERSIONS, AUTHORIZATION_POLICY),
+    "RequestAuthentication": (SECURITY_VERSIONS, REQUEST_AUTHENTICATION),
 }
 # Object names: Services are DNS-1035 labels, Namespaces DNS-1123 labels, the rest DNS-1123 subdomains.
 NAME_SYNTAX = {"Service": "label1035", "Namespace": "label"}

@@ -14,6 +14,10 @@ from meshy.local.model import GatewayPod, Pod
 from meshy.local.resources import Resource, ResourceSet
 from meshy.local.security import TLS_MODE_LABEL
 
+# The ingress gateway's TCP port of Istio's demo profile (manifests/profiles/demo.yaml at 1.8.6,
+# manifests/charts/default/files/profile-demo.yaml at 1.30.3), which the TCP Traffic Shifting task uses;
+# the kind path adds it to the default profile's ports (manifests/templates/kind/istio-operator.yaml.j2).
+TCP_PORT = 31400
 # The image the walkthrough builds; the local backend runs it as `python -m minimal_service`.
 RUNNABLE_IMAGE = "minimal-service"
 
@@ -21,13 +25,18 @@ RUNNABLE_IMAGE = "minimal-service"
 def gateways(layout: Layout) -> list[GatewayPod]:
     """The two gateways istioctl installs (egress enabled), as the kind path does."""
     egress = layout.gateway_ip(1)
+    ingress_binds = {80: (layout.ingress_host, layout.ingress_port)}
+    if layout.ingress_tls_port:
+        ingress_binds[443] = (layout.ingress_host, layout.ingress_tls_port)
+    if layout.ingress_tcp_port:
+        ingress_binds[TCP_PORT] = (layout.ingress_host, layout.ingress_tcp_port)
     return [
         GatewayPod(
             "istio-ingressgateway",
             "istio-system",
             {"app": "istio-ingressgateway", "istio": "ingressgateway"},
             layout.gateway_ip(0),
-            {80: (layout.ingress_host, layout.ingress_port)},
+            ingress_binds,
         ),
         GatewayPod(
             "istio-egressgateway",

@@ -12,6 +12,7 @@ from collections import Counter
 from meshy.metrics.prometheus import Sample
 
 REQUESTS = "istio_requests_total"
+TCP_OPENED = "istio_tcp_connections_opened_total"
 
 
 def reported_by(samples: list[Sample], workload: str) -> list[Sample]:
@@ -39,11 +40,14 @@ def requests(samples: list[Sample], service: str, **labels: str) -> int:
     return int(sum(s.value for s in samples if s.matches(REQUESTS, labels) and to_service(s, service)))
 
 
-def requests_by(samples: list[Sample], service: str, keys: tuple[str, ...], **labels: str) -> Counter:
-    """sum by (keys) (istio_requests_total{destination service, labels...}), keyed by tuples of label values."""
+def requests_by(
+    samples: list[Sample], service: str, keys: tuple[str, ...], metric: str = REQUESTS, **labels: str
+) -> Counter:
+    """sum by (keys) (istio_requests_total{destination service, labels...}), keyed by tuples of label values
+    (or another of Istio's counters, such as TCP_OPENED)."""
     counts: Counter = Counter()
     for sample in samples:
-        if sample.matches(REQUESTS, labels) and to_service(sample, service):
+        if sample.matches(metric, labels) and to_service(sample, service):
             counts[tuple(sample.labels.get(key, "") for key in keys)] += int(sample.value)
     return counts
 

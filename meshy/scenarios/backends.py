@@ -20,9 +20,13 @@ from typing import Protocol
 from meshy.console import Console
 from meshy.errors import MeshyError
 from meshy.local.backend import LocalBackend
+from meshy.local.topology import TCP_PORT
+from meshy.local.upstreams import gateway_target_port
 from meshy.metrics import istio, prometheus
 from meshy.net import wait_until
 from meshy.render import RenderOptions, render
+from meshy.scenarios import https, tcp_client
+from meshy.scenarios.certificates import Issued
 from meshy.scenarios.traffic import WORKERS, Request, Result, send
 from meshy.versions import Pair
 
@@ -65,6 +69,10 @@ class Backend(Protocol):
 
     def destination_requests(self, workload: str, **labels: str) -> int: ...
 
+    def https_calls(self, host: str, trust: str, client: Issued | None, n: int) -> list[str]: ...
+
+    def tcp_connections(self, host: str, n: int) -> list[str]: ...
+
 
 class LocalScenarioBackend:
     name = "local"
@@ -102,6 +110,24 @@ class LocalScenarioBackend:
         if pod is None:
             raise ScenarioError(f"no pod of {service} runs in the local mesh; run inv local.up.")
         return http_text(f"http://{pod.app_ip}:{pod.ports[0]}/metrics")
+
+    def https_calls(self, host: str, trust: str, client: Issued | None, n: int) -> list[str]:
+        """HTTPS calls to the ingress gateway's port 443 (see meshy.local.topology.gateways for where it listens)."""
+        layout = self.local.layout
+        if layout.ingress_tls_port:
+            address, port = layout.ingress_host, layout.ingress_tls_port
+        else:
+            address, port = layout.gateway_ip(0), gateway_target_port(443)
+        return https.calls(address, port, host, trust, client, n)
+
+    def tcp_connections(self, host: str, n: int) -> list[str]:
+        """Connections to the ingress gateway's TCP port 31400, one request each: the answering pods."""
+        layout = self.local.layout
+        if layout.ingress_tcp_port:
+            address, port = layout.ingress_host, layout.ingress_tcp_port
+        else:
+            address, port = layout.gateway_ip(0), TCP_PORT
+        return tcp_client.connections(address, port, host, n)
 
     def istio_metrics(self, *workloads: str) -> list[prometheus.Sample]:
         """The workloads' proxies' own reports, from one read of the mesh-wide endpoint."""
@@ -192,6 +218,22 @@ class KindScenarioBackend:
             self.env.console.info(f"# would send {n} x {request.method} {request.url} (Host {request.headers['Host']})")
             return [Result(0, "", 0.0)] * n
         return send(request, n, progress, workers)
+
+    def https_calls(self, host: str, trust: str, client: Issued | None, n: int) -> list[str]:
+        """HTTPS calls to the host port kind maps to the ingress gateway's port 443 (node port)."""
+        port = self.options.ports.ingress_https_host
+        if self.env.dry:
+            self.env.console.info(f"# would make {n} HTTPS calls to 127.0.0.1:{port} (SNI and Host {host})")
+            return [""] * n
+        return https.calls("127.0.0.1", port, host, trust, client, n)
+
+    def tcp_connections(self, host: str, n: int) -> list[str]:
+        """Connections to the host port kind maps to the ingress gateway's TCP port 31400 (node port)."""
+        port = self.options.ports.tcp_host
+        if self.env.dry:
+            self.env.console.info(f"# would open {n} TCP connections to 127.0.0.1:{port}, one request each")
+            return [""] * n
+        return tcp_client.connections("127.0.0.1", port, host, n)
 
     def poll(self, check: Callable[[], bool], timeout: float) -> bool:
         if self.env.dry:

@@ -18,8 +18,11 @@ from meshy.scenarios import (
     mtls,
     outlier_detection,
     report,
+    request_authentication,
     request_timeouts,
     retries,
+    secure_ingress,
+    tcp_traffic_shifting,
     traffic_shift,
 )
 from meshy.scenarios.backends import Backend
@@ -37,6 +40,9 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "outlier-detection": outlier_detection.run,
     "mtls": mtls.run,
     "authorization": authorization.run,
+    "secure-ingress": secure_ingress.run,
+    "tcp-traffic-shifting": tcp_traffic_shifting.run,
+    "request-authentication": request_authentication.run,
 }
 
 

@@ -142,3 +142,21 @@ def mtls(c, backend="local", k8s=None, istio=None, state=None):
 def authorization(c, backend="local", k8s=None, istio=None, state=None):
     """AuthorizationPolicy DENY by path, method and header, ALLOW by source principal: 403 RBAC: access denied."""
     judge(run_scenarios(c, ["authorization"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def secure_ingress(c, backend="local", k8s=None, istio=None, state=None):
+    """HTTPS on the ingress gateway from a Secret: SIMPLE verified by the client, MUTUAL asks for its certificate."""
+    judge(run_scenarios(c, ["secure-ingress"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def tcp_traffic_shifting(c, backend="local", k8s=None, istio=None, state=None):
+    """A tcp route on the ingress gateway's port 31400: connections all to v1, then split 80/20 with v2."""
+    judge(run_scenarios(c, ["tcp-traffic-shifting"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def request_authentication(c, backend="local", k8s=None, istio=None, state=None):
+    """RequestAuthentication (JWT): invalid tokens 401, none passes; with a policy, alice or group admins only."""
+    judge(run_scenarios(c, ["request-authentication"], backend, k8s, istio, state))

@@ -23,7 +23,7 @@ ADDONS = ("grafana", "jaeger", "kiali", "prometheus")
 def standin_env(work: Path, address_base: int, python: str = sys.executable) -> dict[str, str]:
     """Environment variables that put the stand-ins first on PATH and keep everything inside `work`."""
     work = work.resolve()
-    ports = {name: free_port() for name in ("ingress", "kiali", "grafana", "registry", "nginx")}
+    ports = {name: free_port() for name in ("ingress", "ingress-https", "tcp", "kiali", "grafana", "registry", "nginx")}
     return {
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         "MESHY_STANDIN_STATE": str(work / "standins"),

@@ -44,6 +44,7 @@ LOCAL_KINDS = {
     "ServiceEntry",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "Secret",
 }
 # docker CLI's answer when the daemon does not answer.
 DAEMON_DOWN = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?"
@@ -272,7 +273,14 @@ def mesh_layout(state: dict):
 
     base = int(os.environ["MESHY_ADDRESS_BASE"])  # the harness claims a free block for every run
     dashboard = int(os.environ.get("MESHY_DASHBOARD", "127.0.0.1:20001").rpartition(":")[2])
-    return Layout("127.0.0.1", state.get("ingress_port", 8080), base, dashboard_port=dashboard)
+    return Layout(
+        "127.0.0.1",
+        state.get("ingress_port", 8080),
+        base,
+        dashboard_port=dashboard,
+        ingress_tls_port=state.get("ingress_tls_port"),
+        ingress_tcp_port=state.get("ingress_tcp_port"),
+    )
 
 
 def local_backend(state: dict):
@@ -285,6 +293,8 @@ def local_backend(state: dict):
 def start_mesh(state: dict, cluster: dict, pair: Pair) -> None:
     # The ingress gateway's node port is published on the host port kind's config maps to it.
     state["ingress_port"] = cluster["host_ports"]["30080"]
+    state["ingress_tls_port"] = cluster["host_ports"]["30443"]
+    state["ingress_tcp_port"] = cluster["host_ports"]["31400"]
     local_backend(state).up(pair)
 
 

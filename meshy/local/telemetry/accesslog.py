@@ -63,8 +63,9 @@ PRINCIPALS = {
 }
 
 
-def access_logs(directory: Path, listener: str) -> list[dict[str, Any]]:
-    """The HTTP connection manager's `access_log` entries of one listener of the proxy owning `directory`."""
+def access_logs(directory: Path, listener: str, tcp: bool = False) -> list[dict[str, Any]]:
+    """The `access_log` entries of one listener of the proxy owning `directory`: its HTTP connection
+    manager's (one line per request) or, with tcp, its tcp_proxy's (one line per connection)."""
     return [
         {
             "name": "envoy.access_loggers.file",
@@ -79,7 +80,14 @@ def access_logs(directory: Path, listener: str) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": FILE_LOGGER,
                 "path": str(directory / JSON_FILE),
-                "log_format": {"json_format": {**JSON_FIELDS, **PRINCIPALS[inbound(listener)], "listener": listener}},
+                "log_format": {
+                    "json_format": {
+                        **JSON_FIELDS,
+                        **PRINCIPALS[inbound(listener)],
+                        "listener": listener,
+                        **({"transport": "tcp"} if tcp else {}),
+                    }
+                },
             },
         },
     ]
@@ -102,6 +110,7 @@ class Entry:
     downstream_remote: str
     peer_principal: str = ""  # empty: no mutual TLS on the connection
     local_principal: str = ""
+    tcp: bool = False  # one TCP connection (a tcp_proxy's line), not one HTTP request
 
     @property
     def reporter(self) -> str:
@@ -148,6 +157,7 @@ def parse_line(proxy: str, line: str) -> Entry | None:
         downstream_remote=str(data.get("downstream_remote") or ""),
         peer_principal=principal(data.get("peer_principal")),
         local_principal=principal(data.get("local_principal")),
+        tcp=data.get("transport") == "tcp",
     )
 
 

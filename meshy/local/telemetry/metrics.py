@@ -21,6 +21,12 @@ REQUESTS = "istio_requests_total"
 DURATION = "istio_request_duration_milliseconds"
 REQUEST_BYTES = "istio_request_bytes"
 RESPONSE_BYTES = "istio_response_bytes"
+# Istio's TCP metrics: one access-log line is one connection, logged when it closes.
+TCP_OPENED = "istio_tcp_connections_opened_total"
+TCP_CLOSED = "istio_tcp_connections_closed_total"
+TCP_SENT = "istio_tcp_sent_bytes_total"
+TCP_RECEIVED = "istio_tcp_received_bytes_total"
+TCP_COUNTERS = (TCP_OPENED, TCP_CLOSED, TCP_SENT, TCP_RECEIVED)
 
 DURATION_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000,
                     1800000, 3600000)  # fmt: skip
@@ -58,7 +64,13 @@ HELP = {
     DURATION: ("histogram", "Request duration in milliseconds, as each reporter saw it."),
     REQUEST_BYTES: ("histogram", "HTTP request body size in bytes."),
     RESPONSE_BYTES: ("histogram", "HTTP response body size in bytes."),
+    TCP_OPENED: ("counter", "TCP connections opened."),
+    TCP_CLOSED: ("counter", "TCP connections closed."),
+    TCP_SENT: ("counter", "Bytes sent to the downstream during TCP connections."),
+    TCP_RECEIVED: ("counter", "Bytes received from the downstream during TCP connections."),
 }
+# Labels Istio's TCP metrics leave out (they describe HTTP responses).
+NOT_TCP = ("response_code", "grpc_response_status")
 
 LabelKey = tuple[str, ...]
 
@@ -89,7 +101,7 @@ def labels_of(entry: Entry, peers: Peers) -> dict[str, str]:
         **destination.labels("destination"),
         "destination_principal": principals[1] or UNKNOWN,
         **service.labels(),
-        "request_protocol": "grpc" if entry.protocol == "grpc" else "http",
+        "request_protocol": "tcp" if entry.tcp else "grpc" if entry.protocol == "grpc" else "http",
         "response_code": str(entry.code),
         "grpc_response_status": "",
         "response_flags": entry.flags,
@@ -132,9 +144,19 @@ class IstioMetrics:
     histograms: dict[str, dict[LabelKey, Histogram]] = field(
         default_factory=lambda: {DURATION: {}, REQUEST_BYTES: {}, RESPONSE_BYTES: {}}
     )
+    tcp: dict[str, dict[LabelKey, int]] = field(default_factory=lambda: {name: {} for name in TCP_COUNTERS})
 
     def record(self, key: LabelKey, entry: Entry) -> None:
         """Count one entry under its label values (see label_key)."""
+        if entry.tcp:
+            for name, value in (
+                (TCP_OPENED, 1),
+                (TCP_CLOSED, 1),
+                (TCP_SENT, entry.response_bytes),
+                (TCP_RECEIVED, entry.request_bytes),
+            ):
+                self.tcp[name][key] = self.tcp[name].get(key, 0) + value
+            return
         self.requests[key] = self.requests.get(key, 0) + 1
         for name, bounds, value in (
             (DURATION, DURATION_BUCKETS, entry.duration_ms),
@@ -154,6 +176,10 @@ class IstioMetrics:
                 lines += [f'{name}_bucket{{{labels},le="{le}"}} {n}' for le, n in histogram.cumulative()]
                 lines.append(f"{name}_sum{{{labels}}} {format_number(histogram.total)}")
                 lines.append(f"{name}_count{{{labels}}} {histogram.count}")
+        for name, series in self.tcp.items():
+            if series:
+                lines += header(name)
+                lines += [f"{name}{{{label_text(key, NOT_TCP)}}} {value}" for key, value in sorted(series.items())]
         return "\n".join(lines) + "\n"
 
 
@@ -162,8 +188,10 @@ def header(name: str) -> list[str]:
     return [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
 
 
-def label_text(key: LabelKey) -> str:
-    return ",".join(f'{name}="{escape(value)}"' for name, value in zip(LABELS, key, strict=True))
+def label_text(key: LabelKey, leave_out: tuple[str, ...] = ()) -> str:
+    return ",".join(
+        f'{name}="{escape(value)}"' for name, value in zip(LABELS, key, strict=True) if name not in leave_out
+    )
 
 
 def format_number(value: float) -> str:

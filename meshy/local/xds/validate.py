@@ -20,8 +20,8 @@ import orjson
 from meshy.errors import MeshyError
 from meshy.local.envoy import runtime
 from meshy.local.identity import throwaway_identity
-from meshy.local.tls import secrets, uses_secrets
-from meshy.local.xds.snapshot import CLUSTER, LISTENER, ROUTE, Resources, Snapshot
+from meshy.local.tls import CERTIFICATE, ROOT, secrets, uses_secrets
+from meshy.local.xds.snapshot import CLUSTER, LISTENER, ROUTE, SECRET, Resources, Snapshot
 
 # Envoy's line for a configuration it refuses: "... error initializing configuration '<file>': <why>".
 REFUSAL = re.compile(r"error initializing configuration '[^']*': (.*)")
@@ -75,6 +75,9 @@ def without_log_files(listener: dict[str, Any]) -> dict[str, Any]:
     return listener
 
 
+WORKLOAD_SECRETS = (CERTIFICATE, ROOT)  # every proxy has its own; validation stands in for them
+
+
 def static_secret_refs(value: Any) -> Any:
     """A copy naming its SDS secrets as static ones: validate mode opens no ADS stream to fetch them."""
     if isinstance(value, dict):
@@ -98,7 +101,13 @@ def untyped(resource: dict[str, Any]) -> dict[str, Any]:
 def assemble(snapshots: dict[str, Snapshot]) -> dict[str, Any]:
     """One static bootstrap holding every proxy's resources; proxies own distinct addresses, so nothing clashes."""
     clusters, listeners = [], []
+    credentials: dict[str, dict[str, Any]] = {}
     for proxy, snapshot in snapshots.items():
+        if SECRET in snapshot:
+            # Gateways' certificates from Secrets: their content is checked too (one Secret, one content).
+            credentials.update(
+                (name, untyped(item)) for name, item in snapshot[SECRET].items.items() if name not in WORKLOAD_SECRETS
+            )
         routes = snapshot[ROUTE].items
         for cluster in snapshot[CLUSTER].items.values():
             clusters.append({**untyped(cluster), "name": f"{proxy}/{cluster['name']}"})
@@ -106,7 +115,7 @@ def assemble(snapshots: dict[str, Snapshot]) -> dict[str, Any]:
             listeners.append({**inline_routes(listener, routes), "name": f"{proxy}/{listener['name']}"})
     static: dict[str, Any] = {"clusters": clusters, "listeners": listeners}
     if uses_secrets(clusters, listeners):
-        static = {**static_secret_refs(static), "secrets": validation_secrets()}
+        static = {**static_secret_refs(static), "secrets": validation_secrets() + list(credentials.values())}
     # The proxies' own runtime layer (Istio's RE2 program-size limit): without it Envoy would judge
     # regexes by its default limit, not the one the proxies run with.
     return {"layered_runtime": runtime(), "static_resources": static}
