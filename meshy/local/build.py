@@ -64,6 +64,7 @@ from meshy.local.upstreams import (
     resolve_host,
     service_registry,
 )
+from meshy.local.webhook import check_virtual_service_spec
 
 OUTBOUND_PORT = 15001
 ADMIN_PORT = 15000
@@ -178,6 +179,7 @@ def check_virtual_service(
     vs: Resource, bound: list[str], gateway_names: set[str], context: Context, memo: BuildMemo
 ) -> None:
     """gateway_names: "namespace/name" of every Gateway applied."""
+    check_virtual_service_spec(vs.key, vs.spec)
     for gateway in bound:
         if gateway != MESH:
             if gateway not in gateway_names:
@@ -312,14 +314,18 @@ def gateway_proxy(
         # Istio merges the routes of every VirtualService bound to a gateway host, oldest first.
         hosts: dict[str, tuple[Route, ...]] = {}
         places = {gateway_key: context.at(gateway_key, port) for gateway_key, _ in servers[port]}
-        matchers = [(gateway_key, host_matcher(server_host)) for gateway_key, server_host in servers[port]]
+        matchers = [(key, server_host, host_matcher(server_host)) for key, server_host in servers[port]]
         for vs, bound in services:
             merged: set[str] = set()  # a host several servers match takes the VirtualService's routes once
-            for gateway_key, matches in matchers:
+            for gateway_key, server_host, matches in matchers:
                 if gateway_key not in bound:
                     continue
-                for host in vs.spec["hosts"]:
-                    if host not in merged and matches(host, vs.namespace):
+                for vs_host in vs.spec["hosts"]:
+                    # gateway.go: the virtual host is the narrower of the two names (host.Names.Intersection).
+                    host = (
+                        vs_host if matches(vs_host, vs.namespace) else server_within(server_host, vs_host, vs.namespace)
+                    )
+                    if host and host not in merged:
                         merged.add(host)
                         routes = memo.of(routes_of, vs, places[gateway_key])
                         # The memo's own tuple when one VirtualService makes the host: nothing new to allocate.
@@ -349,6 +355,17 @@ def gateway_proxy(
     return Proxy(
         gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters), gateway_identity(gateway)
     )
+
+
+def server_within(server_host: str, vs_host: str, namespace: str) -> str | None:
+    """A Gateway server's host when a wildcard VirtualService host covers it ('*' or '*.org' covers
+    '*.example.org'): Istio's host.Name.SubsetOf, 1.8.6 and 1.30.3 pkg/config/host/name.go."""
+    server_namespace, slash, pattern = server_host.rpartition("/")
+    if slash and server_namespace not in ("*", ".", namespace):
+        return None
+    if vs_host == "*" or (vs_host.startswith("*.") and pattern.endswith(vs_host[1:])):
+        return pattern
+    return None
 
 
 def tcp_listener(

@@ -192,6 +192,7 @@ def route_configuration(item: Listener, hosts: list[dict[str, Any]] | None = Non
         # Routes may name clusters that arrive later or never exist: answer 503, not reject.
         "validate_clusters": False,
         "max_direct_response_body_size_bytes": MAX_DIRECT_BODY,
+        **({"ignore_port_in_host_matching": True} if item.strip_port else {}),
         "virtual_hosts": hosts if hosts is not None else [virtual_host(vh) for vh in item.virtual_hosts],
     }
 
@@ -270,8 +271,6 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         manager["server_name"] = item.server_name
     if item.forward_proxy:
         manager["http_protocol_options"] = {"allow_absolute_url": True}
-    if item.strip_port:
-        manager["strip_any_host_port"] = True
     manager.update(client_cert_options(item))
     if item.tls:
         manager.update(gateway_tls.client_cert_options())

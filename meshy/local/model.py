@@ -281,7 +281,8 @@ class Listener:
     virtual_hosts: tuple[VirtualHost, ...]
     # Sidecar outbound: the app sends absolute-form requests (HTTP_PROXY).
     forward_proxy: bool = False
-    # Gateways match hosts without the port, as Istio's gateways do.
+    # Gateways match hosts ignoring the Host header's port but leave the header as the client wrote it:
+    # Istio 1.30.3 gateway.go sets IgnorePortInHostMatching; 1.8.6 adds a 'host:*' domain per host.
     strip_port: bool = False
     server_name: str | None = None  # the server response header; None: Envoy's own
     remote_address: bool = False  # the downstream peer is the client (gateways), not another proxy

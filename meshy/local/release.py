@@ -77,6 +77,12 @@ class IstioRelease:
         return self.minor >= 12
 
     @property
+    def query_prefix_match(self) -> bool:
+        # route.go translateQueryParamMatch knows only exact and regex up to 1.17 (1.8.6 included): a
+        # prefix leaves Envoy's matcher unset, which Envoy reads as "present"; 1.18 on translates it.
+        return self.minor >= 18
+
+    @property
     def catch_all_regex(self) -> str:
         # route.go isCatchAllRoute: regex "*" in 1.8.6, ".*" in 1.28.10 and 1.30.3 (only these are checked).
         return "*" if self.minor <= 8 else ".*"

@@ -26,6 +26,7 @@ from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import BuildError, Resource
 from meshy.local.shapes import plain, re2_program_size, seconds
 from meshy.local.upstreams import RegistryHost, cluster_name, resolve_host, subset_labels, traffic_policy
+from meshy.local.webhook import check_http_webhook
 
 MESH = "mesh"
 DEFAULT_RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
@@ -184,6 +185,7 @@ def check_http_entry(http: dict[str, Any], where: str, release: IstioRelease) ->
     actions = [key for key in ("route", "redirect", "directResponse") if http.get(key)]
     if len(actions) != 1:
         raise BuildError(f"{where}: set exactly one of route, redirect or directResponse")
+    check_http_webhook(http, where, release)
     for first, second in EXCLUSIVE:
         if http.get(first) is not None and http.get(second) is not None:
             raise BuildError(f"{where}: {first} and {second} cannot be set together")
@@ -353,6 +355,8 @@ def route_match(match: dict[str, Any], where: str, release: IstioRelease = DEFAU
         (name, string_match(spec, f"queryParams.{plain(name)}", where, release))
         for name, spec in sorted(match.get("queryParams", {}).items())
     )
+    if not release.query_prefix_match:
+        query = tuple((name, StringMatch("present", "") if m.kind == "prefix" else m) for name, m in query)
     uri = None
     if "uri" in match:
         if match["uri"] == {"regex": "*"}:
@@ -414,7 +418,7 @@ def fault_of(spec: dict[str, Any] | None) -> Fault | None:
 
 def redirect_of(spec: dict[str, Any], where: str, port: int | None) -> Redirect:
     """route.go ApplyRedirect: derivePort FROM_REQUEST_PORT is the port the route serves; :80 on http is left out."""
-    code = spec.get("redirectCode", 301)
+    code = spec.get("redirectCode") or 301
     if code not in REDIRECT_CODES:
         raise BuildError(f"{where}: redirectCode {code} is not one of {sorted(REDIRECT_CODES)}")
     if "port" in spec and "derivePort" in spec:

@@ -40,6 +40,7 @@ class Choice:
 class MapOf:
     value: Any
     key: Any = None  # a shape for the keys (Name, LabelKey); None: any text
+    total_bytes: int | None = None  # a cap on the UTF-8 size of all keys and values together
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,9 @@ class Host:
     """A host as Istio takes it: a DNS name, optionally a leading '*.' or '*'; gateway servers may add 'ns/'."""
 
     namespaced: bool = False
+    # A name Istio's webhook checks as DNS-1123 (a VirtualService's or a Gateway server's hosts):
+    # lowercase labels without '_' and a top-level label that is not all digits, unless it is an IP.
+    dns1123: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,14 @@ _RULE = {
     "cipher_suite": "an OpenSSL/BoringSSL cipher suite name such as ECDHE-RSA-AES256-GCM-SHA384",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+# Sizes that fail later, outside the backend, unless refused here: a header value Envoy takes (the
+# wheel's `envoy --mode validate`: "value length must be at most 16384 bytes"); Linux's MAX_ARG_STRLEN (32 pages) for
+# one NAME=value string given to execve, less room for the name; Kubernetes' 256 KiB cap on an
+# object's annotations (apimachinery pkg/api/validation/objectmeta.go TotalAnnotationSizeLimitB).
+HEADER_VALUE_BYTES = 16384
+ENV_VALUE_BYTES = 128 * 1024 - 1024
+ANNOTATION_BYTES = 256 * 1024
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_LABEL = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_]*[A-Za-z0-9])?$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 # What is left of a header value once %% escapes and complete %COMMAND% / %COMMAND(args)% are taken out
@@ -224,6 +236,26 @@ def host_problem(value: Any, namespaced: bool) -> str | None:
     labels = value[2:] if value.startswith("*.") else value
     if len(value) > 255 or not all(_DNS_LABEL.match(part) and len(part) <= 63 for part in labels.split(".")):
         return rule
+    return None
+
+
+def dns1123_problem(value: str, gateway: bool) -> str | None:
+    """agent.ValidateWildcardDomain and validateSidecarOrGatewayHostnamePart (1.8.6, 1.30.3)."""
+    namespace, _, name = value.rpartition("/")
+    if namespace == "~":
+        return "must not use the namespace '~' (Istio allows it only in Sidecars)"
+    if gateway and name != "*" and "." not in name:
+        return f"must be a fully qualified name in a Gateway (short name {plain(name)} refused by Istio)"
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    labels = name.split(".")
+    if any(_DNS1123_LABEL.match(label) is None for label in labels[1 if labels[0] == "*" else 0 :]):
+        return "must be lowercase DNS-1123 labels (a-z, 0-9, '-'), as Istio checks hosts"
+    if labels[-1].isdigit():
+        return "must not end in an all-numeric label unless it is an IP address"
     return None
 
 
@@ -307,6 +339,9 @@ def check(value: Any, shape: Any, path: str) -> list[str]:
         if not isinstance(value, dict):
             return [f"{path} must be a mapping, not {brief(value)}"]
         problems = []
+        size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in value.items())
+        if shape.total_bytes is not None and size > shape.total_bytes:
+            return [f"{path} must hold at most {shape.total_bytes} bytes of keys and values, not {size}"]
         for key, item in value.items():
             key_problem = check(key, shape.key, f"{path} key") if shape.key else check(key, str, f"{path} key")
             problems += key_problem or check(item, shape.value, f"{path}.{plain(key)}")
@@ -327,7 +362,9 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
     if isinstance(shape, Name):
         return name_problem(value, shape.syntax)
     if isinstance(shape, Host):
-        return host_problem(value, shape.namespaced)
+        return host_problem(value, shape.namespaced) or (
+            dns1123_problem(value, shape.namespaced) if shape.dns1123 else None
+        )
     if isinstance(shape, Regex):
         return regex_problem(value)
     if isinstance(shape, Address):
@@ -341,10 +378,14 @@ def scalar_problem(value: Any, shape: Any) -> str | None:
             return text_problem(value)
         if "'" in value and '"' in value:
             return "must not hold both ' and \" (supervisord, which starts local processes, cannot carry that)"
+        if len(value.encode()) > ENV_VALUE_BYTES:
+            return f"must be at most {ENV_VALUE_BYTES} bytes (Linux caps one NAME=value string at 128 KiB)"
         return None
     if isinstance(shape, HeaderValue):
         if text_problem(value):
             return text_problem(value)
+        if len(value.encode()) > HEADER_VALUE_BYTES:
+            return f"must be at most {HEADER_VALUE_BYTES} bytes (Envoy's HeaderValue limit)"
         if "%" in _FORMATTER.sub("", value):
             return "must write a literal % as %% (a single % starts an Envoy %COMMAND%)"
         return None
@@ -385,7 +426,7 @@ METADATA = {
     "name": Required(Name("subdomain")),
     "namespace": Name("label"),
     "labels": LABELS,
-    "annotations": MapOf(str, key=Name("label_key")),
+    "annotations": MapOf(str, key=Name("label_key"), total_bytes=ANNOTATION_BYTES),
 }
 PROBE = {
     "httpGet": {"path": str, "port": IntOrString(), "scheme": Choice(("HTTP",))},
@@ -412,7 +453,10 @@ DEPLOYMENT = {
     "selector": Required({"matchLabels": Required(LABELS, nonempty=True)}),
     "template": Required(
         {
-            "metadata": {"labels": LABELS, "annotations": MapOf(str, key=Name("label_key"))},
+            "metadata": {
+                "labels": LABELS,
+                "annotations": MapOf(str, key=Name("label_key"), total_bytes=ANNOTATION_BYTES),
+            },
             "spec": Required(
                 {"containers": Required([CONTAINER], nonempty=True), "serviceAccountName": Name("subdomain")}
             ),
@@ -467,7 +511,7 @@ HTTP_ROUTE = {
     "redirect": {
         "uri": str,
         "authority": Host(),
-        "redirectCode": Range(300, 399),
+        "redirectCode": Range(0, 399),  # 0 is unset (301); webhook.py refuses 1-299
         "scheme": Choice(("http", "https")),
         "port": PORT,
         "derivePort": Choice(("FROM_PROTOCOL_DEFAULT", "FROM_REQUEST_PORT")),
@@ -504,7 +548,7 @@ TCP_ROUTE = {
     "route": [{"destination": Required(DESTINATION), "weight": Range(0, 2**31 - 1)}],
 }
 VIRTUAL_SERVICE = {
-    "hosts": Required([Host()], nonempty=True),
+    "hosts": Required([Host(dns1123=True)], nonempty=True),
     "gateways": [Name("gateway_ref")],
     "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
@@ -535,7 +579,7 @@ GATEWAY = {
                         "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS", "TCP"), ignore_case=True)),
                     }
                 ),
-                "hosts": Required([Host(namespaced=True)], nonempty=True),
+                "hosts": Required([Host(namespaced=True, dns1123=True)], nonempty=True),
                 "name": str,
                 "tls": SERVER_TLS,
             }

@@ -18,6 +18,7 @@ from meshy.local.model import (
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.security import PeerPolicies, check_client_tls, endpoint_mtls, pod_identity
 from meshy.local.shapes import seconds
+from meshy.local.webhook import check_empty_policies
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -149,6 +150,7 @@ def destination_rules(resources: ResourceSet, registry: dict[str, RegistryHost])
 
 def check_policies(rule: Resource) -> None:
     """One-of rules Istio's validation enforces on load balancer settings (validation.go validateLoadBalancer)."""
+    check_empty_policies(rule.key, rule.spec)
     policies = [("spec.trafficPolicy", rule.spec.get("trafficPolicy") or {})]
     policies += [
         (f"spec.subsets[{i}].trafficPolicy", s.get("trafficPolicy") or {})
@@ -267,7 +269,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
             max_retries=http.get("maxRetries"),
         )
     outlier = None
-    if detection := policy.get("outlierDetection"):
+    # cluster.go applyOutlierDetection: an empty outlierDetection still turns detection on (Envoy defaults).
+    if (detection := policy.get("outlierDetection")) is not None:
         # Istio's applyOutlierDetection (1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go,
         # 1.30.3 pilot/pkg/networking/core/cluster_traffic_policy.go) never reads the deprecated
         # consecutiveErrors, so Envoy's default of 5 applies; the panic threshold becomes 0.
@@ -276,7 +279,8 @@ def policy_cluster(name: str, endpoints: tuple[Endpoint, ...], policy: dict[str,
             consecutive_gateway=detection.get("consecutiveGatewayErrors"),
             interval=seconds(detection["interval"]) if "interval" in detection else None,
             base_ejection=seconds(detection["baseEjectionTime"]) if "baseEjectionTime" in detection else None,
-            max_ejection_percent=detection.get("maxEjectionPercent"),
+            # Only a percentage above 0 is passed on; 0 leaves Envoy's default of 10%.
+            max_ejection_percent=detection.get("maxEjectionPercent") or None,
         )
     balancer = policy.get("loadBalancer", {})
     lb = balancer.get("simple", "LEAST_REQUEST")
