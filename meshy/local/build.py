@@ -179,7 +179,6 @@ def check_virtual_service(
     vs: Resource, bound: list[str], gateway_names: set[str], context: Context, memo: BuildMemo
 ) -> None:
     """gateway_names: "namespace/name" of every Gateway applied."""
-    check_virtual_service_spec(vs.key, vs.spec)
     for gateway in bound:
         if gateway != MESH:
             if gateway not in gateway_names:
@@ -187,11 +186,13 @@ def check_virtual_service(
         elif any("*" in host for host in vs.spec.get("hosts", [])):
             raise BuildError(f"{vs.key}: wildcard hosts are supported on gateways only in the local backend")
     memo.of(check_routes, vs, context)
-    check_tcp(vs, bound, context)
 
 
 def check_routes(vs: Resource, context: Context) -> bool:
-    """Every http entry and match builds, also those that apply to no proxy yet."""
+    """What Istio's webhook checks of the whole resource, and every http and tcp entry builds, also those that
+    apply to no proxy yet (all of it made from the resource's content: the memo keeps the outcome)."""
+    check_virtual_service_spec(vs.key, vs.spec)
+    check_tcp(vs, vs_gateways(vs), context)
     for index, http in enumerate(vs.spec.get("http", [])):
         for match_index, match in enumerate(http.get("match") or [{}]):
             http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
