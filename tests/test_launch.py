@@ -288,3 +288,31 @@ def test_only_the_program_itself_is_adopted(supervisor, record):
     finally:
         candidate.kill()
         candidate.wait()
+
+
+def test_sync_stops_retiring_programs_together_and_leaves_none(supervisor, tmp_path):
+    # Each program notes when TERM reaches it, lingers, then notes its end: stopped together, every TERM
+    # comes before any end; stopped one after another, the second TERM would follow the first end.
+    def lingering(name: str) -> Program:
+        log = tmp_path / f"{name}.log"
+        script = (
+            "import signal, sys, time\n"
+            f"def term(*_):\n    open({str(log)!r}, 'a').write(f'term {{time.time()}}\\n'); time.sleep(1)\n"
+            f"    open({str(log)!r}, 'a').write(f'end {{time.time()}}\\n'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, term)\n"
+            f"open({str(log)!r}, 'a').write('up\\n')\n"
+            "while True: time.sleep(60)\n"
+        )
+        return Program(name, [sys.executable, "-c", script])
+
+    names = ["a", "b", "c"]
+    supervisor.sync([lingering(n) for n in names])
+    assert wait_until(lambda: all((tmp_path / f"{n}.log").exists() for n in names), timeout=20)
+    assert wait_until(lambda: {p.state for p in supervisor.processes()} == {"RUNNING"}, timeout=20)
+    supervisor.sync([])
+    assert supervisor.processes() == []
+    times = {
+        n: dict(line.split() for line in (tmp_path / f"{n}.log").read_text().split("\n")[1:] if line) for n in names
+    }
+    assert max(float(t["term"]) for t in times.values()) < min(float(t["end"]) for t in times.values())
+    assert leftover_pids(supervisor.state_dir) == [supervisor.pid()]

@@ -33,6 +33,8 @@ from meshy.net import wait_until
 LAUNCHER = Path(launch.__file__).resolve()
 # States in which supervisord will not start a program again by itself.
 GIVEN_UP = {"FATAL", "EXITED", "STOPPED"}
+# supervisord states of a program that still has (or is about to have) a process.
+STOPPING = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
 
 
 class SupervisorError(MeshyError, RuntimeError):
@@ -209,16 +211,35 @@ class Supervisor:
             write_if_changed(child(self.programs_dir, f"{name}.conf"), program_config(name, self.python, spec_path))
         server = self.rpc().supervisor
         added, changed, removed = server.reloadConfig()[0]
-        for name in removed + changed + [n for n in respawn if n not in added + changed]:
-            with contextlib.suppress(xmlrpc.client.Fault):
-                server.stopProcessGroup(name)
-            with contextlib.suppress(xmlrpc.client.Fault):
-                server.removeProcessGroup(name)
+        self.stop_groups(removed + changed + [n for n in respawn if n not in added + changed])
         for name in set(changed + added + respawn):
             if name in wanted:
                 with contextlib.suppress(xmlrpc.client.Fault):  # already added: reloadConfig saw it first
                     server.addProcessGroup(name)
         self.revive()
+
+    def stop_groups(self, names: list[str]) -> None:
+        """Stop these programs all at once, wait until every one has ended, then drop them from supervisord.
+
+        One blocking stop per program would add up their shutdowns (up to stopwaitsecs each); supervisord
+        still sends SIGKILL to any that outlive stopwaitsecs, so the wait below is bounded.
+        """
+        if not names:
+            return
+        server = self.rpc().supervisor
+        for name in names:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                server.stopProcessGroup(name, False)
+        wanted = set(names)
+
+        def ended() -> bool:
+            return not any(p["name"] in wanted and p["statename"] in STOPPING for p in server.getAllProcessInfo())
+
+        if not wait_until(ended, timeout=launch.STOP_WAIT_S + 5, interval=0.05):
+            raise SupervisorError(f"supervisord did not stop {', '.join(sorted(wanted))}; run inv local.down.")
+        for name in names:
+            with contextlib.suppress(xmlrpc.client.Fault):
+                server.removeProcessGroup(name)
 
     def revive(self) -> list[str]:
         """Start the programs supervisord gave up on (FATAL) or that stopped; return their names."""
