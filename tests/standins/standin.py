@@ -44,6 +44,7 @@ LOCAL_KINDS = {
     "ServiceEntry",
     "PeerAuthentication",
     "AuthorizationPolicy",
+    "RequestAuthentication",
     "Secret",
 }
 # docker CLI's answer when the daemon does not answer.
