@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshy.local.gateway_tls import check_port, gateway_secrets, server_tls
-from meshy.local.jwt import check_request_authentication, workload_jwt
+from meshy.local.jwt import check_request_authentication
 from meshy.local.memo import BuildMemo
 from meshy.local.model import (
     Authz,
@@ -52,6 +52,7 @@ from meshy.local.security import (
     peer_policies,
     pod_identity,
     workload_authz,
+    workload_jwt,
 )
 from meshy.local.shapes import brief, plain
 from meshy.local.tcp_routes import check_tcp, server_route
@@ -120,8 +121,8 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
     clusters = outbound_clusters(registry, rules, peers)
     proxies = {}
     for pod in inputs.pods:
-        authz = workload_authz(inputs.resources, pod.namespace, pod.labels)
         jwt = workload_jwt(inputs.resources, pod.namespace, pod.labels)
+        authz = workload_authz(inputs.resources, pod.namespace, pod.labels, jwt)
         proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz, jwt)
     for gateway in inputs.gateways:
         proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
@@ -297,8 +298,8 @@ def gateway_proxy(
                 servers.setdefault(number, []).append((f"{resource.namespace}/{resource.name}", host))
     for number, tls_servers in terminating.items():
         check_port(number, number in plain, tls_servers)
-    authz = workload_authz(resources, gateway.namespace, gateway.labels)
     jwt = workload_jwt(resources, gateway.namespace, gateway.labels)
+    authz = workload_authz(resources, gateway.namespace, gateway.labels, jwt)
     listeners = []
     for port in sorted(tcp_ports):
         if port in plain or port in terminating:

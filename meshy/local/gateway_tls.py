@@ -24,12 +24,9 @@ from typing import Any
 from meshy.local.credentials import CA_SUFFIX, CredentialError, ca_certificates, server_credential
 from meshy.local.model import Listener, ServerTls
 from meshy.local.resources import BuildError, Resource, ResourceSet
+from meshy.local.tls import ALPN_HTTP, DOWNSTREAM, SECRET, TLS_INSPECTOR, ads_secret
 
-DOWNSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
-TLS_INSPECTOR = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
-SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
 SDS_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretType prefix of gateway SDS names
-ALPN_HTTP = ["h2", "http/1.1"]
 TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
 SUPPORTED_MODES = ("SIMPLE", "MUTUAL")
 
@@ -112,7 +109,7 @@ def check_port(port: int, plain: bool, tls: list[ServerTls]) -> None:
 
 
 def sds(name: str) -> dict[str, Any]:
-    return {"name": SDS_PREFIX + name, "sds_config": {"ads": {}, "resource_api_version": "V3"}}
+    return ads_secret(SDS_PREFIX + name)
 
 
 def downstream_socket(item: ServerTls) -> dict[str, Any]:

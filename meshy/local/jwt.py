@@ -29,7 +29,6 @@ from meshy.local.resources import BuildError, Resource, ResourceSet
 JWT_AUTHN = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 FILTER = "envoy.filters.http.jwt_authn"
 PAYLOAD = "payload"  # Istio's filters.EnvoyJwtFilterPayload
-ROOT_NAMESPACE = "istio-system"
 # No validated token has an empty issuer (jwtRules[].issuer is required): a principal no token can hold.
 NEVER = ClaimMatch(issuer="")
 
@@ -65,18 +64,6 @@ def check_request_authentication(resources: ResourceSet) -> None:
     """Refuse by name what the local backend cannot do, whichever workloads the policies select."""
     for policy in resources.of_kind("RequestAuthentication"):
         providers_of(policy)
-
-
-def workload_jwt(resources: ResourceSet, namespace: str, labels: dict[str, str]) -> tuple[JwtProvider, ...]:
-    """The JWT rules of every RequestAuthentication that applies to one workload, oldest policy first."""
-    found: list[JwtProvider] = []
-    for policy in resources.of_kind("RequestAuthentication"):
-        if policy.namespace not in (namespace, ROOT_NAMESPACE):
-            continue
-        selector = (policy.spec.get("selector") or {}).get("matchLabels") or {}
-        if selector.items() <= labels.items():
-            found += providers_of(policy)
-    return tuple(found)
 
 
 def claim_matches(value: str, issuers: tuple[str, ...]) -> tuple[ClaimMatch, ...]:

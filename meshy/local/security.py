@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshy.local.jwt import claim_matches, workload_jwt
+from meshy.local.jwt import claim_matches, providers_of
 from meshy.local.model import (
     Authz,
     AuthzCondition,
@@ -29,6 +29,7 @@ from meshy.local.model import (
     AuthzSource,
     ClaimMatch,
     GatewayPod,
+    JwtProvider,
     Pod,
     StringMatch,
 )
@@ -272,16 +273,28 @@ def check_authorization(resources: ResourceSet) -> None:
         authz_rules(policy)
 
 
-def workload_authz(resources: ResourceSet, namespace: str, labels: dict[str, str]) -> Authz | None:
-    """The policies that apply to one workload, or None when none does (no RBAC filter)."""
+def applies_to(policy: Resource, namespace: str, labels: dict[str, str]) -> bool:
+    """Whether a policy in the root namespace or the workload's, with no selector or a matching one, applies."""
+    selector = (policy.spec.get("selector") or {}).get("matchLabels") or {}
+    return policy.namespace in (namespace, ROOT_NAMESPACE) and selector.items() <= labels.items()
+
+
+def workload_jwt(resources: ResourceSet, namespace: str, labels: dict[str, str]) -> tuple[JwtProvider, ...]:
+    """The JWT rules of every RequestAuthentication that applies to one workload, oldest policy first."""
+    policies = resources.of_kind("RequestAuthentication")
+    return tuple(p for policy in policies if applies_to(policy, namespace, labels) for p in providers_of(policy))
+
+
+def workload_authz(
+    resources: ResourceSet, namespace: str, labels: dict[str, str], jwt: tuple[JwtProvider, ...] = ()
+) -> Authz | None:
+    """The policies that apply to one workload, or None when none does (no RBAC filter); `jwt`: the
+    workload's JWT rules, whose issuers request principals are matched by."""
     deny: list[AuthzRule] = []
     allow: list[AuthzRule] | None = None
-    issuers = tuple(dict.fromkeys(p.issuer for p in workload_jwt(resources, namespace, labels)))
+    issuers = tuple(dict.fromkeys(p.issuer for p in jwt))
     for policy in resources.of_kind("AuthorizationPolicy"):
-        if policy.namespace not in (namespace, ROOT_NAMESPACE):
-            continue
-        selector = (policy.spec.get("selector") or {}).get("matchLabels") or {}
-        if not selector.items() <= labels.items():
+        if not applies_to(policy, namespace, labels):
             continue
         if policy.spec.get("action", "ALLOW") == "DENY":
             deny.extend(authz_rules(policy, issuers))

@@ -15,10 +15,12 @@ SANITIZE_SET would add nothing either (gateway.go).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshy.local.identity import KeyPair
 from meshy.local.model import Cluster, Endpoint, Listener
+
+if TYPE_CHECKING:  # identity.py loads cryptography, which what only renders Envoy JSON does not need
+    from meshy.local.identity import KeyPair
 
 UPSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 DOWNSTREAM = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"

@@ -10,6 +10,7 @@ connection (a full handshake), counted exactly.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 from meshy import stats
 from meshy.console import Console
@@ -26,13 +27,6 @@ HOST = "secure.minimal.kind.org"
 REFUSED_CALLS = 20
 SETTLE = 10.0  # seconds a Gateway or Secret may take to reach the gateway (a cluster pushes it asynchronously)
 MISS_RATE = 0.05
-
-
-def tally(outcomes: list[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
-    return counts
 
 
 def configure(backend: Backend, console: Console, tls: IngressTls, ready) -> None:
@@ -82,7 +76,7 @@ def run(backend: Backend, console: Console) -> Report:
             "every call",
         )
     )
-    report.phases.append(Phase("SIMPLE", {"trusted: " + k: v for k, v in tally(answered).items()}))
+    report.phases.append(Phase("SIMPLE", {"trusted: " + k: v for k, v in Counter(answered).items()}))
 
     configure(backend, console, mutual, lambda: backend.https_calls(HOST, server_ca.pem, None, 1) == [REFUSED])
     anonymous = calls(server_ca.pem, None, REFUSED_CALLS, "MUTUAL, no client certificate")

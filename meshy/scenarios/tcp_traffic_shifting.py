@@ -15,7 +15,7 @@ from meshy.metrics import istio
 from meshy.metrics.prometheus import Sample
 from meshy.scenarios.backends import Backend, wait_for
 from meshy.scenarios.checks import split_check, with_detail
-from meshy.scenarios.traffic_shift import sample_size
+from meshy.scenarios.traffic_shift import sample_size, version_of
 from meshy.scenarios.verdict import ALPHA, POWER, Phase, Report
 
 ROUTE = "istio/tcp-traffic-shifting.yaml.j2"
@@ -58,10 +58,7 @@ def versions(samples: list[Sample]) -> dict[str, int]:
 def answered_by(pods: list[str]) -> dict[str, int]:
     counts = {"v1": 0, "v2": 0, "failed": 0}
     for pod in pods:
-        key = (
-            "v2" if pod.startswith("minimal-service-v2-") else "v1" if pod.startswith("minimal-service-") else "failed"
-        )
-        counts[key] += 1
+        counts[version_of(pod) or "failed"] += 1
     return counts
 
 

@@ -109,13 +109,18 @@ def split_counts(before: list[Sample], after: list[Sample], sent: int) -> dict[s
     return counts
 
 
+def version_of(pod: str) -> str | None:
+    """minimal-service's version from the name of the pod that answered (its servedBy)."""
+    if pod.startswith("minimal-service-v2-"):
+        return "v2"
+    return "v1" if pod.startswith("minimal-service-") else None
+
+
 def served_by(results: list[Result]) -> dict[str, int]:
     """The split as the answers' servedBy names it (minimal-service's pod name): the cross-check."""
     counts = {"v1": 0, "v2": 0}
     for result in results:
-        served = result.json().get("servedBy", "") if result.status == 200 else ""
-        if served.startswith("minimal-service-v2-"):
-            counts["v2"] += 1
-        elif served.startswith("minimal-service-"):
-            counts["v1"] += 1
+        version = version_of(result.json().get("servedBy", "") if result.status == 200 else "")
+        if version:
+            counts[version] += 1
     return counts
