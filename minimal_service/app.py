@@ -127,7 +127,9 @@ class MinimalService:
         self.metrics.observe(scope["path"], scope["method"], status, elapsed)
         if self.settings.log_requests:
             client = request.client if request else "-"
-            log(f"[INFO] [{scope['method']} {scope['path']} {client}] {status}")
+            # " tls" marks a request that came over TLS: what an external HTTPS service reports.
+            tls = " tls" if scope.get("scheme") == "https" else ""
+            log(f"[INFO] [{scope['method']} {scope['path']} {client}{tls}] {status}")
 
     async def handle(self, request: Request) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         if request.path == "/health" and request.method == "GET":

@@ -25,6 +25,10 @@ class Settings:
     log_requests: bool = True
     hostname: str = "localhost"
     reuse_port: bool = False
+    # A second listener that serves the same app over TLS (an external HTTPS service); 0: none.
+    tls_port: int = 0
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -43,7 +47,19 @@ class Settings:
             hostname=env.get("HOSTNAME") or socket.gethostname(),
             # A successor can bind the port while this process still serves (handover without a gap).
             reuse_port=_flag(env, "SERVICE_REUSE_PORT"),
+            **_tls(env),
         )
+
+
+def _tls(env: Mapping[str, str]) -> dict[str, object]:
+    port = _int(env, "TLS_PORT", 0, 0, 65535)
+    if not port:
+        return {}
+    files = {name: env.get(name, "").strip() for name in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+    for name, path in files.items():
+        if not path or not os.path.isfile(path):
+            raise ConfigError(f"TLS_PORT is set but {name}={path!r} names no file: point it at a PEM file.")
+    return {"tls_port": port, "tls_cert": files["TLS_CERT_FILE"], "tls_key": files["TLS_KEY_FILE"]}
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:

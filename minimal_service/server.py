@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import signal
 import socket
 import sys
@@ -19,11 +21,18 @@ GRACE_SECONDS = 4
 
 
 class _Server(uvicorn.Server):
+    # The servers of one process (plain and TLS): a signal stops them all.
+    peers: list[uvicorn.Server]
+
+    def stop_all(self, sig: int, frame: object) -> None:
+        for server in self.peers:
+            server.handle_exit(sig, frame)
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         # uvicorn re-raises the signal after a graceful stop, which makes the
         # exit status -15; a clean stop on SIGTERM should exit 0.
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        previous = {sig: signal.signal(sig, self.stop_all) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             yield
         finally:
@@ -44,15 +53,18 @@ def listen(settings: Settings) -> socket.socket:
 
 
 def serve(settings: Settings) -> int:
-    try:
-        sock = listen(settings)
-    except OSError as error:
-        print(
-            f"minimal-service: cannot listen on {settings.address}:{settings.port} ({error.strerror}): "
-            "choose a free port with SERVICE_PORT.",
-            file=sys.stderr,
-        )
-        return 1
+    ports = {"SERVICE_PORT": settings.port} | ({"TLS_PORT": settings.tls_port} if settings.tls_port else {})
+    sockets = []
+    for variable, port in ports.items():
+        try:
+            sockets.append(listen(dataclasses.replace(settings, port=port)))
+        except OSError as error:
+            print(
+                f"minimal-service: cannot listen on {settings.address}:{port} ({error.strerror}): "
+                f"choose a free port with {variable}.",
+                file=sys.stderr,
+            )
+            return 1
     app = MinimalService(settings)
     try:
         import uvloop  # noqa: F401
@@ -60,8 +72,7 @@ def serve(settings: Settings) -> int:
         loop = "uvloop"
     except ImportError:
         loop = "asyncio"
-    config = uvicorn.Config(
-        app,
+    options = dict(
         loop=loop,
         http="httptools",
         lifespan="off",
@@ -71,10 +82,23 @@ def serve(settings: Settings) -> int:
         server_header=False,
         date_header=False,
     )
+    servers = [_Server(uvicorn.Config(app, **options))]
+    if settings.tls_port:
+        tls = uvicorn.Config(app, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, **options)
+        servers.append(_Server(tls))
+    for server in servers:
+        server.peers = servers
     log(f"[INFO] [Starting server on {settings.address}:{settings.port} as {settings.hostname}]")
+    if settings.tls_port:
+        log(f"[INFO] [Serving TLS on {settings.address}:{settings.tls_port}]")
     try:
-        _Server(config).run(sockets=[sock])
+        with asyncio.Runner(loop_factory=servers[0].config.get_loop_factory()) as runner:
+            runner.run(_serve_all(servers, sockets))
     finally:
         if app.tracer:
             app.tracer.shutdown()
     return 0
+
+
+async def _serve_all(servers: list[_Server], sockets: list[socket.socket]) -> None:
+    await asyncio.gather(*(server.serve(sockets=[sock]) for server, sock in zip(servers, sockets, strict=True)))

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from meshy import ROOT, stats
-from meshy.net import free_port
+from meshy.net import free_port, wait_until
 from minimal_service.config import ConfigError, Settings
 
 NO_PROXY = {"http": "", "https": ""}
@@ -378,3 +378,35 @@ def test_reuse_port_lets_a_successor_bind_beside_a_running_instance(start_servic
     )
     assert refused.returncode == 1
     assert "cannot listen on" in refused.stderr
+
+
+def test_tls_port_serves_the_same_app_over_tls_and_logs_it(start_service, tmp_path):
+    from meshy.scenarios.certificates import external_credentials
+
+    files = external_credentials(tmp_path / "tls", "localhost")
+    tls_port = free_port()
+    service = start_service(
+        TLS_PORT=str(tls_port), TLS_CERT_FILE=str(files / "tls.crt"), TLS_KEY_FILE=str(files / "tls.key")
+    )
+    secure = requests.get(f"https://localhost:{tls_port}/tls-path", verify=str(files / "ca.crt"), timeout=10)
+    assert secure.status_code == 200
+    assert secure.json()["requestURI"] == "/tls-path"
+    assert get(service.url + "/plain-path").status_code == 200
+    # Plain HTTP to the TLS port is no request at all.
+    with pytest.raises(requests.ConnectionError):
+        get(f"http://127.0.0.1:{tls_port}/plain-to-tls")
+    assert wait_until(lambda: "/plain-path" in service.output(), timeout=5)
+    lines = service.output().splitlines()
+    assert any("[GET /tls-path 127.0.0.1:" in line and " tls] 200" in line for line in lines)
+    assert any("[GET /plain-path " in line and " tls]" not in line for line in lines)
+    assert not any("/plain-to-tls" in line for line in lines)
+    # One SIGTERM stops both listeners.
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=6) == 0
+
+
+def test_tls_port_without_files_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE='' names no file"):
+        Settings.from_env({"TLS_PORT": "9443"})
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE="):
+        Settings.from_env({"TLS_PORT": "9443", "TLS_CERT_FILE": __file__, "TLS_KEY_FILE": str(tmp_path / "none")})

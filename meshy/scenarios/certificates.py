@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -31,7 +33,8 @@ class Issued:
 class Authority:
     """A throwaway CA."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lifetime: datetime.timedelta = LIFETIME) -> None:
+        self.lifetime = lifetime
         self.key = new_key()
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         self.cert = (
@@ -41,7 +44,7 @@ class Authority:
             .public_key(self.key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now() - datetime.timedelta(minutes=5))
-            .not_valid_after(now() + LIFETIME)
+            .not_valid_after(now() + lifetime)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
             .sign(self.key, hashes.SHA256())
@@ -62,7 +65,7 @@ class Authority:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now() - datetime.timedelta(minutes=5))
-            .not_valid_after(now() + LIFETIME)
+            .not_valid_after(now() + self.lifetime)
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(self.key, hashes.SHA256())
@@ -73,3 +76,25 @@ class Authority:
 def b64(text: str) -> str:
     """A Secret's data value."""
     return base64.b64encode(text.encode()).decode()
+
+
+# The external HTTPS service's files, made when its mesh or cluster starts (tls-origination trusts ca.crt).
+EXTERNAL_FILES = ("ca.crt", "tls.crt", "tls.key")
+EXTERNAL_LIFETIME = datetime.timedelta(days=365)
+
+
+def external_credentials(directory: Path, host: str) -> Path:
+    """A CA and a server certificate for `host` in `directory` (kept when all files are there), owner-only."""
+    if all((directory / name).is_file() for name in EXTERNAL_FILES):
+        return directory
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    authority = Authority(f"{host} CA", EXTERNAL_LIFETIME)
+    server = authority.issue(host)
+    for name, text in zip(EXTERNAL_FILES, (authority.pem, server.cert, server.key), strict=True):
+        path = directory / name
+        # Written aside and renamed: an interrupted run never leaves a half-written key.
+        partial = path.with_suffix(".partial")
+        partial.write_text(text)
+        os.chmod(partial, 0o600)
+        partial.replace(path)
+    return directory
