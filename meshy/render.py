@@ -24,9 +24,22 @@ IMAGE = "localhost:5000/minimal-service:v1.0.0"
 class External:
     host: str = "minimal.external.kind.org"
     port: int = 9090
+    tls_port: int = 9443  # the same service over TLS (tls-origination)
     # None: resolved by DNS (the local backend's host table); on kind, the
     # external container's address, so that pods need no /etc/hosts entry.
     address: str | None = None
+
+
+@dataclass(frozen=True)
+class ExternalTls:
+    """The tls-origination scenario's trust: the Secret of CAs mounted into minimal-service's sidecar."""
+
+    secret: str = "external-ca"
+    volume: str = "external-ca"
+    mount: str = "/etc/meshy/external-ca"
+    ca: str = ""  # base64: the CA that signed the external service's certificate
+    other_ca: str = ""  # base64: a CA that signed nothing here
+    trust: str = "ca.crt"  # the key the DestinationRule's caCertificates names
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,7 @@ class RenderOptions:
     mtls_mode: str = "STRICT"  # the PeerAuthentication of the mtls scenario
     ingress_tls: IngressTls = IngressTls()
     jwt: Jwt = Jwt()
+    external_tls: ExternalTls = ExternalTls()
 
     @classmethod
     def for_kind(cls, ports: Ports) -> RenderOptions:
@@ -140,6 +154,7 @@ def render(template: str, pair: Pair, options: RenderOptions | None = None, **ex
         "mtls_mode": options.mtls_mode,
         "ingress_tls": options.ingress_tls,
         "jwt": options.jwt,
+        "external_tls": options.external_tls,
         **extra,
     }
     return environment().get_template(template).render(context)

@@ -14,14 +14,25 @@ from pathlib import Path
 
 import pytest
 
-from meshy.local import envoy, gateway_tls, topology
+from meshy import ROOT
+from meshy.local import envoy, gateway_tls, origination, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.model import Proxy, from_data, to_data
+from meshy.local.release import DEFAULT_RELEASE, release_of
 from meshy.local.resources import ResourceSet, parse_documents
 
 DATA = Path(__file__).parent / "testdata" / "local"
 CASES = sorted(p.stem for p in (DATA / "in").glob("*.yaml") if not p.name.startswith("_"))
 HOSTS = {"minimal.external.kind.org": "127.13.0.1"}
+# The system roots an origination without caCertificates trusts (1.28 on): the same relative path on
+# every machine, so that the goldens do not depend on this one's CA bundle or on where the clone is.
+SYSTEM_BUNDLE = "tests/testdata/local/in/_system-roots.pem"
+
+
+@pytest.fixture(autouse=True)
+def system_bundle(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(origination, "SYSTEM_BUNDLES", (SYSTEM_BUNDLE,))
 
 
 def directives(text: str, name: str) -> list[str]:
@@ -40,7 +51,8 @@ def pinned_proxies(case: str) -> dict[str, Proxy]:
     resources = ResourceSet().applied(r for source in sources for r in parse_documents(source, case))
     layout = topology.Layout()
     pods, _ = topology.pods(resources, {}, layout)
-    mesh = build_mesh(Inputs(resources, pods, topology.gateways(layout), HOSTS))
+    release = next(iter(directives(text, "release")), DEFAULT_RELEASE.version)
+    mesh = build_mesh(Inputs(resources, pods, topology.gateways(layout), HOSTS, release_of(release)))
     return {
         wanted: next(p for name, p in mesh.proxies.items() if name == wanted or name.startswith(wanted + "-"))
         for wanted in directives(text, "golden-proxies")
@@ -56,8 +68,9 @@ def envoy_config(proxies: dict[str, Proxy]) -> dict:
             "routes": envoy.rds(proxy),
             "clusters": envoy.cds(proxy),
         }
-        credentials = gateway_tls.credential_secrets(proxy.listeners)
-        if credentials:  # a gateway's certificates from Secrets (the mesh's own identities are not pinned)
+        credentials = gateway_tls.credential_secrets(proxy.listeners) + origination.file_secrets(proxy.files)
+        # A gateway's certificates from Secrets, files for originations (the mesh's own identities are not pinned).
+        if credentials:
             result[wanted]["secrets"] = credentials
     return result
 

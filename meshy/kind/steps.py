@@ -7,7 +7,9 @@ upstream repositories, at the tags of manifests/matrix.yaml).
 from __future__ import annotations
 
 import json
+import os
 import re
+from pathlib import Path
 
 import yaml
 
@@ -391,14 +393,29 @@ def baseline(env: Env) -> None:
         env.run(env.kubectl("apply", "-f", str(env.build / "istio/minimal-virtualservice.yaml")))
 
 
+def external_tls_dir(env: Env) -> Path:
+    """The external container's CA, certificate and key, made on the first start and kept in the cache."""
+    return env.cache / "external-tls"
+
+
 def external_up(env: Env) -> str:
-    """Run the walkthrough's external service on the kind network; return its address."""
+    """Run the walkthrough's external service on the kind network, plain and over TLS; return its address."""
     if not container_status(env, EXTERNAL).startswith("Up"):
         with env.console.step(f"Starting the external service {EXTERNAL} outside the mesh"):
             env.run(["docker", "rm", "-f", EXTERNAL], absent=NO_CONTAINER)
+            tls = external_tls_dir(env)
+            if not env.dry:
+                from meshy.scenarios.certificates import external_credentials  # loads cryptography
+
+                external_credentials(tls, env.options.external.host)
+            # The files are owner-only: the container runs as their owner to read them.
+            mounted = "/etc/external-tls"
             env.run(
                 [
                     "docker", "run", "-d", "--network", "kind", "-e", "SERVICE_ADDRESS=0.0.0.0",
+                    "--user", f"{os.getuid()}:{os.getgid()}", "-v", f"{tls}:{mounted}:ro",
+                    "-e", f"TLS_PORT={env.options.external.tls_port}",
+                    "-e", f"TLS_CERT_FILE={mounted}/tls.crt", "-e", f"TLS_KEY_FILE={mounted}/tls.key",
                     "--name", EXTERNAL, image_tag(env),
                 ]
             )  # fmt: skip

@@ -26,7 +26,7 @@ import orjson
 
 from meshy import ROOT
 from meshy.console import Console
-from meshy.local import admin, envoy, gateway_tls, limits, tls, topology
+from meshy.local import admin, envoy, gateway_tls, limits, origination, tls, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.identity import MeshCA
 from meshy.local.memo import BuildMemo, derive
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
 
 NO_PROXY = {"http": "", "https": ""}
 EXTERNAL_HOST = "minimal.external.kind.org"
+EXTERNAL_TLS_PORT = 9443  # the external service over TLS (render.External.tls_port)
 # The walkthrough's state after its setup: workloads, the services gateway
 # and minimal-service's VirtualService (Service selecting v1).
 BASELINE = (
@@ -422,6 +423,11 @@ class LocalBackend(StateDir):
     def xds_state(self) -> Path:
         return self.dir / "xds-snapshots.json"
 
+    @property
+    def external_tls_dir(self) -> Path:
+        """The external service's CA, certificate and key (owner-only; kept while the state directory lives)."""
+        return self.dir / "external-tls"
+
     def reconcile(self, state: State, previous: State) -> Mesh:
         """Make processes and proxy configuration match state; refuse before changing anything.
 
@@ -657,12 +663,18 @@ class LocalBackend(StateDir):
             programs.append(Program(f"proxy_{name}", command + ["--drain-time-s", "2"]))
         programs.append(dashboard_program(self.dir, self.layout_of(state), python))
         if state.external:
+            from meshy.scenarios.certificates import external_credentials  # loads cryptography
+
             external_ip = self.layout_of(state).external_ip
+            tls = external_credentials(self.external_tls_dir, EXTERNAL_HOST)
             env = {
                 "SERVICE_ADDRESS": external_ip,
                 "SERVICE_PORT": "9090",
                 "HOSTNAME": EXTERNAL_NAME,
                 "SERVICE_REUSE_PORT": "1",
+                "TLS_PORT": str(EXTERNAL_TLS_PORT),
+                "TLS_CERT_FILE": str(tls / "tls.crt"),
+                "TLS_KEY_FILE": str(tls / "tls.key"),
             }
             programs.append(Program(EXTERNAL_NAME, [python, "-m", "minimal_service"], env, str(ROOT)))
         return self.checked(programs)
@@ -816,10 +828,14 @@ def proxy_snapshot(proxy: Proxy, log_dir: Path, ca: MeshCA, memo: BuildMemo | No
         encoded.append({**routes[-1], "virtual_hosts": [text for _, text in hosts]})
     # Its certificate and the root reach the proxy over ADS too (see identity.py), if it names them.
     secrets = (
-        tls.secrets(ca.workload(proxy.identity), ca.root_pem)
-        if proxy.identity and tls.uses_secrets(clusters, listeners)
-        else []
-    ) + gateway_tls.credential_secrets(proxy.listeners)
+        (
+            tls.secrets(ca.workload(proxy.identity), ca.root_pem)
+            if proxy.identity and tls.uses_secrets(clusters, listeners)
+            else []
+        )
+        + gateway_tls.credential_secrets(proxy.listeners)
+        + origination.file_secrets(proxy.files, ca.root_pem)
+    )
     return snapshot_of(clusters, listeners, routes, encoded, secrets or None)
 
 

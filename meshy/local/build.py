@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meshy.local.gateway_tls import check_port, gateway_secrets, server_tls
 from meshy.local.jwt import check_request_authentication
@@ -32,6 +32,7 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.origination import file_reader, proxy_files
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.routes import (
@@ -118,14 +119,22 @@ def build_mesh(inputs: Inputs, memo: BuildMemo | None = None) -> Mesh:
     peers = peer_policies(inputs.resources)
     check_authorization(inputs.resources)
     check_request_authentication(inputs.resources)
-    clusters = outbound_clusters(registry, rules, peers)
+    clusters = outbound_clusters(registry, rules, peers, inputs.release)
     proxies = {}
+    originations = [c.origination for c in clusters if c.origination]
     for pod in inputs.pods:
         jwt = workload_jwt(inputs.resources, pod.namespace, pod.labels)
         authz = workload_authz(inputs.resources, pod.namespace, pod.labels, jwt)
-        proxies[pod.name] = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz, jwt)
+        proxy = sidecar(pod, mesh_hosts, context, clusters, memo, peers, authz, jwt)
+        if originations:
+            read = file_reader(pod.mounts, gateway_secrets(inputs.resources, pod.namespace))
+            proxy = replace(proxy, files=proxy_files(originations, read))
+        proxies[pod.name] = proxy
     for gateway in inputs.gateways:
-        proxies[gateway.name] = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
+        proxy = gateway_proxy(gateway, inputs.resources, services, context, clusters, memo)
+        if originations:
+            proxy = replace(proxy, files=proxy_files(originations, file_reader((), {})))
+        proxies[gateway.name] = proxy
     return Mesh(proxies)
 
 
@@ -219,7 +228,7 @@ def sidecar(
     virtual_hosts = []
     for host, entry in sorted(context.registry.items()):
         owner = mesh_hosts.get(host)
-        for port in sorted(entry.ports):
+        for port in sorted(set(entry.ports) - entry.opaque):
             routes = (
                 memo.of(routes_of, owner, context.at(MESH, port))
                 if owner

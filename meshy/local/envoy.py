@@ -31,6 +31,7 @@ from meshy.local.model import (
     VirtualHost,
     WeightedCluster,
 )
+from meshy.local.origination import upstream_options, upstream_socket
 from meshy.local.rbac import RBAC, rbac_filters
 from meshy.local.tcp_routes import tcp_proxy_chains
 from meshy.local.telemetry.accesslog import access_logs
@@ -523,7 +524,7 @@ def cluster(item: Cluster) -> dict[str, Any]:
             }
         ],
     }
-    result.update(cluster_transport(item))
+    result.update(upstream_socket(item.origination) if item.origination else cluster_transport(item))
     breaker = item.circuit
     result["circuit_breakers"] = {
         "thresholds": [
@@ -560,12 +561,11 @@ def cluster(item: Cluster) -> dict[str, Any]:
         common["max_requests_per_connection"] = item.max_requests_per_connection
     if item.idle_timeout is not None:
         common["idle_timeout"] = duration(item.idle_timeout)
-    if common:
-        result["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": HTTP_OPTIONS,
-                "common_http_protocol_options": common,
-                "explicit_http_config": {"http_protocol_options": {}},
-            }
-        }
+    upstream = upstream_options(item.origination) if item.origination else {}
+    if common or upstream:
+        options = {"@type": HTTP_OPTIONS, **upstream}
+        if common:
+            options["common_http_protocol_options"] = common
+        options["explicit_http_config"] = {"http_protocol_options": {}}
+        result["typed_extension_protocol_options"] = {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": options}
     return result

@@ -16,6 +16,14 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A directory of a sidecar that holds a Secret's keys as files (sidecar.istio.io/userVolumeMount)."""
+
+    path: str
+    secret: str
+
+
+@dataclass(frozen=True)
 class Pod:
     """One replica of a Deployment: an app process and its sidecar share `ip`'s identity."""
 
@@ -33,6 +41,7 @@ class Pod:
     # The pod's security.istio.io/tlsMode label as Istio's injector sets it ("istio" unless the
     # template says otherwise): whether callers send it mutual TLS.
     tls_mode: str = "istio"
+    mounts: tuple[Mount, ...] = ()  # Secrets mounted into its sidecar
 
 
 @dataclass(frozen=True)
@@ -325,6 +334,34 @@ class Outlier:
 
 
 @dataclass(frozen=True)
+class Origination:
+    """TLS a proxy starts towards a server (DestinationRule tls SIMPLE or MUTUAL); see origination.py."""
+
+    mode: str  # SIMPLE | MUTUAL
+    sni: str = ""  # empty: none, or the request's host when auto_sni
+    auto_sni: bool = False
+    auto_san: bool = False  # the certificate must name the SNI
+    subject_alt_names: tuple[str, ...] = ()
+    ca: str = ""  # the file of the roots to check the server with; empty: no check
+    cert: str = ""  # MUTUAL: files of the client certificate and key
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ProxyFile:
+    """A file a proxy's agent serves for an origination over SDS under `name`: PEM text from a mounted
+    Secret, or (on_disk) the path of a file of this machine, which Envoy reads itself; a CA file the
+    proxy does not have (absent) is served as the mesh's own root, which signed nothing outside."""
+
+    name: str
+    ca: str = ""
+    chain: str = ""
+    key: str = ""
+    on_disk: bool = False
+    absent: bool = False
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     endpoints: tuple[Endpoint, ...] = ()
@@ -338,10 +375,11 @@ class Cluster:
     ring_size: int | None = None  # RING_HASH's minimum ring size
     idle_timeout: float | None = None  # upstream HTTP connections
     # none: plain; auto: mutual TLS to the endpoints marked mtls, plain to the rest (Istio's auto
-    # mTLS); istio: mutual TLS to every endpoint (DestinationRule tls ISTIO_MUTUAL).
+    # mTLS); istio: mutual TLS to every endpoint (DestinationRule tls ISTIO_MUTUAL); origin: `origination`.
     tls: str = "none"
     sni: str | None = None
     peer_identities: tuple[str, ...] = ()  # SPIFFE ids the server's certificate must carry
+    origination: Origination | None = None  # tls "origin": a DestinationRule's SIMPLE or MUTUAL
 
 
 @dataclass(frozen=True)
@@ -351,6 +389,7 @@ class Proxy:
     listeners: tuple[Listener, ...]
     clusters: tuple[Cluster, ...]
     identity: str | None = None  # the SPIFFE id of its certificate
+    files: tuple[ProxyFile, ...] = ()  # what its agent read for its clusters' originations
 
 
 @dataclass(frozen=True)

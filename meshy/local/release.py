@@ -77,6 +77,13 @@ class IstioRelease:
         return self.minor >= 12
 
     @property
+    def verifies_origination_by_default(self) -> bool:
+        # DestinationRule tls SIMPLE/MUTUAL: 1.8.6 checks the server only against caCertificates and sets
+        # no SNI of its own (v1alpha3/cluster.go); 1.28.10 and 1.30.3 check against the system roots by
+        # default, with auto_sni and auto_san_validation (cluster_tls.go). See origination.py.
+        return self.minor >= 28
+
+    @property
     def query_prefix_match(self) -> bool:
         # route.go translateQueryParamMatch knows only exact and regex up to 1.17 (1.8.6 included): a
         # prefix leaves Envoy's matcher unset, which Envoy reads as "present"; 1.18 on translates it.

@@ -41,7 +41,7 @@ ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace's default
 DEFAULT_MODE = "PERMISSIVE"
 TLS_MODE_LABEL = "security.istio.io/tlsMode"
 # DestinationRule tls modes the local backend honours; the others need certificates of the user's.
-SUPPORTED_CLIENT_TLS = ("DISABLE", "ISTIO_MUTUAL")
+SUPPORTED_CLIENT_TLS = ("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")
 
 
 def pod_identity(pod: Pod) -> str:

@@ -475,7 +475,7 @@ SERVICE = {
 # --- Istio kinds (networking.istio.io), as istio/api's networking/v1alpha3/*.proto define them -------------
 
 # Istio parses protocols case-insensitively (pkg/config/protocol/instance.go Parse).
-ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2"), ignore_case=True)
+ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2", "HTTPS", "TLS"), ignore_case=True)
 STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
 PERCENT = {"value": Percent()}
 PORT_SELECTOR = {"number": Required(PORT)}
@@ -618,9 +618,20 @@ POLICY_PARTS = {
         "maxEjectionPercent": Range(0, 100),
     },
 }
-# ClientTLSSettings: every mode is accepted here so that upstreams.py can refuse SIMPLE and
-# MUTUAL by name (security.py check_client_tls); the mesh's own certificates serve ISTIO_MUTUAL.
-CLIENT_TLS = {"mode": Choice(("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL"))}
+# ClientTLSSettings (istio/api networking/v1alpha3/destination_rule.proto): the mesh's own certificates
+# serve ISTIO_MUTUAL; SIMPLE and MUTUAL read files (origination.py), which also refuses credentialName
+# and caCrl by name, and insecureSkipVerify where the release has none.
+CLIENT_TLS = {
+    "mode": Choice(("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")),
+    "sni": str,
+    "subjectAltNames": [str],
+    "caCertificates": str,
+    "clientCertificate": str,
+    "privateKey": str,
+    "credentialName": str,
+    "caCrl": str,
+    "insecureSkipVerify": bool,
+}
 POLICY_PARTS["tls"] = CLIENT_TLS
 TRAFFIC_POLICY = {**POLICY_PARTS, "portLevelSettings": [{"port": Required(PORT_SELECTOR), **POLICY_PARTS}]}
 DESTINATION_RULE = {
@@ -636,6 +647,7 @@ SERVICE_ENTRY = {
         {
             "number": Required(PORT),
             "name": Required(str),
+            # HTTPS and TLS ports are a route's destination only (upstreams.py RegistryHost.opaque).
             "protocol": ISTIO_PROTOCOL,
             "targetPort": PORT,
         }

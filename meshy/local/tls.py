@@ -79,6 +79,7 @@ def cluster_transport(item: Cluster) -> dict[str, Any]:
     """The cluster fields of its TLS mode: one socket (istio) or Istio's two socket matches (auto)."""
     if item.tls == "istio":
         return {"transport_socket": upstream_socket(item)}
+
     if item.tls == "auto":
         return {
             "transport_socket_matches": [

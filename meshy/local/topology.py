@@ -11,6 +11,7 @@ import hashlib
 from meshy.local.build import BuildError, gateway_target_port
 from meshy.local.layout import Layout
 from meshy.local.model import GatewayPod, Pod
+from meshy.local.origination import pod_mounts
 from meshy.local.resources import Resource, ResourceSet
 from meshy.local.security import TLS_MODE_LABEL
 
@@ -156,4 +157,5 @@ def make_pod(name: str, deployment: Resource, ip: str, app_ip: str) -> Pod:
         # Istio's injector labels the pod security.istio.io/tlsMode, keeping a value the template sets
         # (manifests/charts/istio-control/istio-discovery/files/injection-template.yaml at 1.30.3).
         tls_mode=template.get("metadata", {}).get("labels", {}).get(TLS_MODE_LABEL, "istio"),
+        mounts=pod_mounts(deployment, template.get("metadata", {}).get("annotations") or {}),
     )

@@ -15,6 +15,8 @@ from meshy.local.model import (
     Outlier,
     Pod,
 )
+from meshy.local.origination import ORIGINATING, check_origination, origination
+from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.security import PeerPolicies, check_client_tls, endpoint_mtls, pod_identity
 from meshy.local.shapes import seconds
@@ -42,6 +44,10 @@ class RegistryHost:
     dns: dict[int, tuple[str, int]] = field(default_factory=dict)
     # The pod behind each endpoint of a Service: who answers (auto mTLS, its identity).
     peers: dict[Endpoint, Pod] = field(default_factory=dict)
+    # ServiceEntry ports of protocol HTTPS or TLS: a route's destination (a DestinationRule may originate
+    # TLS to it), but no HTTP route of the sidecar, whose apps reach it through HTTP_PROXY: a sidecar
+    # would pass their own TLS through by SNI, which the local backend does not carry.
+    opaque: set[int] = field(default_factory=set)
 
 
 def fqdn(name: str, namespace: str) -> str:
@@ -103,6 +109,8 @@ def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, 
         entry = RegistryHost(host, resource.namespace, None)
         for port in spec.get("ports", []):
             number, target = port["number"], port.get("targetPort", port["number"])
+            if port.get("protocol", "").upper() in ("HTTPS", "TLS"):
+                entry.opaque.add(number)
             if resolution == "STATIC":
                 entry.ports[number] = [
                     (Endpoint(ep["address"], ep.get("ports", {}).get(port["name"], target)), ep.get("labels", {}))
@@ -160,6 +168,7 @@ def check_policies(rule: Resource) -> None:
         policies += [(f"{path}.portLevelSettings[{i}]", p) for i, p in enumerate(policy.get("portLevelSettings", []))]
     for path, policy in policies:
         check_client_tls(rule.key, path, policy)
+        check_origination(rule.key, path, policy.get("tls") or {})
         balancer = policy.get("loadBalancer", {})
         if "simple" in balancer and "consistentHash" in balancer:
             raise BuildError(f"{rule.key}: {path}.loadBalancer takes simple or consistentHash, not both")
@@ -215,7 +224,7 @@ def cluster_name(host: str, port: int, subset: str = "") -> str:
 
 
 def outbound_clusters(
-    registry: dict[str, RegistryHost], rules: dict[str, Resource], peers: PeerPolicies
+    registry: dict[str, RegistryHost], rules: dict[str, Resource], peers: PeerPolicies, release: IstioRelease
 ) -> list[Cluster]:
     clusters = []
     for host, entry in sorted(registry.items()):
@@ -232,6 +241,10 @@ def outbound_clusters(
                     cluster = Cluster(name, dns_name=dns_name, dns_port=dns_port, lb="ROUND_ROBIN")
                 else:
                     cluster = policy_cluster(name, endpoints, policy)
+                if (policy.get("tls") or {}).get("mode") in ORIGINATING:
+                    made = origination(rule.key if rule else host, policy["tls"], release)
+                    clusters.append(replace(cluster, tls="origin", origination=made))
+                    continue
                 clusters.append(with_tls(cluster, entry, port, subset, policy, peers))
     return clusters
 

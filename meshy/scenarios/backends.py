@@ -65,6 +65,8 @@ class Backend(Protocol):
 
     def external_log(self) -> str: ...
 
+    def external_cas(self) -> tuple[str, str]: ...
+
     def outside_call(self, service: str) -> bool: ...
 
     def destination_requests(self, workload: str, **labels: str) -> int: ...
@@ -161,6 +163,10 @@ class LocalScenarioBackend:
 
     def external_log(self) -> str:
         return self.local.log_file("minimal-external").read_text(errors="replace")
+
+    def external_cas(self) -> tuple[str, str]:
+        """PEM of the CA that signed the external service's certificate, and of one that signed nothing here."""
+        return read_cas(self.local.external_tls_dir, "inv local.down and inv local.up")
 
     def outside_call(self, service: str) -> bool:
         """Plain HTTP from outside the mesh straight to the sidecar of the service's pod, on a new
@@ -277,6 +283,15 @@ class KindScenarioBackend:
 
         return self.env.query(["docker", "logs", EXTERNAL])
 
+    def external_cas(self) -> tuple[str, str]:
+        """The CAs made for the external container (its certificate's, and a stranger), from the cache."""
+        from meshy.kind import steps
+
+        directory = steps.external_tls_dir(self.env)
+        if self.env.dry and not (directory / "ca.crt").exists():
+            return "DRY-RUN CA", "DRY-RUN OTHER CA"
+        return read_cas(directory, "docker rm -f minimal-external, then run the scenario again")
+
     def outside_call(self, service: str) -> bool:
         """The API server's service proxy: it connects to the pod in plain HTTP from outside the mesh,
         so a STRICT sidecar refuses it (the API server reports it could not reach the service) and an
@@ -359,6 +374,16 @@ def answered(url: str) -> bool:
         return requests.get(url, timeout=5, proxies={"http": ""}, headers={"Connection": "close"}).status_code == 200
     except requests.ConnectionError:
         return False
+
+
+def read_cas(directory: Path, restart: str) -> tuple[str, str]:
+    try:
+        return (directory / "ca.crt").read_text(), (directory / "other-ca.crt").read_text()
+    except OSError as error:
+        raise ScenarioError(
+            f"the external service's CA is missing ({error.strerror}: {error.filename}): it was started by an "
+            f"older kube-meshy without TLS; restart it: {restart}"
+        ) from None
 
 
 def wait_for(backend: Backend, check: Callable[[], bool], what: str, timeout: float = 60.0) -> float:

@@ -78,8 +78,9 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-# The external HTTPS service's files, made when its mesh or cluster starts (tls-origination trusts ca.crt).
-EXTERNAL_FILES = ("ca.crt", "tls.crt", "tls.key")
+# The external HTTPS service's files, made when its mesh or cluster starts: its CA, certificate and key,
+# and a CA that signed nothing here (tls-origination trusts one or the other).
+EXTERNAL_FILES = ("ca.crt", "tls.crt", "tls.key", "other-ca.crt")
 EXTERNAL_LIFETIME = datetime.timedelta(days=365)
 
 
@@ -90,7 +91,8 @@ def external_credentials(directory: Path, host: str) -> Path:
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     authority = Authority(f"{host} CA", EXTERNAL_LIFETIME)
     server = authority.issue(host)
-    for name, text in zip(EXTERNAL_FILES, (authority.pem, server.cert, server.key), strict=True):
+    other = Authority(f"not {host}'s CA", EXTERNAL_LIFETIME)
+    for name, text in zip(EXTERNAL_FILES, (authority.pem, server.cert, server.key, other.pem), strict=True):
         path = directory / name
         # Written aside and renamed: an interrupted run never leaves a half-written key.
         partial = path.with_suffix(".partial")

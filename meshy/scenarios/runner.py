@@ -23,6 +23,7 @@ from meshy.scenarios import (
     retries,
     secure_ingress,
     tcp_traffic_shifting,
+    tls_origination,
     traffic_shift,
 )
 from meshy.scenarios.backends import Backend
@@ -43,6 +44,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "secure-ingress": secure_ingress.run,
     "tcp-traffic-shifting": tcp_traffic_shifting.run,
     "request-authentication": request_authentication.run,
+    "tls-origination": tls_origination.run,
 }
 
 

@@ -160,3 +160,9 @@ def tcp_traffic_shifting(c, backend="local", k8s=None, istio=None, state=None):
 def request_authentication(c, backend="local", k8s=None, istio=None, state=None):
     """RequestAuthentication (JWT): invalid tokens 401, none passes; with a policy, alice or group admins only."""
     judge(run_scenarios(c, ["request-authentication"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def tls_origination(c, backend="local", k8s=None, istio=None, state=None):
+    """The app calls http:// an external host; a DestinationRule tls SIMPLE makes its sidecar speak TLS to it."""
+    judge(run_scenarios(c, ["tls-origination"], backend, k8s, istio, state))

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -121,6 +122,11 @@ def docker(state: dict, args: list[str], stdin: str) -> str:
         if network != "bridge" and network not in state["networks"]:
             raise Fail(f"docker: Error response from daemon: network {network} not found.", 125)
         containers[name] = {"running": True, "networks": ["bridge" if network == "bridge" else network]}
+        if name == "minimal-external" and "-v" in rest:
+            # The local mesh's external service stands in, serving TLS with its own files: the container's
+            # mount gets them, so that what the kind path trusts is what answers.
+            mount = Path(rest[rest.index("-v") + 1].split(":")[0])
+            shutil.copytree(local_backend(state).external_tls_dir, mount, dirs_exist_ok=True)
         return "0123456789ab\n"
     if command == "start":
         containers[rest[0]]["running"] = True

@@ -93,6 +93,18 @@ def validation_secrets() -> list[dict[str, Any]]:
     return [{k: v for k, v in item.items() if k != "@type"} for item in secrets(pair, root)]
 
 
+def absent_files(clusters: list[dict[str, Any]], present: set[str]) -> list[dict[str, Any]]:
+    """Stand-ins for the origination files no proxy found: such a proxy waits for them (origination.py),
+    which a static bootstrap cannot express; only the rest of the configuration is checked then."""
+    certificate, root = validation_secrets()
+    names = set()
+    for cluster in clusters:
+        names.update(re.findall(r"'name': '(file-(?:root|cert):[^']*)'", repr(cluster.get("transport_socket", {}))))
+    return [
+        {**(root if name.startswith("file-root:") else certificate), "name": name} for name in sorted(names - present)
+    ]
+
+
 def untyped(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource as a bootstrap field holds it (the type is the field's, not an Any's)."""
     return {k: v for k, v in resource.items() if k != "@type"}
@@ -115,7 +127,8 @@ def assemble(snapshots: dict[str, Snapshot]) -> dict[str, Any]:
             listeners.append({**inline_routes(listener, routes), "name": f"{proxy}/{listener['name']}"})
     static: dict[str, Any] = {"clusters": clusters, "listeners": listeners}
     if uses_secrets(clusters, listeners):
-        static = {**static_secret_refs(static), "secrets": validation_secrets() + list(credentials.values())}
+        secrets = validation_secrets() + list(credentials.values()) + absent_files(clusters, set(credentials))
+        static = {**static_secret_refs(static), "secrets": secrets}
     # The proxies' own runtime layer (Istio's RE2 program-size limit): without it Envoy would judge
     # regexes by its default limit, not the one the proxies run with.
     return {"layered_runtime": runtime(), "static_resources": static}

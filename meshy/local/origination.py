@@ -1,0 +1,249 @@
+"""TLS origination: a DestinationRule's `tls` SIMPLE or MUTUAL towards a server outside the mesh.
+
+Istio's translation differs by release, and both are reproduced:
+
+- 1.8.6 (pilot/pkg/networking/core/v1alpha3/cluster.go buildUpstreamClusterTLSContext):
+  SNI only when `sni` is set; the server is verified only when `caCertificates`
+  names a file, then against it and `subjectAltNames`.
+- 1.28.10 and 1.30.3 (pilot/pkg/networking/core/cluster_tls.go constructUpstreamTLS,
+  setAutoSniAndAutoSanValidation): without `sni` Envoy takes the SNI from the
+  request's host (auto_sni) and, without `subjectAltNames`, checks the certificate
+  against that name (auto_san_validation); without `caCertificates` the server is
+  checked against the system's roots (SDS "file-root:system");
+  `insecureSkipVerify` (from 1.12, istio/api destination_rule.proto) turns checks off.
+
+Files reach Envoy as Istio's agent serves them, over SDS named "file-root:<path>"
+and "file-cert:<cert>~<key>" (pkg/security/security.go). A path is read where the
+pod's sidecar would read it: under a mount of the pod's
+`sidecar.istio.io/userVolumeMount` annotation whose `sidecar.istio.io/userVolume`
+is a Secret, the Secret's key of that name (the injection template at 1.8.6 and
+1.30.3 mounts them into istio-proxy); elsewhere the file of that path on this
+machine, which stands for the proxy image's own files (its CA bundle). A
+sidecar whose agent cannot read a CA file never gets that secret, so its calls
+over the cluster fail (after Envoy's 15 s wait for it); locally such a proxy
+checks the server against the mesh's own root instead, which signed nothing
+outside the mesh: the calls fail the same way, at once. An absent client
+certificate is not served at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meshy.local.credentials import decoded
+from meshy.local.model import Mount, Origination, ProxyFile
+from meshy.local.release import IstioRelease
+from meshy.local.resources import BuildError, Resource
+from meshy.local.tls import SECRET, ads_secret
+
+ORIGINATING = ("SIMPLE", "MUTUAL")
+SYSTEM = "system"
+ROOT_PREFIX, CERT_PREFIX, SEPARATOR = "file-root:", "file-cert:", "~"
+# What Istio's agent takes for "system" (pkg/security/security.go GetOSRootFilePath at 1.30.3), in its order.
+SYSTEM_BUNDLES = (
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+)
+USER_VOLUME = "sidecar.istio.io/userVolume"
+USER_VOLUME_MOUNT = "sidecar.istio.io/userVolumeMount"
+# Fields of ClientTLSSettings the local backend has no way to honour: refused by name.
+REFUSED = {
+    "credentialName": "a sidecar's credentialName needs a workloadSelector DestinationRule (1.30) or a gateway; "
+    "give the files with caCertificates (and clientCertificate/privateKey)",
+    "caCrl": "certificate revocation lists are not checked locally; remove caCrl",
+}
+INSECURE_SKIP_VERIFY_SINCE = 12
+
+
+def check_origination(key: Any, path: str, tls: dict[str, Any]) -> None:
+    """Refuse by name, at `path`, what no release of the matrix would do with a SIMPLE or MUTUAL block."""
+    if tls.get("mode") not in ORIGINATING:
+        return
+    for field, why in REFUSED.items():
+        if field in tls:
+            raise BuildError(f"{key}: {path}.tls.{field} is not supported by the local backend: {why}")
+    if tls["mode"] == "MUTUAL" and not (tls.get("clientCertificate") and tls.get("privateKey")):
+        # Istio logs the error and sends the cluster's traffic in plaintext: refused rather than that.
+        raise BuildError(f"{key}: {path}.tls mode MUTUAL needs clientCertificate and privateKey (file paths)")
+
+
+def origination(key: Any, tls: dict[str, Any], release: IstioRelease) -> Origination:
+    """The Envoy-side meaning of one SIMPLE or MUTUAL `tls` block (checked already), as `release` translates it."""
+    skip = bool(tls.get("insecureSkipVerify", False))
+    if "insecureSkipVerify" in tls and release.minor < INSECURE_SKIP_VERIFY_SINCE:
+        raise BuildError(
+            f"{key}: tls.insecureSkipVerify is not in Istio {release.version}'s DestinationRule "
+            "(it came with 1.12); remove it"
+        )
+    mutual = tls["mode"] == "MUTUAL"
+    files = {"cert": tls.get("clientCertificate", ""), "key": tls.get("privateKey", "")} if mutual else {}
+    sni, sans, ca = tls.get("sni", ""), tuple(tls.get("subjectAltNames", [])), tls.get("caCertificates", "")
+    if not release.verifies_origination_by_default:
+        return Origination(tls["mode"], sni, subject_alt_names=sans if ca else (), ca=ca, **files)
+    auto_sni = not sni
+    return Origination(
+        tls["mode"],
+        sni,
+        auto_sni=auto_sni,
+        auto_san=auto_sni and not sans and not skip,
+        subject_alt_names=() if skip else sans,
+        ca="" if skip else (ca or SYSTEM),
+        **files,
+    )
+
+
+def root_name(item: Origination) -> str:
+    return ROOT_PREFIX + item.ca if item.ca else ""
+
+
+def cert_name(item: Origination) -> str:
+    return f"{CERT_PREFIX}{item.cert}{SEPARATOR}{item.key}" if item.cert else ""
+
+
+def upstream_socket(item: Origination) -> dict[str, Any]:
+    """The cluster's transport socket: Istio's UpstreamTlsContext for SIMPLE / MUTUAL."""
+    common: dict[str, Any] = {}
+    if item.cert:
+        common["tls_certificate_sds_secret_configs"] = [ads_secret(cert_name(item))]
+    if item.ca:
+        default: dict[str, Any] = {}
+        if item.subject_alt_names:
+            # Istio's untyped exact matchers (util.StringToExactMatch) take any SAN; Envoy's typed form
+            # needs a type: a name matches as a DNS or a URI SAN.
+            default["match_typed_subject_alt_names"] = [
+                {"san_type": kind, "matcher": {"exact": name}}
+                for name in item.subject_alt_names
+                for kind in ("DNS", "URI")
+            ]
+        common["combined_validation_context"] = {
+            "default_validation_context": default,
+            "validation_context_sds_secret_config": ads_secret(root_name(item)),
+        }
+    else:
+        common["validation_context"] = {}
+    context: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": common,
+    }
+    if item.sni:
+        context["sni"] = item.sni
+    return {"transport_socket": {"name": "envoy.transport_sockets.tls", "typed_config": context}}
+
+
+def upstream_options(item: Origination) -> dict[str, Any]:
+    """The cluster's HTTP protocol options for auto SNI and auto SAN validation (1.28 and later)."""
+    options = {"auto_sni": True} if item.auto_sni else {}
+    if item.auto_san:
+        options["auto_san_validation"] = True
+    return {"upstream_http_protocol_options": options} if options else {}
+
+
+def pod_mounts(deployment: Resource, annotations: Mapping[str, str]) -> tuple[Mount, ...]:
+    """The Secret mounts the injector would add to istio-proxy from the pod template's annotations."""
+    if USER_VOLUME not in annotations and USER_VOLUME_MOUNT not in annotations:
+        return ()
+    volumes, mounts = (_json_map(deployment, annotations, name) for name in (USER_VOLUME, USER_VOLUME_MOUNT))
+    result = []
+    for name, mount in mounts.items():
+        volume = volumes.get(name)
+        if not isinstance(volume, dict) or not isinstance(volume.get("secret"), dict):
+            raise BuildError(
+                f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs a Secret volume of that name in "
+                f"{USER_VOLUME}; the local backend mounts only Secrets"
+            )
+        if not isinstance(mount, dict) or not str(mount.get("mountPath", "")).startswith("/"):
+            raise BuildError(f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs an absolute mountPath")
+        result.append(Mount(mount["mountPath"].rstrip("/"), str(volume["secret"].get("secretName", name))))
+    return tuple(result)
+
+
+def _json_map(deployment: Resource, annotations: Mapping[str, str], name: str) -> dict[str, Any]:
+    try:
+        value = json.loads(annotations.get(name, "{}"))
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise BuildError(f"{deployment.key}: annotation {name} must be a JSON object of name -> volume (mount)")
+    return value
+
+
+@dataclass(frozen=True)
+class Found:
+    """What a proxy finds at a path: a mounted Secret's text, or a file of this machine (its path)."""
+
+    value: str
+    on_disk: bool = False
+
+
+Reader = Callable[[str], Found | None]
+
+
+def file_reader(mounts: tuple[Mount, ...], secrets: Mapping[str, dict[str, Any]]) -> Reader:
+    """What a proxy reads at a path: a mounted Secret's key, else this machine's file; None when absent.
+
+    `secrets`: the Secrets of the pod's namespace, name -> spec.
+    """
+
+    def read(path: str) -> Found | None:
+        if path == SYSTEM:
+            return next((Found(bundle, True) for bundle in SYSTEM_BUNDLES if os.path.isfile(bundle)), None)
+        for mount in mounts:
+            if path.startswith(mount.path + "/") and mount.secret in secrets:
+                value = decoded(secrets[mount.secret])[0].get(path[len(mount.path) + 1 :])
+                return Found(value.decode(errors="replace")) if value is not None else None
+        return Found(path, True) if os.path.isfile(path) else None
+
+    return read
+
+
+def proxy_files(items: list[Origination], read: Reader) -> tuple[ProxyFile, ...]:
+    """The files a proxy's agent can serve for these originations (absent ones are left out)."""
+    found: dict[str, ProxyFile] = {}
+    for item in items:
+        if item.ca:
+            ca = read(item.ca)
+            found[root_name(item)] = (
+                ProxyFile(root_name(item), ca=ca.value, on_disk=ca.on_disk)
+                if ca
+                else ProxyFile(root_name(item), absent=True)
+            )
+        if item.cert:
+            chain, key = read(item.cert), read(item.key)
+            # One source for both, as one SDS resource holds them.
+            if chain is not None and key is not None and chain.on_disk == key.on_disk:
+                found[cert_name(item)] = ProxyFile(
+                    cert_name(item), chain=chain.value, key=key.value, on_disk=chain.on_disk
+                )
+    return tuple(found.values())
+
+
+def data_source(value: str, on_disk: bool) -> dict[str, str]:
+    return {"filename": value} if on_disk else {"inline_string": value}
+
+
+def file_secrets(files: tuple[ProxyFile, ...], mesh_root: str = "") -> list[dict[str, Any]]:
+    """The proxy's SDS resources for its files; an absent CA file stands as `mesh_root`."""
+    result = []
+    for item in files:
+        if item.absent:
+            if mesh_root:
+                context = {"trusted_ca": data_source(mesh_root, False)}
+                result.append({"@type": SECRET, "name": item.name, "validation_context": context})
+        elif item.ca:
+            context = {"trusted_ca": data_source(item.ca, item.on_disk)}
+            result.append({"@type": SECRET, "name": item.name, "validation_context": context})
+        else:
+            pair = {
+                "certificate_chain": data_source(item.chain, item.on_disk),
+                "private_key": data_source(item.key, item.on_disk),
+            }
+            result.append({"@type": SECRET, "name": item.name, "tls_certificate": pair})
+    return result
