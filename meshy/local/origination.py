@@ -38,6 +38,7 @@ from meshy.local.credentials import decoded
 from meshy.local.model import Mount, Origination, ProxyFile
 from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource
+from meshy.local.shapes import HONOURED_ANNOTATIONS
 from meshy.local.tls import SECRET, ads_secret
 
 ORIGINATING = ("SIMPLE", "MUTUAL")
@@ -52,37 +53,22 @@ SYSTEM_BUNDLES = (
     "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",
     "/etc/ssl/cert.pem",
 )
-USER_VOLUME = "sidecar.istio.io/userVolume"
-USER_VOLUME_MOUNT = "sidecar.istio.io/userVolumeMount"
-# Fields of ClientTLSSettings the local backend has no way to honour: refused by name.
-REFUSED = {
-    "credentialName": "a sidecar's credentialName needs a workloadSelector DestinationRule (1.30) or a gateway; "
-    "give the files with caCertificates (and clientCertificate/privateKey)",
-    "caCrl": "certificate revocation lists are not checked locally; remove caCrl",
-}
-INSECURE_SKIP_VERIFY_SINCE = 12
+USER_VOLUME, USER_VOLUME_MOUNT = HONOURED_ANNOTATIONS
 
 
 def check_origination(key: Any, path: str, tls: dict[str, Any]) -> None:
-    """Refuse by name, at `path`, what no release of the matrix would do with a SIMPLE or MUTUAL block."""
+    """Refuse, at `path`, a SIMPLE or MUTUAL block that Istio would not turn into TLS."""
     if tls.get("mode") not in ORIGINATING:
         return
-    for field, why in REFUSED.items():
-        if field in tls:
-            raise BuildError(f"{key}: {path}.tls.{field} is not supported by the local backend: {why}")
     if tls["mode"] == "MUTUAL" and not (tls.get("clientCertificate") and tls.get("privateKey")):
         # Istio logs the error and sends the cluster's traffic in plaintext: refused rather than that.
         raise BuildError(f"{key}: {path}.tls mode MUTUAL needs clientCertificate and privateKey (file paths)")
 
 
-def origination(key: Any, tls: dict[str, Any], release: IstioRelease) -> Origination:
+def origination(tls: dict[str, Any], release: IstioRelease) -> Origination:
     """The Envoy-side meaning of one SIMPLE or MUTUAL `tls` block (checked already), as `release` translates it."""
+    # insecureSkipVerify is in the schema from 1.12 (release.FIELDS_SINCE refuses it before).
     skip = bool(tls.get("insecureSkipVerify", False))
-    if "insecureSkipVerify" in tls and release.minor < INSECURE_SKIP_VERIFY_SINCE:
-        raise BuildError(
-            f"{key}: tls.insecureSkipVerify is not in Istio {release.version}'s DestinationRule "
-            "(it came with 1.12); remove it"
-        )
     mutual = tls["mode"] == "MUTUAL"
     files = {"cert": tls.get("clientCertificate", ""), "key": tls.get("privateKey", "")} if mutual else {}
     sni, sans, ca = tls.get("sni", ""), tuple(tls.get("subjectAltNames", [])), tls.get("caCertificates", "")

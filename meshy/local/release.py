@@ -103,6 +103,16 @@ FIELDS_SINCE = {
     "VirtualService spec.http.redirect.derivePort": 12,
     "VirtualService spec.http.directResponse": 15,
     "VirtualService spec.http.mirrors": 19,
+    # ClientTLSSettings.insecure_skip_verify: istio/api networking/v1alpha3/destination_rule.proto from 1.12.
+    **{
+        f"DestinationRule spec.{policy}tls.insecureSkipVerify": 12
+        for policy in (
+            "trafficPolicy.",
+            "trafficPolicy.portLevelSettings.",
+            "subsets.trafficPolicy.",
+            "subsets.trafficPolicy.portLevelSettings.",
+        )
+    },
 }
 
 

@@ -619,8 +619,9 @@ POLICY_PARTS = {
     },
 }
 # ClientTLSSettings (istio/api networking/v1alpha3/destination_rule.proto): the mesh's own certificates
-# serve ISTIO_MUTUAL; SIMPLE and MUTUAL read files (origination.py), which also refuses credentialName
-# and caCrl by name, and insecureSkipVerify where the release has none.
+# serve ISTIO_MUTUAL; SIMPLE and MUTUAL read files (origination.py), which refuses insecureSkipVerify
+# where the release has none. Not accepted: credentialName (a sidecar honours it only under a
+# workloadSelector, from 1.30) and caCrl (revocation lists are not checked).
 CLIENT_TLS = {
     "mode": Choice(("DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL")),
     "sni": str,
@@ -628,8 +629,6 @@ CLIENT_TLS = {
     "caCertificates": str,
     "clientCertificate": str,
     "privateKey": str,
-    "credentialName": str,
-    "caCrl": str,
     "insecureSkipVerify": bool,
 }
 POLICY_PARTS["tls"] = CLIENT_TLS
@@ -771,6 +770,10 @@ INERT = {
 }
 
 
+# Pod template annotations the local backend honours: Secrets mounted into the sidecar (origination.py).
+HONOURED_ANNOTATIONS = ("sidecar.istio.io/userVolume", "sidecar.istio.io/userVolumeMount")
+
+
 def without_effect(value: Any, path: str = "spec") -> list[str]:
     """Paths of NO_LOCAL_EFFECT fields present in value."""
     found = []
@@ -778,6 +781,11 @@ def without_effect(value: Any, path: str = "spec") -> list[str]:
         for key, item in value.items():
             here = f"{path}.{key}"
             reason = NO_LOCAL_EFFECT.get(key) or NO_LOCAL_EFFECT.get(re.sub(r"\[\d+\]", "", here))
+            if key == "annotations" and isinstance(item, dict):
+                # The sidecar's Secret mounts are read (origination.py); only other annotations are named.
+                item = {name: text for name, text in item.items() if name not in HONOURED_ANNOTATIONS}
+                reason = reason if item else None
+                here += "" if len(item) == len(value[key]) else f" (other than {', '.join(HONOURED_ANNOTATIONS)})"
             if reason:
                 found.append(f"{here} has no local effect ({reason})")
             else:

@@ -242,7 +242,7 @@ def outbound_clusters(
                 else:
                     cluster = policy_cluster(name, endpoints, policy)
                 if (policy.get("tls") or {}).get("mode") in ORIGINATING:
-                    made = origination(rule.key if rule else host, policy["tls"], release)
+                    made = origination(policy["tls"], release)
                     clusters.append(replace(cluster, tls="origin", origination=made))
                     continue
                 clusters.append(with_tls(cluster, entry, port, subset, policy, peers))
