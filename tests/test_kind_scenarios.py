@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 from meshy.metrics import istio
 from meshy.metrics.prometheus import parse
@@ -26,6 +29,12 @@ envoy_cluster_upstream_rq_total{envoy_cluster_name="xds-grpc"} 4
 """
 
 
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """The external container's files are made in the cache: a fresh one per test, not the project's."""
+    monkeypatch.setenv("MESHY_CACHE", str(tmp_path))
+
+
 def backend(plan: Plan) -> KindScenarioBackend:
     return KindScenarioBackend(plan.env(select_pair()))
 
@@ -33,10 +42,16 @@ def backend(plan: Plan) -> KindScenarioBackend:
 def test_external_service_runs_on_the_kind_network_and_is_resolvable_through_the_service_entry():
     plan = Plan({r"Networks.kind.IPAddress": "172.18.0.9"})
     kind = backend(plan)
+    run = next(c for c in plan.commands if c.startswith("docker run -d --network kind -e SERVICE_ADDRESS=0.0.0.0 "))
+    # Also over TLS, with the files made in the cache mounted read-only and readable by their owner.
+    assert run.endswith(" --name minimal-external localhost:5000/minimal-service:v1.0.0")
+    assert f"--user {os.getuid()}:{os.getgid()} -v {kind.env.cache}/external-tls:/etc/external-tls:ro" in run
     assert (
-        "docker run -d --network kind -e SERVICE_ADDRESS=0.0.0.0 --name minimal-external localhost:5000/minimal-service:v1.0.0"
-        in plan.commands
+        "-e TLS_PORT=9443 -e TLS_CERT_FILE=/etc/external-tls/tls.crt -e TLS_KEY_FILE=/etc/external-tls/tls.key" in run
     )
+    assert sorted(p.name for p in (kind.env.cache / "external-tls").iterdir()) == [
+        "ca.crt", "other-ca.crt", "tls.crt", "tls.key",
+    ]  # fmt: skip
     kind.apply("istio/service-entry.yaml.j2")
     command, stdin = plan.calls[-1]
     assert command == "kubectl --context kind-kube-meshy-1-36 apply -f -"

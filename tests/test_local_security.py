@@ -113,13 +113,13 @@ def test_auto_mtls_follows_the_destinations_peer_mode_and_a_destination_rule_ove
         ),
         (
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\n"
-            "spec: {host: web, trafficPolicy: {tls: {mode: SIMPLE}}}",
-            "spec.trafficPolicy.tls.mode SIMPLE is not supported by the local backend yet; use DISABLE or ISTIO_MUTUAL",
+            "spec: {host: web, trafficPolicy: {tls: {mode: MUTUAL}}}",
+            "spec.trafficPolicy.tls mode MUTUAL needs clientCertificate and privateKey",
         ),
         (
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: d}\n"
             "spec: {host: web, trafficPolicy: {tls: {mode: ISTIO_MUTUAL, sni: x}}}",
-            "field spec.trafficPolicy.tls.sni is not supported locally",
+            "field spec.trafficPolicy.tls.sni is not supported locally with mode ISTIO_MUTUAL",
         ),
         (peer_auth("default", "{mtls: {mode: strict}}"), "spec.mtls.mode"),
         (

@@ -102,7 +102,9 @@ def test_demo_dry_plan_holds_the_whole_chain_and_every_scenario_command(tmp_path
     for expected in [
         "# would download https://github.com/istio/istio/releases/download/1.8.6/istio-1.8.6-",
         "istioctl install --context kind-kube-meshy-1-19 -f ",
-        "docker run -d --network kind -e SERVICE_ADDRESS=0.0.0.0 --name minimal-external",
+        "docker run -d --network kind -e SERVICE_ADDRESS=0.0.0.0 --user ",
+        "-e TLS_PORT=9443 -e TLS_CERT_FILE=/etc/external-tls/tls.crt -e TLS_KEY_FILE=/etc/external-tls/tls.key "
+        "--name minimal-external",
         "get --raw /api/v1/namespaces/default/services/bounced-service:http/proxy/metrics",
         "exec deploy/istio-egressgateway -c istio-proxy -- pilot-agent request GET stats/prometheus",
         # Istio's metrics the retries and traffic-shift verdicts count: both sidecars, the ingress gateway.

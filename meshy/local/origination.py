@@ -57,8 +57,16 @@ USER_VOLUME, USER_VOLUME_MOUNT = HONOURED_ANNOTATIONS
 
 
 def check_origination(key: Any, path: str, tls: dict[str, Any]) -> None:
-    """Refuse, at `path`, a SIMPLE or MUTUAL block that Istio would not turn into TLS."""
-    if tls.get("mode") not in ORIGINATING:
+    """Refuse, at `path`, a SIMPLE or MUTUAL block that Istio would not turn into TLS, and the fields of
+    origination under another mode (ISTIO_MUTUAL's SNI and names are Istio's own, locally)."""
+    mode = tls.get("mode", "DISABLE")
+    if mode not in ORIGINATING:
+        extra = sorted(set(tls) - {"mode"})
+        if extra:
+            raise BuildError(
+                f"{key}: field {path}.tls.{extra[0]} is not supported locally with mode {mode} "
+                "(the local backend reads it for SIMPLE and MUTUAL); remove it"
+            )
         return
     if tls["mode"] == "MUTUAL" and not (tls.get("clientCertificate") and tls.get("privateKey")):
         # Istio logs the error and sends the cluster's traffic in plaintext: refused rather than that.
