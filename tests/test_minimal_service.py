@@ -410,3 +410,17 @@ def test_tls_port_without_files_is_refused(tmp_path):
         Settings.from_env({"TLS_PORT": "9443"})
     with pytest.raises(ConfigError, match="TLS_KEY_FILE="):
         Settings.from_env({"TLS_PORT": "9443", "TLS_CERT_FILE": __file__, "TLS_KEY_FILE": str(tmp_path / "none")})
+
+
+def test_external_credentials_are_owner_only_and_kept(tmp_path):
+    from meshy.scenarios.certificates import EXTERNAL_FILES, external_credentials
+
+    directory = external_credentials(tmp_path / "tls", "minimal.external.kind.org")
+    assert directory.stat().st_mode & 0o777 == 0o700
+    assert {p.name: p.stat().st_mode & 0o777 for p in directory.iterdir()} == dict.fromkeys(EXTERNAL_FILES, 0o600)
+    before = (directory / "tls.key").read_text()
+    external_credentials(directory, "minimal.external.kind.org")
+    assert (directory / "tls.key").read_text() == before  # a restart keeps what clients already trust
+    (directory / "tls.crt").write_text("not a certificate")
+    external_credentials(directory, "minimal.external.kind.org")
+    assert (directory / "tls.key").read_text() != before  # a broken or expiring certificate is made anew

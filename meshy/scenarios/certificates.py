@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from meshy.local.identity import cert_pem, key_pem, new_key, now
+from meshy.local.paths import write_private
 
 LIFETIME = datetime.timedelta(days=2)
 
@@ -84,19 +84,24 @@ EXTERNAL_FILES = ("ca.crt", "tls.crt", "tls.key", "other-ca.crt")
 EXTERNAL_LIFETIME = datetime.timedelta(days=365)
 
 
+def lasts(path: Path, margin: datetime.timedelta = datetime.timedelta(days=1)) -> bool:
+    """Whether the PEM certificate at path is still valid `margin` from now (False when unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return cert.not_valid_after_utc > now() + margin
+
+
 def external_credentials(directory: Path, host: str) -> Path:
-    """A CA and a server certificate for `host` in `directory` (kept when all files are there), owner-only."""
-    if all((directory / name).is_file() for name in EXTERNAL_FILES):
+    """A CA and a server certificate for `host` in `directory` (kept while all files are there and the
+    certificate has a day left), owner-only."""
+    if all((directory / name).is_file() for name in EXTERNAL_FILES) and lasts(directory / "tls.crt"):
         return directory
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     authority = Authority(f"{host} CA", EXTERNAL_LIFETIME)
     server = authority.issue(host)
     other = Authority(f"not {host}'s CA", EXTERNAL_LIFETIME)
     for name, text in zip(EXTERNAL_FILES, (authority.pem, server.cert, server.key, other.pem), strict=True):
-        path = directory / name
-        # Written aside and renamed: an interrupted run never leaves a half-written key.
-        partial = path.with_suffix(".partial")
-        partial.write_text(text)
-        os.chmod(partial, 0o600)
-        partial.replace(path)
+        # Owner-only from the start, written aside and renamed: never a readable or half-written key.
+        write_private(directory / name, text)
     return directory
