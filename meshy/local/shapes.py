@@ -753,7 +753,8 @@ NO_LOCAL_EFFECT = {
 INERT = {
     "Deployment spec.template.spec.containers.name": "a container's name only labels it",
     "Deployment spec.template.spec.containers.ports.name": "a port's name only labels it",
-    "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally",
+    "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally "
+    "(a ServiceEntry port of HTTPS or TLS is a route's destination only, upstreams.py)",
     "Deployment spec.template.spec.containers.readinessProbe.httpGet.scheme": "HTTP is the only scheme accepted",
     "type": "ClusterIP is the only Service type accepted",
     "Service spec.ports.name": "a Service port's name only labels it locally (no protocol sniffing)",
