@@ -29,6 +29,7 @@ class Settings:
     tls_port: int = 0
     tls_cert: str = ""
     tls_key: str = ""
+    tls_client_ca: str = ""  # set: the TLS listener asks for a client certificate this CA signed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,11 +56,17 @@ def _tls(env: Mapping[str, str]) -> dict[str, object]:
     port = _int(env, "TLS_PORT", 0, 0, 65535)
     if not port:
         return {}
-    files = {name: env.get(name, "").strip() for name in ("TLS_CERT_FILE", "TLS_KEY_FILE")}
+    names = ("TLS_CERT_FILE", "TLS_KEY_FILE") + (("TLS_CLIENT_CA_FILE",) if env.get("TLS_CLIENT_CA_FILE") else ())
+    files = {name: env.get(name, "").strip() for name in names}
     for name, path in files.items():
         if not path or not os.path.isfile(path):
             raise ConfigError(f"TLS_PORT is set but {name}={path!r} names no file: point it at a PEM file.")
-    return {"tls_port": port, "tls_cert": files["TLS_CERT_FILE"], "tls_key": files["TLS_KEY_FILE"]}
+    return {
+        "tls_port": port,
+        "tls_cert": files["TLS_CERT_FILE"],
+        "tls_key": files["TLS_KEY_FILE"],
+        "tls_client_ca": files.get("TLS_CLIENT_CA_FILE", ""),
+    }
 
 
 def _float(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Iterator
 
@@ -84,7 +85,12 @@ def serve(settings: Settings) -> int:
     )
     servers = [_Server(uvicorn.Config(app, **options))]
     if settings.tls_port:
-        tls = uvicorn.Config(app, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, **options)
+        mutual = (
+            {"ssl_ca_certs": settings.tls_client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+            if settings.tls_client_ca
+            else {}
+        )
+        tls = uvicorn.Config(app, ssl_certfile=settings.tls_cert, ssl_keyfile=settings.tls_key, **mutual, **options)
         servers.append(_Server(tls))
     for server in servers:
         server.peers = servers

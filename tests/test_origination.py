@@ -8,6 +8,7 @@ Upstream: 1.8.6 pilot/pkg/networking/core/v1alpha3/cluster.go buildUpstreamClust
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 
@@ -22,6 +23,7 @@ from meshy.local.origination import (
 )
 from meshy.local.release import release_of
 from meshy.local.resources import BuildError, Resource
+from meshy.net import wait_until
 from meshy.render import RenderOptions, render
 from tests.local_mesh import Mesh
 
@@ -142,7 +144,10 @@ def test_without_a_rule_plain_http_to_the_tls_port_fails(mesh):
 def test_the_trusted_ca_as_a_file_of_this_machine_lets_calls_through(mesh):
     mesh.apply(rule(mesh, caCertificates=mesh.backend.external_tls_dir / "ca.crt"))
     assert call(mesh) == "200 OK"
-    assert " tls] 200" in mesh.backend.log_file("minimal-external").read_text().splitlines()[-1]
+    log = mesh.backend.log_file("minimal-external")
+    # Logged once answered, over TLS.
+    assert wait_until(lambda: "[GET /origination " in log.read_text(), 5)
+    assert all(" tls] 200" in line for line in log.read_text().splitlines() if "[GET /origination " in line)
 
 
 def test_another_ca_refuses_the_certificate(mesh):
@@ -191,3 +196,64 @@ def test_insecure_skip_verify_is_honoured_or_refused_by_release(mesh):
     else:
         mesh.apply(rule(mesh, insecureSkipVerify="true"))
         assert call(mesh) == "200 OK"
+
+
+def test_mutual_presents_the_client_certificate_the_server_asks_for(mesh, tmp_path):
+    """MUTUAL against a real server that requires a client certificate of its CA (minimal-service with
+    TLS_CLIENT_CA_FILE), the files on this machine: the right certificate is let in, another CA's is not."""
+    import os
+    import subprocess
+    import sys
+
+    from meshy import ROOT
+    from meshy.net import free_port
+    from meshy.scenarios.certificates import Authority
+
+    server_ca, client_ca, stranger = Authority("server"), Authority("clients"), Authority("stranger")
+    files = {"ca.crt": server_ca.pem, "clients.crt": client_ca.pem}
+    for name, issued in {"server": server_ca.issue("mutual.example.org"), "client": client_ca.issue("c", True),
+                         "stray": stranger.issue("c", True)}.items():  # fmt: skip
+        files[f"{name}.crt"], files[f"{name}.key"] = issued.cert, issued.key
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    plain, tls = free_port(), free_port()
+    env = {**os.environ, "SERVICE_PORT": str(plain), "TLS_PORT": str(tls), "TLS_CERT_FILE": str(tmp_path / "server.crt"),
+           "TLS_KEY_FILE": str(tmp_path / "server.key"), "TLS_CLIENT_CA_FILE": str(tmp_path / "clients.crt")}  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "minimal_service"], cwd=ROOT, env=env, stdout=log, stderr=log)
+    try:
+        assert wait_until(lambda: b"Serving TLS" in (tmp_path / "server.log").read_bytes(), timeout=10)
+        entry = (
+            f"apiVersion: {mesh.pair.istio_api}\nkind: ServiceEntry\nmetadata: {{name: mutual, namespace: default}}\n"
+            "spec:\n  hosts: [mutual.example.org]\n  location: MESH_EXTERNAL\n  resolution: STATIC\n"
+            f"  ports: [{{number: {tls}, name: tls, protocol: TLS}}, {{number: 80, name: http, protocol: HTTP}}]\n"
+            "  endpoints: [{address: 127.0.0.1}]\n---\n"
+            f"apiVersion: {mesh.pair.istio_api}\nkind: VirtualService\nmetadata: {{name: mutual, namespace: default}}\n"
+            "spec:\n  hosts: [mutual.example.org]\n  http:\n"
+            f"    - route: [{{destination: {{host: mutual.example.org, port: {{number: {tls}}}}}}}]\n"
+        )
+        mesh.apply(entry)
+
+        def mutual(client: str) -> str:
+            return (
+                f"apiVersion: {mesh.pair.istio_api}\nkind: DestinationRule\nmetadata: {{name: mutual, namespace: default}}\n"
+                "spec:\n  host: mutual.example.org\n  trafficPolicy:\n    tls:\n      mode: MUTUAL\n"
+                f"      sni: mutual.example.org\n      caCertificates: {tmp_path / 'ca.crt'}\n"
+                f"      clientCertificate: {tmp_path / client}.crt\n      privateKey: {tmp_path / client}.key\n"
+            )
+
+        def body() -> str:
+            response = mesh.bounce("http://mutual.example.org/mutual")
+            return response.json().get("body", "") if response.status_code == 200 else ""
+
+        mesh.apply(mutual("client"))
+        assert body() == "200 OK"
+        # The server logs a request after answering it.
+        assert wait_until(lambda: re.search(r"\[GET /mutual \S+ tls\] 200", (tmp_path / "server.log").read_text()), 5)
+        mesh.apply(mutual("stray"))
+        assert body() != "200 OK"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        mesh.delete(mutual("client"))
+        mesh.delete(entry)
