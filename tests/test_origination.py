@@ -39,15 +39,15 @@ OLD, NEW, MIDDLE = release_of("1.8.6"), release_of("1.30.3"), release_of("1.28.1
         ({"mode": "SIMPLE", "caCertificates": "/c", "subjectAltNames": ["a"]}, OLD,
          Origination("SIMPLE", ca="/c", subject_alt_names=("a",))),
         # 1.28 / 1.30: the system roots by default, SNI and SAN from the request's host when not given.
-        ({"mode": "SIMPLE"}, NEW, Origination("SIMPLE", auto_sni=True, auto_san=True, ca=SYSTEM)),
-        ({"mode": "SIMPLE"}, MIDDLE, Origination("SIMPLE", auto_sni=True, auto_san=True, ca=SYSTEM)),
-        ({"mode": "SIMPLE", "sni": "s"}, NEW, Origination("SIMPLE", sni="s", ca=SYSTEM)),
+        ({"mode": "SIMPLE"}, NEW, Origination("SIMPLE", auto_sni=True, auto_san=True, ca=SYSTEM, tls13=True)),
+        ({"mode": "SIMPLE"}, MIDDLE, Origination("SIMPLE", auto_sni=True, auto_san=True, ca=SYSTEM, tls13=True)),
+        ({"mode": "SIMPLE", "sni": "s"}, NEW, Origination("SIMPLE", sni="s", ca=SYSTEM, tls13=True)),
         ({"mode": "SIMPLE", "subjectAltNames": ["a"]}, NEW,
-         Origination("SIMPLE", auto_sni=True, subject_alt_names=("a",), ca=SYSTEM)),
+         Origination("SIMPLE", auto_sni=True, subject_alt_names=("a",), ca=SYSTEM, tls13=True)),
         ({"mode": "SIMPLE", "insecureSkipVerify": True, "caCertificates": "/c"}, NEW,
-         Origination("SIMPLE", auto_sni=True)),
+         Origination("SIMPLE", auto_sni=True, tls13=True)),
         ({"mode": "MUTUAL", "clientCertificate": "/a", "privateKey": "/k", "caCertificates": "/c"}, NEW,
-         Origination("MUTUAL", auto_sni=True, auto_san=True, ca="/c", cert="/a", key="/k")),
+         Origination("MUTUAL", auto_sni=True, auto_san=True, ca="/c", cert="/a", key="/k", tls13=True)),
     ],
 )  # fmt: skip
 def test_each_release_translates_tls_as_istio_does(tls, release, want):

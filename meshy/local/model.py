@@ -345,6 +345,7 @@ class Origination:
     ca: str = ""  # the file of the roots to check the server with; empty: no check
     cert: str = ""  # MUTUAL: files of the client certificate and key
     key: str = ""
+    tls13: bool = False  # TLS 1.2 to 1.3 as Istio asks (1.28 on); else Envoy's client default, 1.2 only
 
 
 @dataclass(frozen=True)

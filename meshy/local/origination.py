@@ -10,7 +10,9 @@ Istio's translation differs by release, and both are reproduced:
   request's host (auto_sni) and, without `subjectAltNames`, checks the certificate
   against that name (auto_san_validation); without `caCertificates` the server is
   checked against the system's roots (SDS "file-root:system");
-  `insecureSkipVerify` (from 1.12, istio/api destination_rule.proto) turns checks off.
+  `insecureSkipVerify` (from 1.12, istio/api destination_rule.proto) turns checks off;
+  TLS 1.3 is offered (defaultUpstreamCommonTLSContext; Envoy's client default stops at 1.2);
+  a ServiceEntry's `subjectAltNames` are checked when the rule names none.
 
 Files reach Envoy as Istio's agent serves them, over SDS named "file-root:<path>"
 and "file-cert:<cert>~<key>" (pkg/security/security.go). A path is read where the
@@ -39,7 +41,7 @@ from meshy.local.model import Mount, Origination, ProxyFile
 from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource
 from meshy.local.shapes import HONOURED_ANNOTATIONS
-from meshy.local.tls import SECRET, ads_secret
+from meshy.local.tls import SECRET, ads_secret, tls_params
 
 ORIGINATING = ("SIMPLE", "MUTUAL")
 SYSTEM = "system"
@@ -73,8 +75,13 @@ def check_origination(key: Any, path: str, tls: dict[str, Any]) -> None:
         raise BuildError(f"{key}: {path}.tls mode MUTUAL needs clientCertificate and privateKey (file paths)")
 
 
-def origination(tls: dict[str, Any], release: IstioRelease) -> Origination:
-    """The Envoy-side meaning of one SIMPLE or MUTUAL `tls` block (checked already), as `release` translates it."""
+def origination(tls: dict[str, Any], release: IstioRelease, service_names: tuple[str, ...] = ()) -> Origination:
+    """The Envoy-side meaning of one SIMPLE or MUTUAL `tls` block (checked already), as `release` translates it.
+
+    `service_names`: the subjectAltNames of the ServiceEntry the cluster leads to, which 1.28 and later
+    check when the block names none (cluster_tls.go constructUpstreamTLS, provider.External); 1.8.6
+    reads them for ISTIO_MUTUAL only.
+    """
     # insecureSkipVerify is in the schema from 1.12 (release.FIELDS_SINCE refuses it before).
     skip = bool(tls.get("insecureSkipVerify", False))
     mutual = tls["mode"] == "MUTUAL"
@@ -87,9 +94,12 @@ def origination(tls: dict[str, Any], release: IstioRelease) -> Origination:
         tls["mode"],
         sni,
         auto_sni=auto_sni,
+        # Decided on the block's own names, before the ServiceEntry's are taken (setAutoSniAndAutoSanValidation).
         auto_san=auto_sni and not sans and not skip,
-        subject_alt_names=() if skip else sans,
+        subject_alt_names=() if skip else (sans or service_names),
         ca="" if skip else (ca or SYSTEM),
+        # defaultUpstreamCommonTLSContext: TLS 1.2 to 1.3.
+        tls13=True,
         **files,
     )
 
@@ -104,7 +114,7 @@ def cert_name(item: Origination) -> str:
 
 def upstream_socket(item: Origination) -> dict[str, Any]:
     """The cluster's transport socket: Istio's UpstreamTlsContext for SIMPLE / MUTUAL."""
-    common: dict[str, Any] = {}
+    common: dict[str, Any] = {"tls_params": tls_params()} if item.tls13 else {}
     if item.cert:
         common["tls_certificate_sds_secret_configs"] = [ads_secret(cert_name(item))]
     if item.ca:

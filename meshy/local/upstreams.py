@@ -48,6 +48,10 @@ class RegistryHost:
     # TLS to it), but no HTTP route of the sidecar, whose apps reach it through HTTP_PROXY: a sidecar
     # would pass their own TLS through by SNI, which the local backend does not carry.
     opaque: set[int] = field(default_factory=set)
+    # ServiceEntry ports of protocol HTTP2: Istio speaks HTTP/2 to them, the local backend HTTP/1.1.
+    http2: set[int] = field(default_factory=set)
+    # A ServiceEntry's subjectAltNames: the names its servers' certificates carry (Istio's service accounts).
+    subject_alt_names: tuple[str, ...] = ()
 
 
 def fqdn(name: str, namespace: str) -> str:
@@ -106,11 +110,16 @@ def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, 
     for host in spec.get("hosts", []):
         if "*" in host:
             raise BuildError(f"{resource.key}: wildcard host {host!r} is not supported locally; list exact hosts")
-        entry = RegistryHost(host, resource.namespace, None)
+        # push_context.go addServiceAccounts at 1.30.3: sorted, each name once.
+        entry = RegistryHost(
+            host, resource.namespace, None, subject_alt_names=tuple(sorted(set(spec.get("subjectAltNames", []))))
+        )
         for port in spec.get("ports", []):
             number, target = port["number"], port.get("targetPort", port["number"])
             if port.get("protocol", "").upper() in ("HTTPS", "TLS"):
                 entry.opaque.add(number)
+            if port.get("protocol", "").upper() == "HTTP2":
+                entry.http2.add(number)
             if resolution == "STATIC":
                 entry.ports[number] = [
                     (Endpoint(ep["address"], ep.get("ports", {}).get(port["name"], target)), ep.get("labels", {}))
@@ -242,11 +251,21 @@ def outbound_clusters(
                 else:
                     cluster = policy_cluster(name, endpoints, policy)
                 if (policy.get("tls") or {}).get("mode") in ORIGINATING:
-                    made = origination(policy["tls"], release)
+                    if port in entry.http2:
+                        raise BuildError(http2_origination(rule, host, port))
+                    made = origination(policy["tls"], release, entry.subject_alt_names)
                     clusters.append(replace(cluster, tls="origin", origination=made))
                     continue
                 clusters.append(with_tls(cluster, entry, port, subset, policy, peers))
     return clusters
+
+
+def http2_origination(rule: Resource | None, host: str, port: int) -> str:
+    # cluster_tls.go constructUpstreamTLS (1.30.3; v1alpha3/cluster.go at 1.8.6): ALPN h2 and HTTP/2 upstream.
+    return (
+        f"{rule.key if rule else host}: tls mode SIMPLE/MUTUAL towards {host} port {port}, declared HTTP2, would "
+        "speak HTTP/2 with ALPN h2 in Istio; the local backend speaks HTTP/1.1 upstream: declare the port HTTPS"
+    )
 
 
 def with_tls(
@@ -266,7 +285,8 @@ def with_tls(
         return replace(cluster, endpoints=endpoints)
     # SNI as Istio names it (model.BuildDNSSrvSubsetKey); SANs: every account the service runs as.
     sni = f"outbound_.{port}_.{subset}_.{entry.host}"
-    identities = tuple(sorted({pod_identity(pod) for pod in entry.peers.values()}))
+    # ISTIO_MUTUAL to a ServiceEntry checks its subjectAltNames (1.8.6 cluster.go buildAutoMtlsSettings).
+    identities = tuple(sorted({pod_identity(pod) for pod in entry.peers.values()} | set(entry.subject_alt_names)))
     return replace(cluster, endpoints=endpoints, tls=tls, sni=sni, peer_identities=identities)
 
 
