@@ -197,6 +197,17 @@ def test_istio_mutual_to_a_service_entry_checks_its_names():
     assert [m["matcher"]["exact"] for m in matchers] == ["spiffe://cluster.local/ns/x/sa/api"]
 
 
+@pytest.mark.parametrize("release", [ISTIO_18, ISTIO_130], ids=["1.8", "1.30"])
+def test_simple_towards_a_mesh_service_replaces_auto_mtls(release):
+    """1.30.3 cluster_tls_test.go TestApplyUpstreamTLSSettings "user specified simple tls" (1.8.6 the same
+    case): the user's TLS is the cluster's one transport socket, with no tlsMode-istio match beside it."""
+    cluster = built(
+        rule(top("{mode: SIMPLE, sni: web}"), host="web"), release, "outbound|9090||web.default.svc.cluster.local"
+    )
+    assert "transport_socket_matches" not in cluster
+    assert summary(cluster)["sni"] == "web"
+
+
 def refusal(text: str, release=ISTIO_130) -> str:
     with pytest.raises((BuildError, ResourceError)) as raised:
         mesh_of(text, release)
@@ -311,6 +322,26 @@ def test_a_server_of_tls_13_only_is_reached_from_1_28_on(live, tmp_path):
             assert answered(live) == (live.pair.istio != "1.8")
         finally:
             live.delete(manifests)
+
+
+def test_simple_towards_a_mesh_service_fails_as_its_app_speaks_no_tls(live):
+    """What "user specified simple tls" means for an app behind a sidecar that serves plain HTTP: the caller's
+    sidecar starts TLS that is not Istio's, the server side passes it to the app, and every call fails (503);
+    without the rule auto mTLS carries them."""
+    live.apply_template("services/bounced-service.yaml.j2")
+    simple = rule(top("{mode: SIMPLE}"), host="bounced-service").replace(
+        "name: api", "name: bounced-simple, namespace: default"
+    )
+    try:
+        live.apply(simple)
+        bodies = [live.bounce("http://bounced-service:9090/").json().get("body", "") for _ in range(10)]
+        assert bodies == ["503 Service Unavailable"] * 10
+        live.delete(simple)
+        bodies = [live.bounce("http://bounced-service:9090/").json().get("body", "") for _ in range(10)]
+        assert "503 Service Unavailable" not in bodies
+    finally:
+        live.delete(simple)
+        live.delete_template("services/bounced-service.yaml.j2")
 
 
 def test_the_service_entrys_names_are_checked_from_1_28_on(live, tmp_path):
