@@ -9,7 +9,9 @@ Upstream, each case naming its test:
 - 1.8.6 pilot/pkg/networking/core/v1alpha3/cluster_test.go TestBuildUpstreamClusterTLSContext (cluster.go
   buildUpstreamClusterTLSContext). 1.28.10's cluster_tls.go is 1.30.3's in what these cases touch.
 
-Where the local backend cannot do what Istio does, the case expects a refusal naming the field.
+Where the local backend cannot do what Istio does, the case expects a refusal naming the field. Upstream's
+relative file names (root-cert.pem, path/to/cacert) are made absolute: a relative one is refused locally, as
+the sidecar would read it from its agent's working directory.
 """
 
 from __future__ import annotations
@@ -103,8 +105,8 @@ CASES = [
      "SubjectAltNames set", ISTIO_130, top("{mode: SIMPLE, sni: some-sni.com}"),
      want(sni="some-sni.com", root="file-root:system", **NEW)),
     ("1.30 TestBuildUpstreamClusterTLSContext/tls mode SIMPLE, with certs specified in tls", ISTIO_130,
-     top("{mode: SIMPLE, caCertificates: path/to/cacert, subjectAltNames: [SAN], sni: some-sni.com}"),
-     want(sni="some-sni.com", root="file-root:path/to/cacert", sans=["SAN"], **NEW)),
+     top("{mode: SIMPLE, caCertificates: /path/to/cacert, subjectAltNames: [SAN], sni: some-sni.com}"),
+     want(sni="some-sni.com", root="file-root:/path/to/cacert", sans=["SAN"], **NEW)),
     ("1.30 TestBuildUpstreamClusterTLSContext/tls mode MUTUAL, with node metadata sdsEnabled true no root CA "
      "specified", ISTIO_130,
      top("{mode: MUTUAL, clientCertificate: /path/to/cert, privateKey: /path/to/key, subjectAltNames: [SAN], "
@@ -112,28 +114,28 @@ CASES = [
      want(sni="some-sni.com", root="file-root:system", sans=["SAN"], cert=["file-cert:/path/to/cert~/path/to/key"],
           **NEW)),
     ("1.30 TestBuildUpstreamClusterTLSContext/tls mode MUTUAL, with node metadata sdsEnabled true", ISTIO_130,
-     top("{mode: MUTUAL, clientCertificate: /path/to/cert, privateKey: /path/to/key, caCertificates: path/to/cacert,"
+     top("{mode: MUTUAL, clientCertificate: /path/to/cert, privateKey: /path/to/key, caCertificates: /path/to/cacert,"
          " subjectAltNames: [SAN], sni: some-sni.com}"),
-     want(sni="some-sni.com", root="file-root:path/to/cacert", sans=["SAN"],
+     want(sni="some-sni.com", root="file-root:/path/to/cacert", sans=["SAN"],
           cert=["file-cert:/path/to/cert~/path/to/key"], **NEW)),
     ("1.28 (cluster_tls.go as 1.30) TestApplyDestinationRuleOSCACert/destination rule without CaCertificates",
      ISTIO_128, top("{mode: SIMPLE}"), want(root="file-root:system", auto_sni=True, auto_san=True, **NEW)),
     ("1.30 TestApplyDestinationRuleOSCACert/destination rule with empty string CaCertificates", ISTIO_130,
      top("{mode: SIMPLE, caCertificates: ''}"), want(root="file-root:system", auto_sni=True, auto_san=True, **NEW)),
     ("1.30 TestApplyDestinationRuleOSCACert/destination rule with CaCertificates", ISTIO_130,
-     top("{mode: SIMPLE, caCertificates: root-cert.pem}"),
-     want(root="file-root:root-cert.pem", auto_sni=True, auto_san=True, **NEW)),
+     top("{mode: SIMPLE, caCertificates: /etc/certs/root-cert.pem}"),
+     want(root="file-root:/etc/certs/root-cert.pem", auto_sni=True, auto_san=True, **NEW)),
     ("1.30 TestInsecureSkipVerify/With tls mode simple, InsecureSkipVerify is set false and ca cert is supplied",
      ISTIO_130,
-     top(f"{{mode: SIMPLE, caCertificates: root-cert.pem, sni: {HOST}, subjectAltNames: [{HOST}], "
+     top(f"{{mode: SIMPLE, caCertificates: /etc/certs/root-cert.pem, sni: {HOST}, subjectAltNames: [{HOST}], "
          "insecureSkipVerify: false}"),
-     want(sni=HOST, root="file-root:root-cert.pem", sans=[HOST], **NEW)),
+     want(sni=HOST, root="file-root:/etc/certs/root-cert.pem", sans=[HOST], **NEW)),
     ("1.30 TestInsecureSkipVerify/With tls mode simple, InsecureSkipVerify is set true", ISTIO_130,
      top(f"{{mode: SIMPLE, subjectAltNames: [{HOST}], insecureSkipVerify: true}}"), want(auto_sni=True, **NEW)),
     # The service's subjectAltNames stand in when the rule names none; auto SAN is decided on the rule alone.
     ("1.30 TestBuildUpstreamClusterTLSContext/tls mode SIMPLE, with SANs specified in service entries", ISTIO_130,
-     top("{mode: SIMPLE, caCertificates: path/to/cacert, sni: some-sni.com}"),
-     want(sni="some-sni.com", root="file-root:path/to/cacert", sans=["se-san.com"], **NEW)),
+     top("{mode: SIMPLE, caCertificates: /path/to/cacert, sni: some-sni.com}"),
+     want(sni="some-sni.com", root="file-root:/path/to/cacert", sans=["se-san.com"], **NEW)),
     ("1.30 constructUpstreamTLS: the rule's own names win over the service entry's", ISTIO_130,
      top("{mode: SIMPLE, subjectAltNames: [SAN], sni: some-sni.com}"),
      want(sni="some-sni.com", root="file-root:system", sans=["SAN"], **NEW)),
@@ -143,14 +145,14 @@ CASES = [
     ("1.8 TestBuildUpstreamClusterTLSContext/tls mode SIMPLE, with no certs specified in tls", ISTIO_18,
      top("{mode: SIMPLE, subjectAltNames: [SAN], sni: some-sni.com}"), want(sni="some-sni.com")),
     ("1.8 TestBuildUpstreamClusterTLSContext/tls mode SIMPLE, with certs specified in tls", ISTIO_18,
-     top("{mode: SIMPLE, caCertificates: root-cert.pem, subjectAltNames: [SAN], sni: some-sni.com}"),
-     want(sni="some-sni.com", root="file-root:root-cert.pem", sans=["SAN"])),
+     top("{mode: SIMPLE, caCertificates: /etc/certs/root-cert.pem, subjectAltNames: [SAN], sni: some-sni.com}"),
+     want(sni="some-sni.com", root="file-root:/etc/certs/root-cert.pem", sans=["SAN"])),
     ("1.8 cluster.go buildUpstreamClusterTLSContext: service entry names are for ISTIO_MUTUAL only", ISTIO_18,
-     top("{mode: SIMPLE, caCertificates: root-cert.pem}"), want(root="file-root:root-cert.pem")),
+     top("{mode: SIMPLE, caCertificates: /etc/certs/root-cert.pem}"), want(root="file-root:/etc/certs/root-cert.pem")),
     ("1.8 TestBuildUpstreamClusterTLSContext/tls mode MUTUAL, with node metadata sdsEnabled true", ISTIO_18,
-     top("{mode: MUTUAL, clientCertificate: /path/to/cert, privateKey: /path/to/key, caCertificates: root-cert.pem,"
+     top("{mode: MUTUAL, clientCertificate: /path/to/cert, privateKey: /path/to/key, caCertificates: /etc/certs/root-cert.pem,"
          " subjectAltNames: [SAN], sni: some-sni.com}"),
-     want(sni="some-sni.com", root="file-root:root-cert.pem", sans=["SAN"],
+     want(sni="some-sni.com", root="file-root:/etc/certs/root-cert.pem", sans=["SAN"],
           cert=["file-cert:/path/to/cert~/path/to/key"])),
 ]  # fmt: skip
 SE_SANS = "  subjectAltNames: [se-san.com, se-san.com]\n"
@@ -231,7 +233,7 @@ def refusal(text: str, release=ISTIO_130) -> str:
          "{mode: MUTUAL, credentialName: fake-cred}", "credentialName"),
         # Revocation lists are not checked locally.
         ("TestBuildUpstreamClusterTLSContext/tls mode SIMPLE, with certs specified in tls, with crl",
-         "{mode: SIMPLE, caCertificates: root-cert.pem, caCrl: path/to/crl}", "caCrl"),
+         "{mode: SIMPLE, caCertificates: /etc/certs/root-cert.pem, caCrl: path/to/crl}", "caCrl"),
     ],
 )  # fmt: skip
 def test_what_istio_would_not_originate_is_refused_by_name(case, tls, words):

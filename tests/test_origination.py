@@ -121,13 +121,14 @@ def mesh(request, tmp_path_factory):
     mesh.backend.down()
 
 
-def rule(mesh: Mesh, **tls) -> str:
+def rule(mesh: Mesh, pool: str = "", **tls) -> str:
+    """The DestinationRule of the external service's TLS port; `pool`: more lines of its port-level entry."""
     spec = {"mode": "SIMPLE", **tls}
     fields = "".join(f"\n          {k}: {v}" for k, v in spec.items())
     return (
         f"apiVersion: {mesh.pair.istio_api}\nkind: DestinationRule\nmetadata: {{name: origination, namespace: default}}\n"
         "spec:\n  host: minimal.external.kind.org\n  trafficPolicy:\n    portLevelSettings:\n"
-        f"      - port: {{number: 9443}}\n        tls:{fields}\n"
+        f"      - port: {{number: 9443}}\n{pool}        tls:{fields}\n"
     )
 
 
@@ -169,7 +170,9 @@ def test_subject_alt_names_must_name_the_certificate(mesh):
     assert call(mesh) == "200 OK"
 
 
-def test_the_mounted_secret_is_what_the_sidecar_reads(mesh):
+def mounted_secret(mesh: Mesh) -> tuple[str, str]:
+    """The scenario's Secret with the external service's CA and another, and the directory the sidecar of
+    minimal-service mounts it at."""
     ca = (mesh.backend.external_tls_dir / "ca.crt").read_text()
     other = (mesh.backend.external_tls_dir / "other-ca.crt").read_text()
     tls = RenderOptions().external_tls
@@ -178,14 +181,19 @@ def test_the_mounted_secret_is_what_the_sidecar_reads(mesh):
             ca=base64.b64encode(ca.encode()).decode(), other_ca=base64.b64encode(other.encode()).decode()
         )
     )
-    mesh.apply(render("istio/tls-origination-secret.yaml.j2", mesh.pair, options))
-    mesh.apply(rule(mesh, caCertificates=f"{tls.mount}/ca.crt"))
+    return render("istio/tls-origination-secret.yaml.j2", mesh.pair, options), tls.mount
+
+
+def test_the_mounted_secret_is_what_the_sidecar_reads(mesh):
+    secret, mount = mounted_secret(mesh)
+    mesh.apply(secret)
+    mesh.apply(rule(mesh, caCertificates=f"{mount}/ca.crt"))
     assert call(mesh) == "200 OK"
-    mesh.apply(rule(mesh, caCertificates=f"{tls.mount}/other-ca.crt"))
+    mesh.apply(rule(mesh, caCertificates=f"{mount}/other-ca.crt"))
     assert call(mesh) != "200 OK"
     # A proxy without the mount (the ingress gateway) has no such file: it trusts nothing outside.
-    mesh.delete(render("istio/tls-origination-secret.yaml.j2", mesh.pair, options))
-    mesh.apply(rule(mesh, caCertificates=f"{tls.mount}/ca.crt"))
+    mesh.delete(secret)
+    mesh.apply(rule(mesh, caCertificates=f"{mount}/ca.crt"))
     assert call(mesh) != "200 OK"
 
 

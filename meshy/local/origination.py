@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ SYSTEM_BUNDLES = (
     "/etc/ssl/cert.pem",
 )
 USER_VOLUME, USER_VOLUME_MOUNT = HONOURED_ANNOTATIONS
+CERT_WAIT = "1s"
 
 
 def check_origination(key: Any, path: str, tls: dict[str, Any]) -> None:
@@ -116,7 +118,12 @@ def upstream_socket(item: Origination) -> dict[str, Any]:
     """The cluster's transport socket: Istio's UpstreamTlsContext for SIMPLE / MUTUAL."""
     common: dict[str, Any] = {"tls_params": tls_params()} if item.tls13 else {}
     if item.cert:
-        common["tls_certificate_sds_secret_configs"] = [ads_secret(cert_name(item))]
+        # A client certificate the proxy lacks is never served (proxy_files). Istio's config leaves Envoy's
+        # 15 s wait for it, after which the cluster is used without it and every handshake fails; here the
+        # agent answers from the same push, so a short wait reaches that end at once.
+        waiting = ads_secret(cert_name(item))
+        waiting["sds_config"]["initial_fetch_timeout"] = CERT_WAIT
+        common["tls_certificate_sds_secret_configs"] = [waiting]
     if item.ca:
         default: dict[str, Any] = {}
         if item.subject_alt_names:
@@ -155,28 +162,65 @@ def pod_mounts(deployment: Resource, annotations: Mapping[str, str]) -> tuple[Mo
     if USER_VOLUME not in annotations and USER_VOLUME_MOUNT not in annotations:
         return ()
     volumes, mounts = (_json_map(deployment, annotations, name) for name in (USER_VOLUME, USER_VOLUME_MOUNT))
-    result = []
+    result: dict[str, Mount] = {}
     for name, mount in mounts.items():
         volume = volumes.get(name)
-        if not isinstance(volume, dict) or not isinstance(volume.get("secret"), dict):
+        secret = volume.get("secret") if isinstance(volume, dict) else None
+        if not isinstance(secret, dict) or not isinstance(secret.get("secretName", name), str):
             raise BuildError(
                 f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs a Secret volume of that name in "
-                f"{USER_VOLUME}; the local backend mounts only Secrets"
+                f"{USER_VOLUME} (secretName a string); the local backend mounts only Secrets"
             )
-        if not isinstance(mount, dict) or not str(mount.get("mountPath", "")).startswith("/"):
-            raise BuildError(f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs an absolute mountPath")
-        result.append(Mount(mount["mountPath"].rstrip("/"), str(volume["secret"].get("secretName", name))))
-    return tuple(result)
+        path = mount_path(deployment, name, mount)
+        if path in result:
+            # Kubernetes refuses a container whose volume mounts share a mountPath.
+            raise BuildError(f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} and {result[path].secret!r} "
+                             f"both mount at {path}; give each its own mountPath")  # fmt: skip
+        result[path] = Mount(path, secret.get("secretName", name))
+    return tuple(result.values())
+
+
+def mount_path(deployment: Resource, name: str, mount: Any) -> str:
+    """A mount's directory as the container runtime resolves it ('..' and repeated or trailing slashes
+    folded), refused when it is no absolute directory below the root."""
+    raw = mount.get("mountPath") if isinstance(mount, dict) else None
+    if not isinstance(raw, str) or not raw.startswith("/") or not raw.isprintable():
+        raise BuildError(f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs an absolute mountPath")
+    path = folded(raw)
+    if path == "/":
+        raise BuildError(
+            f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} mounts over the sidecar's root directory; "
+            "choose a directory below it"
+        )
+    return path
+
+
+def folded(path: str) -> str:
+    # normpath keeps a leading "//" (POSIX leaves its meaning open); Linux reads it as "/".
+    return "/" + posixpath.normpath(path).lstrip("/")
 
 
 def _json_map(deployment: Resource, annotations: Mapping[str, str], name: str) -> dict[str, Any]:
     try:
         value = json.loads(annotations.get(name, "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):
         raise BuildError(f"{deployment.key}: annotation {name} must be a JSON object of name -> volume (mount)")
     return value
+
+
+def check_files(key: Any, tls: dict[str, Any], release: IstioRelease) -> None:
+    """Refuse file fields a sidecar would read relative to its agent's working directory: only "system"
+    (the agent's name for the OS roots from 1.28, security.go FileRootSystemCACert) is not a path."""
+    for field in ("caCertificates", "clientCertificate", "privateKey"):
+        value = tls.get(field, "")
+        system = field == "caCertificates" and value == SYSTEM and release.verifies_origination_by_default
+        if value and not value.startswith("/") and not system:
+            raise BuildError(
+                f"{key}: tls.{field} {value!r} is not an absolute path; name the file as the sidecar sees it "
+                "(e.g. under a sidecar.istio.io/userVolumeMount directory)"
+            )
 
 
 @dataclass(frozen=True)
@@ -199,10 +243,15 @@ def file_reader(mounts: tuple[Mount, ...], secrets: Mapping[str, dict[str, Any]]
     def read(path: str) -> Found | None:
         if path == SYSTEM:
             return next((Found(bundle, True) for bundle in SYSTEM_BUNDLES if os.path.isfile(bundle)), None)
-        for mount in mounts:
-            if path.startswith(mount.path + "/") and mount.secret in secrets:
-                value = decoded(secrets[mount.secret])[0].get(path[len(mount.path) + 1 :])
-                return Found(value.decode(errors="replace")) if value is not None else None
+        path = folded(path)
+        # The deepest mount holding the path is the one the sidecar sees there.
+        holding = [mount for mount in mounts if path.startswith(mount.path + "/")]
+        if holding:
+            mount = max(holding, key=lambda item: len(item.path))
+            if mount.secret not in secrets:
+                return None
+            value = decoded(secrets[mount.secret])[0].get(path[len(mount.path) + 1 :])
+            return Found(value.decode(errors="replace")) if value is not None else None
         return Found(path, True) if os.path.isfile(path) else None
 
     return read

@@ -15,7 +15,7 @@ from meshy.local.model import (
     Outlier,
     Pod,
 )
-from meshy.local.origination import ORIGINATING, check_origination, origination
+from meshy.local.origination import ORIGINATING, check_files, check_origination, origination
 from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.security import PeerPolicies, check_client_tls, endpoint_mtls, pod_identity
@@ -251,6 +251,7 @@ def outbound_clusters(
                 else:
                     cluster = policy_cluster(name, endpoints, policy)
                 if (policy.get("tls") or {}).get("mode") in ORIGINATING:
+                    check_files(rule.key if rule else host, policy["tls"], release)
                     if port in entry.http2:
                         raise BuildError(http2_origination(rule, host, port))
                     made = origination(policy["tls"], release, entry.subject_alt_names)
