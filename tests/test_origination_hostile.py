@@ -99,9 +99,11 @@ def external_rule(tls: str) -> str:
         ("{mode: SIMPLE, caCertificates: ../etc/ca.crt}", "is not an absolute path"),
         ("{mode: MUTUAL, clientCertificate: c.crt, privateKey: /k}", "tls.clientCertificate 'c.crt'"),
         ("{mode: MUTUAL, clientCertificate: /c, privateKey: k.pem}", "tls.privateKey 'k.pem'"),
+        ("{mode: SIMPLE, caCertificates: /etc/a~b.crt}", "tls.caCertificates '/etc/a~b.crt' holds '~'"),
+        ("{mode: MUTUAL, clientCertificate: /c~, privateKey: /k}", "tls.clientCertificate '/c~' holds '~'"),
     ],
 )
-def test_relative_file_names_are_refused_by_name(tls, words):
+def test_file_names_the_agent_cannot_serve_are_refused_by_name(tls, words):
     assert words in refusal(external_rule(tls))
 
 

@@ -221,6 +221,13 @@ def check_files(key: Any, tls: dict[str, Any], release: IstioRelease) -> None:
                 f"{key}: tls.{field} {value!r} is not an absolute path; name the file as the sidecar sees it "
                 "(e.g. under a sidecar.istio.io/userVolumeMount directory)"
             )
+        if SEPARATOR in value:
+            # SdsCertificateConfigFromResourceName (pkg/security/security.go at 1.30.3, pilot/pkg/model/
+            # authentication.go at 1.8.6) splits the SDS name at every "~": the agent never serves such a file.
+            raise BuildError(
+                f"{key}: tls.{field} {value!r} holds '~', which Istio's agent reads as the separator of "
+                "certificate and key, so it never serves the file; rename the file"
+            )
 
 
 @dataclass(frozen=True)
