@@ -245,7 +245,15 @@ def test_http2_ports_are_refused_for_origination(release):
     """TestApplyUpstreamTLSSettings "user specified simple tls with h2" (1.8.6 and 1.30.3): towards an HTTP/2
     port Istio offers ALPN h2 and speaks HTTP/2; the local backend speaks HTTP/1.1 to every upstream."""
     message = refusal(entry(protocol="HTTP2") + rule(top("{mode: SIMPLE}")), release)
-    assert "HTTP2" in message and "api" in message
+    assert "takes for HTTP/2" in message and "api" in message
+    # A Service port named for HTTP/2 or gRPC (conversion.go ConvertProtocol); others are HTTP/1.1 as locally.
+    service = "apiVersion: v1\nkind: Service\nmetadata: {name: h2}\nspec:\n  selector: {app: web}\n  ports: [{name: %s, port: 7070, targetPort: 9090}]\n"
+    for name in ("grpc", "http2-api", "grpc-web"):
+        assert "port 7070, which Istio takes for HTTP/2" in refusal(
+            service % name + rule(top("{mode: SIMPLE}"), "h2"), release
+        )
+    for name in ("http", "grpcx", "web-grpc"):
+        mesh_of(service % name + rule(top("{mode: SIMPLE}"), "h2"), release)
 
 
 # --- real Envoy: what the differences above change on the wire ---------------------------------------------

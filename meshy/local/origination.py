@@ -18,8 +18,10 @@ Files reach Envoy as Istio's agent serves them, over SDS named "file-root:<path>
 and "file-cert:<cert>~<key>" (pkg/security/security.go). A path is read where the
 pod's sidecar would read it: under a mount of the pod's
 `sidecar.istio.io/userVolumeMount` annotation whose `sidecar.istio.io/userVolume`
-is a Secret, the Secret's key of that name (the injection template at 1.8.6 and
-1.30.3 mounts them into istio-proxy); elsewhere the file of that path on this
+is a Secret, the Secret's key of that name (the injection template at 1.8.6,
+1.28.10 and 1.30.3 mounts them into istio-proxy: pkg/kube/inject/testdata/inject/
+user-volume.yaml.injected at each tag; the agent serves "file-root:" names from files at each,
+security/pkg/nodeagent/cache/secretcache.go generateFileSecret); elsewhere the file of that path on this
 machine, which stands for the proxy image's own files (its CA bundle). A
 sidecar whose agent cannot read a CA file never gets that secret, so its calls
 over the cluster fail (after Envoy's 15 s wait for it); locally such a proxy

@@ -48,7 +48,7 @@ class RegistryHost:
     # TLS to it), but no HTTP route of the sidecar, whose apps reach it through HTTP_PROXY: a sidecar
     # would pass their own TLS through by SNI, which the local backend does not carry.
     opaque: set[int] = field(default_factory=set)
-    # ServiceEntry ports of protocol HTTP2: Istio speaks HTTP/2 to them, the local backend HTTP/1.1.
+    # Ports Istio speaks HTTP/2 to (ServiceEntry protocol HTTP2, Service port names); locally HTTP/1.1.
     http2: set[int] = field(default_factory=set)
     # A ServiceEntry's subjectAltNames: the names its servers' certificates carry (Istio's service accounts).
     subject_alt_names: tuple[str, ...] = ()
@@ -85,6 +85,8 @@ def service_registry(
                 and selector.items() <= pod.labels.items()
                 and target in pod.ports
             ]
+            if speaks_http2(port.get("name", "")):
+                entry.http2.add(port["port"])
             entry.ports[port["port"]] = [(Endpoint(pod.ip, target), pod.labels) for pod in chosen]
             entry.peers.update({Endpoint(pod.ip, target): pod for pod in chosen})
         registry[entry.host] = entry
@@ -97,6 +99,13 @@ def service_registry(
                 )
             registry[host] = entry
     return registry
+
+
+def speaks_http2(port_name: str) -> bool:
+    """A Service port Istio takes for HTTP/2 by its name (pkg/config/kube/conversion.go ConvertProtocol and
+    protocol.IsHTTP2 at 1.8.6 and 1.30.3): http2, grpc or grpc-web, before any "-"."""
+    name = port_name.lower()
+    return name.startswith("grpc-web") or name.split("-", 1)[0] in ("http2", "grpc")
 
 
 def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, RegistryHost]:
@@ -264,8 +273,8 @@ def outbound_clusters(
 def http2_origination(rule: Resource | None, host: str, port: int) -> str:
     # cluster_tls.go constructUpstreamTLS (1.30.3; v1alpha3/cluster.go at 1.8.6): ALPN h2 and HTTP/2 upstream.
     return (
-        f"{rule.key if rule else host}: tls mode SIMPLE/MUTUAL towards {host} port {port}, declared HTTP2, would "
-        "speak HTTP/2 with ALPN h2 in Istio; the local backend speaks HTTP/1.1 upstream: declare the port HTTPS"
+        f"{rule.key if rule else host}: tls mode SIMPLE/MUTUAL towards {host} port {port}, which Istio takes for "
+        "HTTP/2, would speak HTTP/2 with ALPN h2; the local backend speaks HTTP/1.1 upstream: declare it HTTP/HTTPS"
     )
 
 
