@@ -115,9 +115,11 @@ def test_system_names_the_os_roots_only_where_the_agent_knows_it():
                                                           ISTIO_18)  # fmt: skip
 
 
-def test_a_secret_key_with_a_slash_is_refused():
-    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\nstringData: {a/b: x}\n"
-    assert "a/b" in refusal(secret)
+@pytest.mark.parametrize("key", ["a/b", ".", "..", "..data"])
+def test_a_secret_key_that_is_no_file_name_is_refused(key):
+    """k8s.io/apimachinery IsConfigMapKey: a mounted Secret's keys are file names in its directory."""
+    secret = f"apiVersion: v1\nkind: Secret\nmetadata: {{name: s}}\ntype: Opaque\nstringData: {{'{key}': x}}\n"
+    assert f"not '{key}'" in refusal(secret)
 
 
 # --- real Envoy: what reaches a live mesh ---------------------------------------------------------------------

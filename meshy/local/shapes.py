@@ -131,8 +131,9 @@ _SYNTAX = {
     "header": (re.compile(r"^:?[-!#$%&'*+.^_`|~0-9A-Za-z]+$"), 256),
     "gateway_ref": (re.compile(r"^(mesh|([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?)$"), 317),
     "export_to": (re.compile(r"^(\.|\*|~|[a-z0-9]([-a-z0-9]*[a-z0-9])?)$"), 63),
-    # k8s.io/api core/v1 validation: a Secret's data keys are IsConfigMapKey.
-    "secret_key": (re.compile(r"^[-._a-zA-Z0-9]+$"), 253),
+    # k8s.io/api core/v1 validation: a Secret's data keys are IsConfigMapKey (not ".", nor starting
+    # with "..", which a mounted Secret would turn into a path out of its directory).
+    "secret_key": (re.compile(r"^(?!\.\.)(?!\.$)[-._a-zA-Z0-9]+$"), 253),
     "cipher_suite": (re.compile(r"^[-A-Z0-9_\[\]|]+$"), 128),
 }
 _RULE = {
@@ -147,7 +148,7 @@ _RULE = {
     "header": "an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
     "gateway_ref": "mesh or a Gateway's [namespace/]name",
     "export_to": "'.', '*' or a namespace name",
-    "secret_key": "a Secret key (letters, digits, '-', '_' and '.')",
+    "secret_key": "a Secret key (letters, digits, '-', '_' and '.'; not '.', nor starting with '..')",
     "cipher_suite": "an OpenSSL/BoringSSL cipher suite name such as ECDHE-RSA-AES256-GCM-SHA384",
 }
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
