@@ -48,6 +48,12 @@ def one_line(error: BaseException) -> str:
         (VOLUME, '{"v": "/etc/x"}', "absolute mountPath"),
         ('{"v": {"secret": {"secretName": 5}}}', '{"v": {"mountPath": "/etc/x"}}', "secretName a string"),
         ('{"v": {"secret": "s"}}', '{"v": {"mountPath": "/etc/x"}}', "needs a Secret volume"),
+        # Fields that would change what the sidecar sees there are refused, not left aside.
+        ('{"v": {"secret": {"secretName": "s", "items": [{"key": "ca.crt", "path": "roots.pem"}]}}}',
+         '{"v": {"mountPath": "/etc/x"}}', "field items is not supported locally"),
+        (VOLUME, '{"v": {"mountPath": "/etc/x.pem", "subPath": "ca.crt"}}', "field subPath is not supported"),
+        ('{"v": {"secret": {"secretName": "s"}, "configMap": {"name": "c"}}}', '{"v": {"mountPath": "/etc/x"}}',
+         "field configMap is not supported"),
         ('{"v": {"secret": {"secretName": "s"}}, "w": {"secret": {"secretName": "t"}}}',
          '{"v": {"mountPath": "/etc/x"}, "w": {"mountPath": "/etc//x/"}}', "both mount at /etc/x"),
     ],
@@ -60,6 +66,9 @@ def test_unusable_mount_annotations_are_refused_in_one_line(volume, mount, words
 
 def test_mount_paths_are_folded_as_the_container_runtime_resolves_them():
     assert mounts(VOLUME, '{"v": {"mountPath": "//etc/a/../x//"}}') == (Mount("/etc/x", "s"),)
+    # What the local mount leaves aside changes nothing a reading sidecar sees.
+    inert = '{"v": {"secret": {"secretName": "s", "optional": true, "defaultMode": 256}}}'
+    assert mounts(inert, '{"v": {"mountPath": "/etc/x", "readOnly": true}}') == (Mount("/etc/x", "s"),)
 
 
 def test_the_deepest_mount_and_the_folded_path_decide_what_is_read():

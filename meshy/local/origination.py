@@ -173,6 +173,8 @@ def pod_mounts(deployment: Resource, annotations: Mapping[str, str]) -> tuple[Mo
                 f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs a Secret volume of that name in "
                 f"{USER_VOLUME} (secretName a string); the local backend mounts only Secrets"
             )
+        check_fields(deployment, name, {**volume, **secret}, VOLUME_FIELDS)
+        check_fields(deployment, name, mount, MOUNT_FIELDS)
         path = mount_path(deployment, name, mount)
         if path in result:
             # Kubernetes refuses a container whose volume mounts share a mountPath.
@@ -180,6 +182,23 @@ def pod_mounts(deployment: Resource, annotations: Mapping[str, str]) -> tuple[Mo
                              f"both mount at {path}; give each its own mountPath")  # fmt: skip
         result[path] = Mount(path, secret.get("secretName", name))
     return tuple(result.values())
+
+
+# What the local mount honours or leaves aside (README): the sidecar only reads, a missing Secret always
+# leaves the directory empty (optional), and file modes are not modelled (defaultMode: in a pod a mode
+# the proxy's user cannot read would hide the files from its agent).
+VOLUME_FIELDS = frozenset({"secret", "secretName", "optional", "defaultMode"})
+MOUNT_FIELDS = frozenset({"mountPath", "readOnly", "mountPropagation"})
+
+
+def check_fields(deployment: Resource, name: str, spec: Any, known: frozenset[str]) -> None:
+    """Refuse the volume and mount fields that would change what the sidecar sees (items, subPath, ...)."""
+    extra = sorted(set(spec) - known) if isinstance(spec, dict) else []
+    if extra:
+        raise BuildError(
+            f"{deployment.key}: sidecar volume {name!r}: field {extra[0]} is not supported locally (the whole "
+            "Secret is mounted at mountPath, one file per key); remove it"
+        )
 
 
 def mount_path(deployment: Resource, name: str, mount: Any) -> str:
