@@ -14,7 +14,7 @@ import pytest
 from meshy.local.backend import LocalError
 from meshy.local.build import BuildError
 from meshy.local.model import Mount
-from meshy.local.origination import file_reader, pod_mounts
+from meshy.local.origination import SYSTEM, file_reader, pod_mounts
 from meshy.local.resources import ResourceError
 from tests.local_mesh import Mesh
 from tests.test_local_istio_semantics import ISTIO_18, ISTIO_130, mesh_of
@@ -81,6 +81,10 @@ def test_the_deepest_mount_and_the_folded_path_decide_what_is_read():
     assert read("/etc/x/ca.crt").value == "OUTER"
     assert read("/etc/x/y/../ca.crt").value == "OUTER"
     assert read("/etc/x/./y//ca.crt").value == "INNER"
+    # The OS roots are the first bundle the sidecar has, one mounted over the image's included.
+    bundle = {"ca-certificates.crt": base64.b64encode(b"MOUNTED ROOTS").decode()}
+    roots = file_reader((Mount("/etc/ssl/certs", "roots"),), {"roots": {"data": bundle}})
+    assert roots(SYSTEM).value == "MOUNTED ROOTS"
     # A mounted directory hides what this machine has at that path; a missing Secret leaves it empty.
     assert file_reader((Mount("/etc", "gone"),), secrets)("/etc/hostname") is None
 

@@ -270,7 +270,10 @@ def file_reader(mounts: tuple[Mount, ...], secrets: Mapping[str, dict[str, Any]]
 
     def read(path: str) -> Found | None:
         if path == SYSTEM:
-            return next((Found(bundle, True) for bundle in SYSTEM_BUNDLES if os.path.isfile(bundle)), None)
+            # The agent takes the first bundle that exists in its container, a mounted one included.
+            return next((found for bundle in SYSTEM_BUNDLES if (found := read(bundle))), None)
+        if not path.startswith("/"):
+            return Found(path, True) if os.path.isfile(path) else None
         path = folded(path)
         # The deepest mount holding the path is the one the sidecar sees there.
         holding = [mount for mount in mounts if path.startswith(mount.path + "/")]
