@@ -48,6 +48,10 @@ def one_line(error: BaseException) -> str:
         (VOLUME, '{"v": "/etc/x"}', "absolute mountPath"),
         ('{"v": {"secret": {"secretName": 5}}}', '{"v": {"mountPath": "/etc/x"}}', "secretName a string"),
         ('{"v": {"secret": "s"}}', '{"v": {"mountPath": "/etc/x"}}', "needs a Secret volume"),
+        # What Kubernetes refuses in the injected pod, which would then never start.
+        ('{"Bad_Name": {"secret": {}}}', '{"Bad_Name": {"mountPath": "/etc/x"}}', "must be a DNS-1123 label"),
+        ('{"istio-envoy": {"secret": {}}}', '{"istio-envoy": {"mountPath": "/etc/x"}}', "Istio's injector adds"),
+        (VOLUME, '{"v": {"mountPath": "/etc/istio/pod/"}}', "where Istio's injector mounts its own volume"),
         # Fields that would change what the sidecar sees there are refused, not left aside.
         ('{"v": {"secret": {"secretName": "s", "items": [{"key": "ca.crt", "path": "roots.pem"}]}}}',
          '{"v": {"mountPath": "/etc/x"}}', "field items is not supported locally"),

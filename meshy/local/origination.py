@@ -43,7 +43,7 @@ from meshy.local.credentials import decoded
 from meshy.local.model import Mount, Origination, ProxyFile
 from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource
-from meshy.local.shapes import HONOURED_ANNOTATIONS
+from meshy.local.shapes import HONOURED_ANNOTATIONS, name_problem
 from meshy.local.tls import SECRET, ads_secret, tls_params
 
 ORIGINATING = ("SIMPLE", "MUTUAL")
@@ -166,6 +166,7 @@ def pod_mounts(deployment: Resource, annotations: Mapping[str, str]) -> tuple[Mo
     volumes, mounts = (_json_map(deployment, annotations, name) for name in (USER_VOLUME, USER_VOLUME_MOUNT))
     result: dict[str, Mount] = {}
     for name, mount in mounts.items():
+        check_volume_name(deployment, name)
         volume = volumes.get(name)
         secret = volume.get("secret") if isinstance(volume, dict) else None
         if not isinstance(secret, dict) or not isinstance(secret.get("secretName", name), str):
@@ -191,6 +192,22 @@ VOLUME_FIELDS = frozenset({"secret", "secretName", "optional", "defaultMode"})
 MOUNT_FIELDS = frozenset({"mountPath", "readOnly", "mountPropagation"})
 
 
+# The injector's own volumes and istio-proxy's mounts at every release of the matrix (pkg/kube/inject/
+# testdata/inject/user-volume.yaml.injected at 1.8.6, 1.28.10, 1.30.3): Kubernetes refuses a pod whose
+# volumes share a name or whose container mounts share a path, so the pod would never start.
+INJECTED_VOLUMES = frozenset({"istio-envoy", "istio-data", "istio-podinfo", "istio-token", "istiod-ca-cert"})
+INJECTED_MOUNTS = frozenset(
+    {"/etc/istio/proxy", "/var/lib/istio/data", "/etc/istio/pod", "/var/run/secrets/tokens", "/var/run/secrets/istio"}
+)
+
+
+def check_volume_name(deployment: Resource, name: str) -> None:
+    problem = name_problem(name, "label")
+    if problem or name in INJECTED_VOLUMES:
+        reason = problem or "is a volume Istio's injector adds itself"
+        raise BuildError(f"{deployment.key}: sidecar volume name {name!r} {reason}; choose another name")
+
+
 def check_fields(deployment: Resource, name: str, spec: Any, known: frozenset[str]) -> None:
     """Refuse the volume and mount fields that would change what the sidecar sees (items, subPath, ...)."""
     extra = sorted(set(spec) - known) if isinstance(spec, dict) else []
@@ -208,6 +225,11 @@ def mount_path(deployment: Resource, name: str, mount: Any) -> str:
     if not isinstance(raw, str) or not raw.startswith("/") or not raw.isprintable():
         raise BuildError(f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} needs an absolute mountPath")
     path = folded(raw)
+    if path in INJECTED_MOUNTS:
+        raise BuildError(
+            f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} mounts at {path}, where Istio's injector mounts its "
+            "own volume; choose another directory"
+        )
     if path == "/":
         raise BuildError(
             f"{deployment.key}: {USER_VOLUME_MOUNT} {name!r} mounts over the sidecar's root directory; "
