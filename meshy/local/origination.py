@@ -32,6 +32,7 @@ certificate is not served at all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import posixpath
@@ -310,19 +311,52 @@ def file_reader(mounts: tuple[Mount, ...], secrets: Mapping[str, dict[str, Any]]
     return read
 
 
+PEM_BEGIN, PEM_END = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+# Enough for the first certificate of any bundle; the rest of a file is Envoy's to read.
+PEM_HEAD = 64 * 1024
+
+
+def served(found: Found | None) -> Found | None:
+    """`found` if the agent serves it: its first PEM block parses as a certificate, as the agent checks
+    before serving a file (secretcache.go generateRootCertFromExistingFile and
+    generateKeyCertFromExistingFiles: nodeagentutil.ParseCertAndGetExpiryTimestamp at 1.8.6,
+    pkiutil.ParseRootCerts at 1.30.3, which also serves the later blocks that parse when the first does not;
+    here the first block decides)."""
+    if found is None:
+        return None
+    try:
+        with open(found.value, "rb") if found.on_disk else contextlib.nullcontext(None) as file:
+            head = file.read(PEM_HEAD).decode("latin-1") if file else found.value[:PEM_HEAD]
+    except OSError:
+        return None
+    start = head.find(PEM_BEGIN)
+    end = head.find(PEM_END, start)
+    if start < 0 or end < 0:
+        return None
+    # Imported here: building a mesh without originations needs no cryptography.
+    from cryptography import x509
+
+    try:
+        x509.load_pem_x509_certificate(head[start : end + len(PEM_END)].encode("latin-1"))
+    except ValueError:
+        return None
+    return found
+
+
 def proxy_files(items: list[Origination], read: Reader) -> tuple[ProxyFile, ...]:
-    """The files a proxy's agent can serve for these originations (absent ones are left out)."""
+    """The files a proxy's agent can serve for these originations (absent ones are left out): a file that
+    holds no certificate is not served, as a missing one."""
     found: dict[str, ProxyFile] = {}
     for item in items:
         if item.ca:
-            ca = read(item.ca)
+            ca = served(read(item.ca))
             found[root_name(item)] = (
                 ProxyFile(root_name(item), ca=ca.value, on_disk=ca.on_disk)
                 if ca
                 else ProxyFile(root_name(item), absent=True)
             )
         if item.cert:
-            chain, key = read(item.cert), read(item.key)
+            chain, key = served(read(item.cert)), read(item.key)
             # One source for both, as one SDS resource holds them.
             if chain is not None and key is not None and chain.on_disk == key.on_disk:
                 found[cert_name(item)] = ProxyFile(
