@@ -205,8 +205,9 @@ def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
     mesh = Mesh(tmp_path / "state")
     controller = start_up(mesh)
     try:
-        # Interrupt once processes run, before the mesh is complete.
-        assert wait_until(lambda: len(leftover_pids(mesh.backend.dir)) >= 4, timeout=30, interval=0.01)
+        # Interrupt once processes run (supervisord and a first program), well before the mesh is complete:
+        # each scan of /proc is slow on a loaded machine, and the rest of up takes about a second.
+        assert wait_until(lambda: len(leftover_pids(mesh.backend.dir)) >= 2, timeout=30, interval=0.01)
         controller.send_signal(signal.SIGINT)
         _, stderr = controller.communicate(timeout=30)
     finally:
