@@ -27,7 +27,8 @@ sidecar whose agent cannot read a CA file never gets that secret, so its calls
 over the cluster fail (after Envoy's 15 s wait for it); locally such a proxy
 checks the server against the mesh's own root instead, which signed nothing
 outside the mesh: the calls fail the same way, at once. An absent client
-certificate is not served at all.
+certificate is not served at all (Envoy waits 1 s for it, not 15 s). A file the agent would not
+serve (no certificate in its first PEM block) counts as absent.
 """
 
 from __future__ import annotations
