@@ -1,0 +1,134 @@
+"""Gateway PASSTHROUGH servers and VirtualService tls routes (meshy/local/passthrough.py cites Istio): the
+chains they make, what is refused by name, and real Envoy passing the client's TLS to the external service."""
+
+from __future__ import annotations
+
+import pytest
+
+from meshy.local import topology
+from meshy.local.build import Inputs, build_mesh
+from meshy.local.release import release_of
+from meshy.local.resources import ResourceError, ResourceSet, parse_documents
+from meshy.local.topology import gateway_target_port
+from meshy.scenarios import https
+from tests.local_mesh import Mesh
+
+EXTERNAL = "minimal.external.kind.org"
+ENTRY = f"""apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: external, namespace: default}}
+spec:
+  hosts: [{EXTERNAL}, other.example.org]
+  location: MESH_EXTERNAL
+  ports: [{{number: 9443, name: tls, protocol: TLS}}]
+  resolution: DNS
+"""
+
+
+def gateway(mode: str = "PASSTHROUGH", hosts: str = f'["{EXTERNAL}"]', protocol: str = "TLS", extra: str = "") -> str:
+    return (
+        "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\n"
+        "spec:\n  selector: {istio: ingressgateway}\n  servers:\n"
+        f"    - {{port: {{number: 443, name: p, protocol: {protocol}}}, hosts: {hosts}, tls: {{mode: {mode}}}}}\n{extra}"
+    )
+
+
+def route(
+    name: str,
+    sni: str = EXTERNAL,
+    host: str = EXTERNAL,
+    gateways: str = "[gw]",
+    match: str = "",
+    hosts: str = f'["{EXTERNAL}", other.example.org]',
+) -> str:
+    return (
+        f"apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\n"
+        f"spec:\n  hosts: {hosts}\n  gateways: {gateways}\n  tls:\n"
+        f"    - match: [{{sniHosts: [{sni}]{match}}}]\n"
+        f"      route: [{{destination: {{host: {host}, port: {{number: 9443}}}}}}]\n"
+    )
+
+
+def chains(*texts: str, release: str = "1.30") -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(server names, clusters) of each passthrough chain of the ingress gateway."""
+    resources = ResourceSet().applied(r for text in texts for r in parse_documents(text, "test"))
+    inputs = Inputs(resources, [], topology.gateways(topology.Layout()), {}, release=release_of(release))
+    proxy = build_mesh(inputs).proxies["istio-ingressgateway"]
+    return [
+        (r.sni_hosts, tuple(c.cluster for c in r.clusters))
+        for listener in proxy.listeners
+        for r in listener.passthrough
+    ]
+
+
+CLUSTER = f"outbound|9443||{EXTERNAL}"
+OTHER = "outbound|9443||other.example.org"
+
+
+def test_the_first_match_for_a_server_name_wins_from_1_28():
+    later = route("b", host="other.example.org")
+    assert chains(ENTRY, gateway(), route("a"), later) == [((EXTERNAL,), (CLUSTER,))]
+
+
+def test_a_match_for_another_port_or_gateway_makes_no_chain():
+    assert chains(ENTRY, gateway(), route("a", match=", port: 8443"), route("b", match=", gateways: [elsewhere]")) == []
+    assert chains(ENTRY, gateway(), route("a", match=", port: 443, gateways: [gw]")) == [((EXTERNAL,), (CLUSTER,))]
+
+
+def test_a_star_sni_host_matches_any_name():
+    assert chains(ENTRY, gateway(hosts='["*"]'), route("a", sni='"*"', hosts='["*"]')) == [((), (CLUSTER,))]
+
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        ((ENTRY, gateway(), route("a"), route("b", host="other.example.org")), "Envoy rejects the listener"),
+        ((ENTRY, route("a", gateways="[mesh]")), "tls routes work at gateways only"),
+        ((ENTRY, gateway(), route("a", sni="x.example.org")), "SNI host x.example.org is within none"),
+        ((ENTRY, gateway(protocol="HTTP")), "PASSTHROUGH needs protocol HTTPS or TLS"),
+        ((ENTRY, gateway(mode="PASSTHROUGH, credentialName: c")), "tls.credentialName has no effect"),
+        ((ENTRY, gateway(mode="AUTO_PASSTHROUGH")), "AUTO_PASSTHROUGH is not supported locally"),
+        ((ENTRY, gateway(extra='    - {port: {number: 443, name: h, protocol: HTTP}, hosts: ["*"]}\n')),
+         "both plaintext and TLS servers"),
+        ((ENTRY, gateway(extra=f'    - {{port: {{number: 443, name: q, protocol: TLS}}, hosts: ["{EXTERNAL}"], '
+                               'tls: {mode: PASSTHROUGH}}\n')), "is served by two TLS servers"),
+    ],
+)  # fmt: skip
+def test_what_cannot_be_honoured_is_refused_in_one_line(texts, message):
+    release = "1.8" if message == "Envoy rejects the listener" else "1.30"
+    with pytest.raises(ResourceError, match=message) as caught:
+        chains(*texts, release=release)
+    assert "\n" not in str(caught.value)
+
+
+# --- real Envoy: the ingress gateway passes the client's TLS through to the external service ------------------
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory):
+    mesh = Mesh(tmp_path_factory.mktemp("passthrough"))
+    mesh.up()
+    yield mesh
+    mesh.backend.down()
+
+
+def calls(mesh: Mesh, sni: str, trust: str, n: int) -> list[str]:
+    address, port = mesh.backend.layout.gateway_ip(0), gateway_target_port(443)
+    return https.calls(address, port, sni, trust, None, n)
+
+
+def test_the_external_service_answers_with_its_own_certificate(mesh):
+    ca = (mesh.backend.external_tls_dir / "ca.crt").read_text()
+    other = (mesh.backend.external_tls_dir / "other-ca.crt").read_text()
+    log = mesh.backend.log_file("minimal-external")
+    mesh.apply(ENTRY + "---\n" + gateway() + "---\n" + route("a"))
+    before = log.read_text().count(" tls] 200")
+    assert calls(mesh, EXTERNAL, ca, 5) == ["200"] * 5
+    # The certificate the client checked is the external service's: its CA vouches for it, another does not,
+    # and the requests reached the service over TLS.
+    assert calls(mesh, EXTERNAL, other, 2) == [https.UNTRUSTED] * 2
+    assert log.read_text().count(" tls] 200") - before == 5
+    # No chain for this name: the gateway closes the connection in the handshake.
+    assert calls(mesh, "other.example.org", ca, 2) == [https.REFUSED] * 2
+    mesh.delete(route("a"))
+    assert calls(mesh, EXTERNAL, ca, 1) == [https.REFUSED]
