@@ -11,6 +11,7 @@ from meshy.local.release import release_of
 from meshy.local.resources import ResourceError, ResourceSet, parse_documents
 from meshy.local.topology import gateway_target_port
 from meshy.scenarios import https
+from meshy.scenarios.certificates import Authority, b64
 from tests.local_mesh import Mesh
 
 EXTERNAL = "minimal.external.kind.org"
@@ -132,3 +133,30 @@ def test_the_external_service_answers_with_its_own_certificate(mesh):
     assert calls(mesh, "other.example.org", ca, 2) == [https.REFUSED] * 2
     mesh.delete(route("a"))
     assert calls(mesh, EXTERNAL, ca, 1) == [https.REFUSED]
+
+
+def test_a_terminating_server_beside_it_on_the_same_port_keeps_its_own_certificate(mesh):
+    # Istio lets SIMPLE and PASSTHROUGH servers share a port with different hosts: one chain each by SNI.
+    authority = Authority("example.com")
+    issued = authority.issue("secure.example.org")
+    secret = (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: secure-credential, namespace: istio-system}\n"
+        f'type: kubernetes.io/tls\ndata: {{tls.crt: "{b64(issued.cert)}", tls.key: "{b64(issued.key)}"}}\n'
+    )
+    simple = (
+        '    - {port: {number: 443, name: s, protocol: HTTPS}, hosts: ["secure.example.org"], '
+        "tls: {mode: SIMPLE, credentialName: secure-credential}}\n"
+    )
+    http = (
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: secure, namespace: default}\n"
+        'spec:\n  hosts: ["secure.example.org"]\n  gateways: [gw]\n'
+        "  http: [{route: [{destination: {host: minimal-service}}]}]\n"
+    )
+    ca = (mesh.backend.external_tls_dir / "ca.crt").read_text()
+    mesh.apply("---\n".join([secret, ENTRY, gateway(extra=simple), route("a"), http]))
+    log = mesh.backend.log_file("minimal-external")
+    before = log.read_text().count(" tls] 200")
+    assert calls(mesh, "secure.example.org", authority.pem, 3) == ["200"] * 3
+    assert calls(mesh, EXTERNAL, ca, 3) == ["200"] * 3
+    assert calls(mesh, "secure.example.org", ca, 1) == [https.UNTRUSTED]  # the gateway's own certificate
+    assert log.read_text().count(" tls] 200") - before == 3
