@@ -62,6 +62,14 @@ def chains(*texts: str, release: str = "1.30") -> list[tuple[tuple[str, ...], tu
     ]
 
 
+POLICY = """apiVersion: security.istio.io/v1beta1
+kind: AuthorizationPolicy
+metadata: {name: deny, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/x]}}]}]
+"""
 CLUSTER = f"outbound|9443||{EXTERNAL}"
 OTHER = "outbound|9443||other.example.org"
 
@@ -89,6 +97,7 @@ def test_a_star_sni_host_matches_any_name():
         ((ENTRY, gateway(protocol="HTTP")), "PASSTHROUGH needs protocol HTTPS or TLS"),
         ((ENTRY, gateway(mode="PASSTHROUGH, credentialName: c")), "tls.credentialName has no effect"),
         ((ENTRY, gateway(mode="AUTO_PASSTHROUGH")), "AUTO_PASSTHROUGH is not supported locally"),
+        ((ENTRY, gateway(), POLICY), "policies on TCP traffic are not supported locally"),
         ((ENTRY, gateway(extra='    - {port: {number: 443, name: h, protocol: HTTP}, hosts: ["*"]}\n')),
          "both plaintext and TLS servers"),
         ((ENTRY, gateway(extra=f'    - {{port: {{number: 443, name: q, protocol: TLS}}, hosts: ["{EXTERNAL}"], '

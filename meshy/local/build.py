@@ -322,15 +322,17 @@ def gateway_proxy(
         check_port(number, number in plain, names)
     jwt = workload_jwt(resources, gateway.namespace, gateway.labels)
     authz = workload_authz(resources, gateway.namespace, gateway.labels, jwt)
+    opaque = sorted(tcp_ports | passing.keys())  # ports whose connections no HTTP filter sees
+    if opaque and authz is not None:
+        kind = "TCP" if opaque[0] in tcp_ports else "PASSTHROUGH"
+        raise BuildError(
+            f"{gateway.name} has a {kind} server on port {opaque[0]} and an AuthorizationPolicy applies to it; "
+            "policies on TCP traffic are not supported locally - remove one of them"
+        )
     listeners = []
     for port in sorted(tcp_ports):
         if port in plain or port in terminating or port in passing:
             raise BuildError(f"Gateway port {port} has TCP and HTTP servers; Istio cannot merge them - use two ports")
-        if authz is not None:
-            raise BuildError(
-                f"{gateway.name} has a TCP server on port {port} and an AuthorizationPolicy applies to it; "
-                "policies on TCP traffic are not supported locally - remove one of them"
-            )
         listener = tcp_listener(gateway, port, servers[port], services, context)
         if listener is not None:
             listeners.append(listener)
