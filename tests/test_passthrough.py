@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from meshy.local import topology
+from meshy.local import passthrough, topology
 from meshy.local.build import Inputs, build_mesh
 from meshy.local.release import release_of
 from meshy.local.resources import ResourceError, ResourceSet, parse_documents
@@ -169,3 +169,19 @@ def test_a_terminating_server_beside_it_on_the_same_port_keeps_its_own_certifica
     assert calls(mesh, EXTERNAL, ca, 3) == ["200"] * 3
     assert calls(mesh, "secure.example.org", ca, 1) == [https.UNTRUSTED]  # the gateway's own certificate
     assert log.read_text().count(" tls] 200") - before == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "of", "within"),
+    [
+        ("a.example.org", "a.example.org", True),
+        ("a.example.org", "*.example.org", True),
+        ("*.a.example.org", "*.example.org", True),
+        ("*.example.org", "*", True),
+        ("*.example.org", "a.example.org", False),
+        ("example.org", "*.example.org", False),
+        ("a.example.com", "*.example.org", False),
+    ],
+)
+def test_sni_hosts_must_lie_within_the_virtual_service_hosts(name, of, within):
+    assert passthrough.subset_of(name, of) is within

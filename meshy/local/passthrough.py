@@ -54,9 +54,7 @@ def subset_of(name: str, of: str) -> bool:
     """Istio's host.Name.SubsetOf (pkg/config/host/name.go): `name` is `of` or within its wildcard."""
     if name == of or of == "*":
         return True
-    if not of.startswith("*."):
-        return False
-    return name.endswith(of[1:]) and (not name.startswith("*") or len(name) >= len(of))
+    return of.startswith("*.") and name.endswith(of[1:])
 
 
 def check_tls(vs: Resource, bound: list[str], context: Context) -> None:
