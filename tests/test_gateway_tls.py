@@ -86,7 +86,7 @@ def test_credentials_are_read_in_istios_order():
 @pytest.mark.parametrize(
     ("texts", "message"),
     [
-        ((gateway(https_server("PASSTHROUGH")), secret()), "tls.mode PASSTHROUGH is not supported locally"),
+        ((gateway(https_server("ISTIO_MUTUAL")), secret()), "tls.mode ISTIO_MUTUAL is not supported locally"),
         ((gateway(https_server("ISTIO_MUTUAL")), secret()), "tls.mode ISTIO_MUTUAL is not supported locally"),
         ((gateway(https_server()),), "credentialName cred names no Secret cred"),
         ((gateway(https_server("MUTUAL")), secret()), "needs a CA for MUTUAL"),

@@ -28,11 +28,14 @@ from meshy.local.model import (
     Proxy,
     Route,
     ServerTls,
+    SniRoute,
     StringMatch,
     VirtualHost,
     WeightedCluster,
 )
 from meshy.local.origination import file_reader, proxy_files
+from meshy.local.passthrough import check_terminating_overlap, check_tls, is_passthrough
+from meshy.local.passthrough import server_routes as passthrough_routes
 from meshy.local.release import DEFAULT_RELEASE, IstioRelease
 from meshy.local.resources import BuildError, Resource, ResourceSet
 from meshy.local.routes import (
@@ -203,6 +206,7 @@ def check_routes(vs: Resource, context: Context) -> bool:
     apply to no proxy yet (all of it made from the resource's content: the memo keeps the outcome)."""
     check_virtual_service_spec(vs.key, vs.spec)
     check_tcp(vs, vs_gateways(vs), context)
+    check_tls(vs, vs_gateways(vs), context)
     for index, http in enumerate(vs.spec.get("http", [])):
         for match_index, match in enumerate(http.get("match") or [{}]):
             http_route(http, match, f"{index}.{match_index}", f"{vs.key} http[{index}]", vs, context)
@@ -289,6 +293,7 @@ def gateway_proxy(
     plain: set[int] = set()
     tcp_ports: set[int] = set()
     terminating: dict[int, list[ServerTls]] = {}
+    passing: dict[int, list[tuple[str, str, list[str]]]] = {}  # PASSTHROUGH: gateway, server name, hosts
     secrets = gateway_secrets(resources, gateway.namespace)
     for resource in resources.of_kind("Gateway"):
         selector = resource.spec.get("selector") or {}
@@ -296,6 +301,12 @@ def gateway_proxy(
             continue
         for index, server in enumerate(resource.spec.get("servers", [])):
             number = server["port"]["number"]
+            if is_passthrough(resource, index, server):
+                key = f"{resource.namespace}/{resource.name}"
+                passing.setdefault(number, []).append(
+                    (key, f"{number}.{index}.{resource.namespace}.{resource.name}", server["hosts"])
+                )
+                continue
             tls = server_tls(resource, index, server, secrets)
             if server["port"]["protocol"].upper() == "TCP":
                 tcp_ports.add(number)
@@ -305,19 +316,23 @@ def gateway_proxy(
                 terminating.setdefault(number, []).append(tls)
             for host in server.get("hosts", []):
                 servers.setdefault(number, []).append((f"{resource.namespace}/{resource.name}", host))
-    for number, tls_servers in terminating.items():
-        check_port(number, number in plain, tls_servers)
+    for number in terminating.keys() | passing.keys():
+        names = [item.sni_hosts for item in terminating.get(number, [])]
+        names += [server_names(hosts) for _, _, hosts in passing.get(number, [])]
+        check_port(number, number in plain, names)
     jwt = workload_jwt(resources, gateway.namespace, gateway.labels)
     authz = workload_authz(resources, gateway.namespace, gateway.labels, jwt)
+    opaque = sorted(tcp_ports | passing.keys())  # ports whose connections no HTTP filter sees
+    if opaque and authz is not None:
+        kind = "TCP" if opaque[0] in tcp_ports else "PASSTHROUGH"
+        raise BuildError(
+            f"{gateway.name} has a {kind} server on port {opaque[0]} and an AuthorizationPolicy applies to it; "
+            "policies on TCP traffic are not supported locally - remove one of them"
+        )
     listeners = []
     for port in sorted(tcp_ports):
-        if port in plain or port in terminating:
+        if port in plain or port in terminating or port in passing:
             raise BuildError(f"Gateway port {port} has TCP and HTTP servers; Istio cannot merge them - use two ports")
-        if authz is not None:
-            raise BuildError(
-                f"{gateway.name} has a TCP server on port {port} and an AuthorizationPolicy applies to it; "
-                "policies on TCP traffic are not supported locally - remove one of them"
-            )
         listener = tcp_listener(gateway, port, servers[port], services, context)
         if listener is not None:
             listeners.append(listener)
@@ -363,9 +378,51 @@ def gateway_proxy(
                 tls=tuple(terminating.get(port, ())),
             )
         )
+    listeners = passthrough_listeners(gateway, listeners, passing, terminating, services, context)
     return Proxy(
         gateway.name, Endpoint(gateway.ip, ADMIN_PORT), tuple(listeners), tuple(clusters), gateway_identity(gateway)
     )
+
+
+def server_names(hosts: list[str]) -> tuple[str, ...]:
+    """A TLS server's SNI names: its hosts without the namespace part (model/gateway.go GetSNIHostsForServer);
+    empty when one is '*' (any name)."""
+    names = sorted({host.split("/", 1)[-1] for host in hosts})
+    return () if "*" in names else tuple(names)
+
+
+def passthrough_listeners(
+    gateway: GatewayPod,
+    listeners: list[Listener],
+    passing: dict[int, list[tuple[str, str, list[str]]]],
+    terminating: dict[int, list[ServerTls]],
+    services: list[tuple[Resource, list[str]]],
+    context: Context,
+) -> list[Listener]:
+    """The listeners with the chains of the PASSTHROUGH servers added: to the port's terminating listener,
+    or a listener of their own (none when no tls route applies)."""
+    added: dict[str, tuple[SniRoute, ...]] = {}
+    for port, servers in sorted(passing.items()):
+        taken: dict[str, str] = {}
+        routes: list[SniRoute] = []
+        for gateway_key, server, hosts in servers:
+            matchers = [host_matcher(host) for host in hosts]
+            bound = [
+                (vs, any(m(host, vs.namespace) for m in matchers for host in vs.spec["hosts"]))
+                for vs, gateways in services
+                if gateway_key in gateways
+            ]
+            routes += passthrough_routes(port, gateway_key, server, bound, taken, context.at(gateway_key, port))
+        claimed = {sni: item.name for item in terminating.get(port, []) for sni in item.sni_hosts or ("*",)}
+        check_terminating_overlap(port, routes, claimed)
+        added[f"gateway_{port}"] = tuple(routes)
+    result = [replace(item, passthrough=added.pop(item.name)) if item.name in added else item for item in listeners]
+    for name, routes in added.items():
+        if routes:
+            port = int(name.removeprefix("gateway_"))
+            address, bind_port = gateway.bind.get(port, (gateway.ip, gateway_target_port(port)))
+            result.append(Listener(name, address, bind_port, (), passthrough=routes))
+    return result
 
 
 def server_within(server_host: str, vs_host: str, namespace: str) -> str | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from meshy.local import gateway_tls
+from meshy.local import gateway_tls, passthrough
 from meshy.local.jwt import JWT_AUTHN, jwt_filters
 from meshy.local.model import (
     Cluster,
@@ -35,7 +35,7 @@ from meshy.local.origination import upstream_options, upstream_socket
 from meshy.local.rbac import RBAC, rbac_filters
 from meshy.local.tcp_routes import tcp_proxy_chains
 from meshy.local.telemetry.accesslog import access_logs
-from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains
+from meshy.local.tls import client_cert_options, cluster_transport, endpoint_metadata, inbound_chains, inspector
 
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 FAULT = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
@@ -175,7 +175,12 @@ def rds(proxy: Proxy) -> dict[str, dict[str, Any]]:
 
 def http_listeners(proxy: Proxy) -> list[Listener]:
     """The listeners that ask for a route configuration (a TCP listener has none: Envoy would never ACK one)."""
-    return [item for item in proxy.listeners if not item.tcp]
+    return [item for item in proxy.listeners if serves_http(item)]
+
+
+def serves_http(item: Listener) -> bool:
+    """Whether a listener has a connection manager: not a TCP server's, nor one of PASSTHROUGH servers only."""
+    return not item.tcp and (bool(item.tls) or not item.passthrough)
 
 
 def cds(proxy: Proxy) -> dict[str, Any]:
@@ -258,6 +263,14 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
             "address": address(item.address, item.port),
             **tcp_proxy_chains(item, log_dir),
         }
+    if not serves_http(item):
+        return {
+            "@type": LISTENER,
+            "name": item.name,
+            "address": address(item.address, item.port),
+            "listener_filters": [inspector()],
+            "filter_chains": passthrough.envoy_chains(item, log_dir),
+        }
     # Routes come by RDS, as in Istio: a route change reaches open connections at
     # once instead of waiting for the listener to drain.
     manager: dict[str, Any] = {
@@ -277,6 +290,8 @@ def listener(item: Listener, log_dir: Path) -> dict[str, Any]:
         manager.update(gateway_tls.client_cert_options())
     filters = [{"name": "envoy.filters.network.http_connection_manager", "typed_config": manager}]
     chains = gateway_tls.filter_chains(item, filters) if item.tls else inbound_chains(item, filters)
+    if item.passthrough:
+        chains["filter_chains"] = chains["filter_chains"] + passthrough.envoy_chains(item, log_dir)
     return {"@type": LISTENER, "name": item.name, "address": address(item.address, item.port), **chains}
 
 

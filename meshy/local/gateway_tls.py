@@ -24,11 +24,11 @@ from typing import Any
 from meshy.local.credentials import CA_SUFFIX, CredentialError, ca_certificates, server_credential
 from meshy.local.model import Listener, ServerTls
 from meshy.local.resources import BuildError, Resource, ResourceSet
-from meshy.local.tls import ALPN_HTTP, DOWNSTREAM, SECRET, TLS_INSPECTOR, ads_secret
+from meshy.local.tls import ALPN_HTTP, DOWNSTREAM, SECRET, ads_secret, inspector
 
 SDS_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretType prefix of gateway SDS names
 TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
-SUPPORTED_MODES = ("SIMPLE", "MUTUAL")
+SUPPORTED_MODES = ("SIMPLE", "MUTUAL")  # PASSTHROUGH: passthrough.py
 
 
 def gateway_secrets(resources: ResourceSet, namespace: str) -> dict[str, dict[str, Any]]:
@@ -44,17 +44,17 @@ def server_tls(
     protocol = server["port"]["protocol"].upper()
     settings = server.get("tls")
     if settings is None:
-        if protocol == "HTTPS":
-            raise BuildError(f"{where}: protocol HTTPS needs tls settings, as Istio's validation says; add tls")
+        if protocol in ("HTTPS", "TLS"):
+            raise BuildError(f"{where}: protocol {protocol} needs tls settings, as Istio's validation says; add tls")
         return None
-    if protocol != "HTTPS":
-        raise BuildError(f"{where}: tls settings need protocol HTTPS locally; set port.protocol to HTTPS")
     mode = settings.get("mode", "PASSTHROUGH")
     if mode not in SUPPORTED_MODES:
         raise BuildError(
-            f"{where}: tls.mode {mode} is not supported locally (supported: SIMPLE, MUTUAL); "
+            f"{where}: tls.mode {mode} is not supported locally (supported: SIMPLE, MUTUAL, PASSTHROUGH); "
             "use one of them or run this Gateway on kind"
         )
+    if protocol != "HTTPS":
+        raise BuildError(f"{where}: tls settings need protocol HTTPS locally; set port.protocol to HTTPS")
     credential = settings.get("credentialName")
     if not credential:
         raise BuildError(f"{where}: tls.mode {mode} needs tls.credentialName naming a Secret with the certificate")
@@ -87,15 +87,16 @@ def server_tls(
     )
 
 
-def check_port(port: int, plain: bool, tls: list[ServerTls]) -> None:
-    """One port serves plaintext or TLS, and no two TLS servers claim the same server name."""
+def check_port(port: int, plain: bool, tls: list[tuple[str, ...]]) -> None:
+    """One port serves plaintext or TLS, and no two TLS servers (terminating or PASSTHROUGH, each given by
+    its server names, empty for any) claim the same name (model/gateway.go CheckDuplicates)."""
     if plain and tls:
         raise BuildError(
             f"Gateway port {port} has both plaintext and TLS servers; Istio cannot merge them - move one to another port"
         )
     seen: set[str] = set()
-    for item in tls:
-        names = item.sni_hosts or ("*",)
+    for sni_hosts in tls:
+        names = sni_hosts or ("*",)
         repeated = seen.intersection(names)
         if repeated:
             raise BuildError(
@@ -150,8 +151,7 @@ def filter_chains(item: Listener, filters: list[dict[str, Any]]) -> dict[str, An
         if server.sni_hosts:
             chain["filter_chain_match"] = {"server_names": list(server.sni_hosts)}
         chains.append({**chain, "transport_socket": downstream_socket(server), "filters": filters})
-    listener_filters = [{"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}]
-    return {"listener_filters": listener_filters, "filter_chains": chains}
+    return {"listener_filters": [inspector()], "filter_chains": chains}
 
 
 def client_cert_options() -> dict[str, Any]:

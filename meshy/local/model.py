@@ -283,6 +283,16 @@ class ServerTls:
 
 
 @dataclass(frozen=True)
+class SniRoute:
+    """A Gateway PASSTHROUGH server's filter chain: connections whose SNI is one of these hosts go, still
+    encrypted, to the clusters by weight (a VirtualService `tls` entry's match)."""
+
+    name: str  # the filter chain's name
+    sni_hosts: tuple[str, ...]  # empty: any server name (a match listing "*")
+    clusters: tuple[WeightedCluster, ...]
+
+
+@dataclass(frozen=True)
 class Listener:
     name: str
     address: str
@@ -303,6 +313,8 @@ class Listener:
     jwt: tuple[JwtProvider, ...] = ()  # RequestAuthentication of the workload (inbound and gateway listeners)
     # A gateway's TCP server: connections proxied to these clusters by weight (no HTTP on this listener).
     tcp: tuple[WeightedCluster, ...] = ()
+    # A gateway port's PASSTHROUGH servers: one chain per tls route match, beside the terminating ones.
+    passthrough: tuple[SniRoute, ...] = ()
 
 
 # --- Upstreams -------------------------------------------------------------------

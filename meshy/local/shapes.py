@@ -548,12 +548,19 @@ TCP_ROUTE = {
     "match": [{"port": PORT, "gateways": [Name("gateway_ref")]}],
     "route": [{"destination": Required(DESTINATION), "weight": Range(0, 2**31 - 1)}],
 }
+# TLSRoute: at a gateway Istio reads a match's sniHosts, port and gateways (gateway.go
+# buildGatewayNetworkFiltersFromTLSRoutes and l4SingleMatch at 1.30.3); passthrough.py builds them.
+TLS_ROUTE = {
+    "match": [{"sniHosts": [Host(dns1123=True)], "port": PORT, "gateways": [Name("gateway_ref")]}],
+    "route": TCP_ROUTE["route"],
+}
 VIRTUAL_SERVICE = {
     "hosts": Required([Host(dns1123=True)], nonempty=True),
     "gateways": [Name("gateway_ref")],
     "exportTo": [Name("export_to")],
     "http": [HTTP_ROUTE],
     "tcp": [TCP_ROUTE],
+    "tls": [TLS_ROUTE],
 }
 # ServerTLSSettings (istio/api networking/v1alpha3/gateway.proto): every mode is accepted here so that
 # gateway_tls.py refuses the ones the local backend cannot do by name; the file-path fields
@@ -577,7 +584,7 @@ GATEWAY = {
                     {
                         "number": Required(PORT),
                         "name": str,
-                        "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS", "TCP"), ignore_case=True)),
+                        "protocol": Required(Choice(("HTTP", "HTTP2", "HTTPS", "TCP", "TLS"), ignore_case=True)),
                     }
                 ),
                 "hosts": Required([Host(namespaced=True, dns1123=True)], nonempty=True),

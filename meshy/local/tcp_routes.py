@@ -28,20 +28,28 @@ TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.T
 
 def check_tcp(vs: Resource, bound: list[str], context: Context) -> None:
     """Every tcp entry's destinations resolve and weigh as the release wants; none is bound to the mesh."""
-    entries = vs.spec.get("tcp", [])
-    if entries and "mesh" in bound:
-        raise BuildError(
-            f"{vs.key}: tcp routes work at gateways only in the local backend (apps reach their sidecar over "
-            "HTTP); bind the VirtualService to a Gateway"
-        )
-    for index, entry in enumerate(entries):
+    for index, entry in enumerate(gateway_entries(vs, bound, "tcp")):
         tcp_clusters(entry, f"{vs.key} tcp[{index}]", vs, context)
 
 
-def tcp_clusters(entry: dict[str, Any], where: str, vs: Resource, context: Context) -> tuple[WeightedCluster, ...]:
+def gateway_entries(vs: Resource, bound: list[str], kind: str) -> list[dict[str, Any]]:
+    """The VirtualService's `kind` (tcp or tls) entries, refused when it is bound to the mesh."""
+    entries = vs.spec.get(kind, [])
+    if entries and "mesh" in bound:
+        raise BuildError(
+            f"{vs.key}: {kind} routes work at gateways only in the local backend (apps reach their sidecar over "
+            "HTTP); bind the VirtualService to a Gateway"
+        )
+    return entries
+
+
+def tcp_clusters(
+    entry: dict[str, Any], where: str, vs: Resource, context: Context, kind: str = "tcp"
+) -> tuple[WeightedCluster, ...]:
+    """The clusters a tcp (or tls) entry's destinations weigh, weight 0 dropped (networkfilter.go)."""
     destinations = entry.get("route", [])
     if not destinations:
-        raise BuildError(f"{where}: a tcp entry needs at least one route destination")
+        raise BuildError(f"{where}: a {kind} entry needs at least one route destination")
     weights = route_weights(destinations, where, context.release)
     return tuple(
         WeightedCluster(destination_cluster(d["destination"], where, vs.namespace, context.registry, context.rules), w)
@@ -81,10 +89,15 @@ def server_route(
 
 def tcp_proxy_chains(item: Listener, log_dir: Path) -> dict[str, Any]:
     """The listener's one filter chain: tcp_proxy to a cluster or weighted clusters, logged as connections."""
-    config: dict[str, Any] = {"@type": TCP_PROXY, "stat_prefix": item.name}
-    if len(item.tcp) == 1:
-        config["cluster"] = item.tcp[0].cluster
+    return {"filter_chains": [{"filters": [tcp_proxy(item.name, item.tcp, log_dir)]}]}
+
+
+def tcp_proxy(listener: str, clusters: tuple[WeightedCluster, ...], log_dir: Path) -> dict[str, Any]:
+    """A tcp_proxy network filter to one cluster or several by weight, its connections logged as `listener`'s."""
+    config: dict[str, Any] = {"@type": TCP_PROXY, "stat_prefix": listener}
+    if len(clusters) == 1:
+        config["cluster"] = clusters[0].cluster
     else:
-        config["weighted_clusters"] = {"clusters": [{"name": c.cluster, "weight": c.weight} for c in item.tcp]}
-    config["access_log"] = access_logs(log_dir, item.name, tcp=True)
-    return {"filter_chains": [{"filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": config}]}]}
+        config["weighted_clusters"] = {"clusters": [{"name": c.cluster, "weight": c.weight} for c in clusters]}
+    config["access_log"] = access_logs(log_dir, listener, tcp=True)
+    return {"name": "envoy.filters.network.tcp_proxy", "typed_config": config}

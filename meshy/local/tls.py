@@ -138,11 +138,14 @@ def inbound_chains(item: Listener, filters: list[dict[str, Any]]) -> dict[str, A
             {"name": "plaintext", "filter_chain_match": {"transport_protocol": "raw_buffer"}, "filters": filters}
         )
     return {
-        "listener_filters": [
-            {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}
-        ],
+        "listener_filters": [inspector()],
         "filter_chains": chains,
     }
+
+
+def inspector() -> dict[str, Any]:
+    """The listener filter that reads a connection's TLS ClientHello (SNI, ALPN) for filter chain matching."""
+    return {"name": "envoy.filters.listener.tls_inspector", "typed_config": {"@type": TLS_INSPECTOR}}
 
 
 def client_cert_options(item: Listener) -> dict[str, Any]:

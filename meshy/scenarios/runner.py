@@ -14,6 +14,7 @@ from meshy.scenarios import (
     egress,
     fault_injection,
     gateway,
+    ingress_passthrough,
     mirroring,
     mtls,
     outlier_detection,
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, Callable[[Backend, Console], Report]] = {
     "tcp-traffic-shifting": tcp_traffic_shifting.run,
     "request-authentication": request_authentication.run,
     "tls-origination": tls_origination.run,
+    "ingress-passthrough": ingress_passthrough.run,
 }
 
 

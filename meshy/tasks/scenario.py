@@ -166,3 +166,9 @@ def request_authentication(c, backend="local", k8s=None, istio=None, state=None)
 def tls_origination(c, backend="local", k8s=None, istio=None, state=None):
     """The app calls http:// an external host; a DestinationRule tls SIMPLE makes its sidecar speak TLS to it."""
     judge(run_scenarios(c, ["tls-origination"], backend, k8s, istio, state))
+
+
+@task(help=HELP)
+def ingress_passthrough(c, backend="local", k8s=None, istio=None, state=None):
+    """The ingress gateway passes TLS on port 443 through to the external service by SNI (tls.mode PASSTHROUGH)."""
+    judge(run_scenarios(c, ["ingress-passthrough"], backend, k8s, istio, state))
