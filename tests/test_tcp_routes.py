@@ -171,3 +171,39 @@ def test_a_gateway_splitting_by_weight_passes():
 @pytest.mark.parametrize("broken", ["all to v1", "even split"])
 def test_a_broken_split_fails_the_verdict(broken):
     assert not tcp_traffic_shifting.run(ScriptedSplit(broken), Console(quiet=True)).passed
+
+
+ENTRY = """apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: db, namespace: default}
+spec:
+  hosts: [db.example.org]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{number: 5432, name: tcp, protocol: TCP}]
+  endpoints: [{address: 127.0.0.9}]
+"""
+
+
+def test_a_service_entry_tcp_port_is_a_tcp_route_destination_and_no_http_route():
+    assert tcp_clusters(ENTRY, gateway(), route("db", "db.example.org")) == ("outbound|5432||db.example.org",)
+    app = (
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: app, namespace: default}\nspec:\n"
+        "  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: a}}\n    spec:\n"
+        "      containers: [{name: a, image: localhost:5000/minimal-service:v1.0.0, ports: [{containerPort: 9090}]}]\n"
+    )
+    http_entry = ENTRY.replace("name: db,", "name: web,").replace("db.example.org", "web.example.org")
+    http_entry = http_entry.replace("protocol: TCP", "protocol: HTTP")
+    texts = (ENTRY, http_entry, app)
+    resources = ResourceSet().applied(r for text in texts for r in parse_documents(text, "test"))
+    pods, _ = topology.pods(resources, {}, topology.Layout())
+    mesh = build_mesh(Inputs(resources, pods, topology.gateways(topology.Layout()), {}))
+    domains = [
+        d
+        for proxy in mesh.proxies.values()
+        for item in proxy.listeners
+        for vh in item.virtual_hosts
+        for d in vh.domains
+    ]
+    assert "web.example.org:5432" in domains  # the same port as HTTP gets the sidecar's route
+    assert "db.example.org:5432" not in domains

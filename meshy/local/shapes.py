@@ -476,7 +476,7 @@ SERVICE = {
 # --- Istio kinds (networking.istio.io), as istio/api's networking/v1alpha3/*.proto define them -------------
 
 # Istio parses protocols case-insensitively (pkg/config/protocol/instance.go Parse).
-ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2", "HTTPS", "TLS"), ignore_case=True)
+ISTIO_PROTOCOL = Choice(("HTTP", "HTTP2", "HTTPS", "TLS", "TCP"), ignore_case=True)
 STRING_MATCH = {"exact": str, "prefix": str, "regex": Regex()}
 PERCENT = {"value": Percent()}
 PORT_SELECTOR = {"number": Required(PORT)}
@@ -654,7 +654,7 @@ SERVICE_ENTRY = {
         {
             "number": Required(PORT),
             "name": Required(str),
-            # HTTPS and TLS ports are a route's destination only (upstreams.py RegistryHost.opaque).
+            # HTTPS, TLS and TCP ports are a route's destination only (upstreams.py RegistryHost.opaque).
             "protocol": ISTIO_PROTOCOL,
             "targetPort": PORT,
         }
@@ -764,7 +764,7 @@ INERT = {
     "Deployment spec.template.spec.containers.name": "a container's name only labels it",
     "Deployment spec.template.spec.containers.ports.name": "a port's name only labels it",
     "protocol": "TCP (Kubernetes) or HTTP/HTTP2 (Istio) are served alike by HTTP/1.1 locally "
-    "(a ServiceEntry port of HTTPS or TLS is a route's destination only, upstreams.py)",
+    "(a ServiceEntry port of HTTPS, TLS or TCP is a route's destination only, upstreams.py)",
     "Deployment spec.template.spec.containers.readinessProbe.httpGet.scheme": "HTTP is the only scheme accepted",
     "type": "ClusterIP is the only Service type accepted",
     "Service spec.ports.name": "a Service port's name only labels it locally (no protocol sniffing)",

@@ -44,7 +44,7 @@ class RegistryHost:
     dns: dict[int, tuple[str, int]] = field(default_factory=dict)
     # The pod behind each endpoint of a Service: who answers (auto mTLS, its identity).
     peers: dict[Endpoint, Pod] = field(default_factory=dict)
-    # ServiceEntry ports of protocol HTTPS or TLS: a route's destination (a DestinationRule may originate
+    # ServiceEntry ports of protocol HTTPS, TLS or TCP: a route's destination (a DestinationRule may originate
     # TLS to it), but no HTTP route of the sidecar, whose apps reach it through HTTP_PROXY: a sidecar
     # would pass their own TLS through by SNI, which the local backend does not carry.
     opaque: set[int] = field(default_factory=set)
@@ -125,7 +125,7 @@ def service_entry_hosts(resource: Resource, hosts: dict[str, str]) -> dict[str, 
         )
         for port in spec.get("ports", []):
             number, target = port["number"], port.get("targetPort", port["number"])
-            if port.get("protocol", "").upper() in ("HTTPS", "TLS"):
+            if port.get("protocol", "").upper() in ("HTTPS", "TLS", "TCP"):
                 entry.opaque.add(number)
             if port.get("protocol", "").upper() == "HTTP2":
                 entry.http2.add(number)
