@@ -18,7 +18,8 @@ from meshy.console import Console
 from meshy.scenarios.backends import Backend
 from meshy.scenarios.certificates import b64
 from meshy.scenarios.checks import all_check, exact_check
-from meshy.scenarios.traffic import Request, Result, bounce_request
+from meshy.scenarios.targets import upstream
+from meshy.scenarios.traffic import Request, bounce_request
 from meshy.scenarios.verdict import ALPHA, Phase, Report
 
 SECRET = "istio/tls-origination-secret.yaml.j2"
@@ -67,7 +68,7 @@ def run(backend: Backend, console: Console) -> Report:
     def bodies(count: int, what: str) -> list[str]:
         with console.step(f"{count} calls to {url} from minimal-service: {what}"):
             results = backend.send(request, count, lambda d, t: console.progress("calls", d, t))
-        return [body_of(r) for r in results]
+        return [upstream(r) for r in results]
 
     def logged() -> tuple[int, int]:
         text = backend.external_log()
@@ -135,10 +136,5 @@ def run(backend: Backend, console: Console) -> Report:
     return report
 
 
-def body_of(result: Result) -> str:
-    """The status line minimal-service got from the external service ('' when the bounce itself failed)."""
-    return str(result.json().get("body", "")) if result.status == 200 else ""
-
-
 def bodies_once(backend: Backend, request: Request) -> str:
-    return body_of(backend.send(request, 1)[0])
+    return upstream(backend.send(request, 1)[0])
