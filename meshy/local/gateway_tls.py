@@ -24,7 +24,7 @@ from typing import Any
 from meshy.local.credentials import CA_SUFFIX, CredentialError, ca_certificates, server_credential
 from meshy.local.model import Listener, ServerTls
 from meshy.local.resources import BuildError, Resource, ResourceSet
-from meshy.local.tls import ALPN_HTTP, DOWNSTREAM, SECRET, ads_secret, inspector
+from meshy.local.tls import ALPN_HTTP, DOWNSTREAM, SECRET, ads_secret, any_san, inspector
 
 SDS_PREFIX = "kubernetes://"  # Istio's credentials.KubernetesSecretType prefix of gateway SDS names
 TLS_VERSIONS = {"TLSV1_0": "TLSv1_0", "TLSV1_1": "TLSv1_1", "TLSV1_2": "TLSv1_2", "TLSV1_3": "TLSv1_3"}
@@ -130,11 +130,7 @@ def downstream_socket(item: ServerTls) -> dict[str, Any]:
     if item.mutual:
         default: dict[str, Any] = {}
         if item.subject_alt_names:
-            default["match_typed_subject_alt_names"] = [
-                {"san_type": kind, "matcher": {"exact": name}}
-                for name in item.subject_alt_names
-                for kind in ("DNS", "URI")  # Istio's StringToExactMatch checks the name whatever its SAN type
-            ]
+            default["match_typed_subject_alt_names"] = any_san(item.subject_alt_names)
         common["combined_validation_context"] = {
             "default_validation_context": default,
             "validation_context_sds_secret_config": sds(item.credential + CA_SUFFIX),

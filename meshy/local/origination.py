@@ -46,7 +46,7 @@ from meshy.local.model import Mount, Origination, ProxyFile
 from meshy.local.release import IstioRelease
 from meshy.local.resources import BuildError, Resource
 from meshy.local.shapes import HONOURED_ANNOTATIONS, name_problem
-from meshy.local.tls import SECRET, ads_secret, tls_params
+from meshy.local.tls import SECRET, ads_secret, any_san, tls_params
 
 ORIGINATING = ("SIMPLE", "MUTUAL")
 SYSTEM = "system"
@@ -131,13 +131,7 @@ def upstream_socket(item: Origination) -> dict[str, Any]:
     if item.ca:
         default: dict[str, Any] = {}
         if item.subject_alt_names:
-            # Istio's untyped exact matchers (util.StringToExactMatch) take any SAN; Envoy's typed form
-            # needs a type: a name matches as a DNS or a URI SAN.
-            default["match_typed_subject_alt_names"] = [
-                {"san_type": kind, "matcher": {"exact": name}}
-                for name in item.subject_alt_names
-                for kind in ("DNS", "URI")
-            ]
+            default["match_typed_subject_alt_names"] = any_san(item.subject_alt_names)
         common["combined_validation_context"] = {
             "default_validation_context": default,
             "validation_context_sds_secret_config": ads_secret(root_name(item)),

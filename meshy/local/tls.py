@@ -45,6 +45,12 @@ def tls_params() -> dict[str, Any]:
     return {"tls_minimum_protocol_version": "TLSv1_2", "tls_maximum_protocol_version": "TLSv1_3"}
 
 
+def any_san(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Envoy's typed SAN matchers for Istio's untyped exact ones (util.StringToExactMatch checks a name
+    whatever its SAN type): each name as a DNS or a URI SAN."""
+    return [{"san_type": kind, "matcher": {"exact": name}} for name in names for kind in ("DNS", "URI")]
+
+
 def validation(identities: tuple[str, ...]) -> dict[str, Any]:
     """The root over SDS, and (upstream) the peer's SPIFFE ids as URI SANs."""
     default: dict[str, Any] = {}
