@@ -152,7 +152,7 @@ def test_access_logs_are_capped_and_rotated_without_losing_a_request(mesh):
     from meshy.local.telemetry.accesslog import JSON_FILE, TEXT_FILE
     from meshy.local.telemetry.collector import Collector
 
-    cap = 16 * 1024  # about 60 JSON lines
+    cap = 16 * 1024  # about 40 JSON lines (400 bytes each), 50 text lines
     edge = {
         "reporter": "destination",
         "source_workload": "istio-ingressgateway",
@@ -164,7 +164,7 @@ def test_access_logs_are_capped_and_rotated_without_losing_a_request(mesh):
     sent = 400
     for index in range(sent):
         assert mesh.get(f"/rotation-{index}").status_code == 200
-        if index % 20 == 0:
+        if index % 10 == 0:
             collector.poll()
     directory = mesh.backend.proxy_dir(next(p.name for p in mesh.backend.pods() if p.deployment == "minimal-service"))
 
@@ -181,9 +181,13 @@ def test_access_logs_are_capped_and_rotated_without_losing_a_request(mesh):
     for _ in range(10):
         assert mesh.get("/after-rotation").status_code == 200
     assert counts(mesh, **edge) - mesh_before == 10
+    # Past the cap, a log grows until the next poll moves it aside (10 requests) and then until Envoy
+    # reopens it: its flush thread first writes what it buffered (up to 100 ms of requests, about 30 lines
+    # at this pace) to the moved file. Measured: 87 lines in access.json.1 when polling every 20 requests.
+    # Without rotation each log would hold all 400 requests: 8 x cap of text, 10 x of JSON.
+    bound = 3 * cap
     for name in (JSON_FILE, TEXT_FILE):
-        # Between rotations a log grows by what arrives between two polls (20 requests): well under 2 x cap.
-        assert (directory / name).stat().st_size < 2 * cap and (directory / f"{name}.1").stat().st_size < 2 * cap
+        assert (directory / name).stat().st_size < bound and (directory / f"{name}.1").stat().st_size < bound
     assert sorted(p.name for p in directory.glob("access.*")) == sorted(
         [JSON_FILE, TEXT_FILE, f"{JSON_FILE}.1", f"{TEXT_FILE}.1"]
     )
