@@ -38,6 +38,9 @@ CI = "ci"
 # Sessions that run in the project's .venv.
 PROJECT_ENV = "none"
 OLD_SCHEMAS_ENV = ROOT / ".nox" / "old-schemas"
+# pytest-xdist workers: more than this machine's 2 cores, as the tests mostly wait on processes and
+# sockets (measured: 318 s in one worker, 198 s in two, 162 s in three).
+PYTEST_WORKERS = ["-n", "3"]
 
 
 def install(session: nox.Session, *extra: str) -> None:
@@ -87,9 +90,11 @@ def crds_env() -> dict[str, str]:
 
 @nox.session(venv_backend=PROJECT_ENV, tags=[CI])
 def tests(session: nox.Session) -> None:
-    """Unit, golden and black-box tests (real processes, real Envoy, real HTTP)."""
+    """Unit, golden and black-box tests (real processes, real Envoy, real HTTP), in parallel workers;
+    arguments after `--` replace the default (`nox -s tests -- tests/test_admin.py -x`)."""
     install(session)
-    session.run(sys.executable, "-m", "pytest", *session.posargs, env=crds_env(), external=True)
+    args = session.posargs or PYTEST_WORKERS
+    session.run(sys.executable, "-m", "pytest", *args, env=crds_env(), external=True)
 
 
 @nox.session(tags=[CI])

@@ -5,17 +5,23 @@ from __future__ import annotations
 import shutil
 import socket
 import stat
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 from meshy.local import admin
 
 
-def test_sockets_live_in_the_state_directory_when_they_fit(tmp_path):
-    state = tmp_path / "s"
-    path = admin.socket_path(state, "istio-ingressgateway")
-    assert path == state / "admin" / "istio-ingressgateway.sock"
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+def test_sockets_live_in_the_state_directory_when_they_fit():
+    # A short directory of its own: pytest's tmp_path (deeper still under pytest-xdist) may be too long to fit.
+    state = Path(tempfile.mkdtemp(prefix="meshy-")) / "s"
+    try:
+        path = admin.socket_path(state, "istio-ingressgateway")
+        assert path == state / "admin" / "istio-ingressgateway.sock"
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        shutil.rmtree(state.parent)
 
 
 def test_deep_state_directories_and_long_names_still_give_short_socket_paths(tmp_path):
