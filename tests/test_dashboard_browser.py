@@ -6,11 +6,18 @@ Each test leaves a screenshot in reports/local/ next to the scenarios' charts.
 from __future__ import annotations
 
 import re
+import struct
+import subprocess
+import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import requests
 
+from meshy import ROOT
 from meshy.bench import repeating
 from meshy.dashboard import browser
 from meshy.scenarios.runner import reports_dir
@@ -89,3 +96,108 @@ def test_retries_show_as_attempts_on_the_callers_edge(mesh):
     # 70% of attempts fail: about 3.3 attempts per call; for 30+ calls the 99.9% interval is within 1.6-5.1.
     assert 1.6 <= attempts / calls <= 5.1, (calls, attempts)
     assert "svg" in requests.get(url + "series/codes.svg", timeout=5, proxies={"http": ""}).text
+
+
+PAGE = b"""<html><body><div id="graph"></div><script>
+setTimeout(() => { document.body.style.background = "rgb(255, 0, 0)"; document.getElementById("graph").dataset.nodes = 1; }, 600);
+</script></body></html>"""
+
+
+@pytest.fixture
+def page_url():
+    """A page whose script marks its graph drawn (as dashboard.js does) 0.6 s after it loaded."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(PAGE)))
+            self.end_headers()
+            self.wfile.write(PAGE)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+
+
+def test_one_browser_takes_each_screenshot_once_the_graph_is_drawn(page_url, tmp_path):
+    with browser.Browser() as chrome:
+        shots = [chrome.screenshot(page_url, tmp_path / f"{index}.png") for index in range(2)]
+        pid = chrome.process.pid
+    for shot in shots:
+        png = shot.read_bytes()
+        assert png.startswith(b"\x89PNG") and struct.unpack(">II", png[16:24]) == (1280, 1000)
+        # The script's red background shows: the picture was taken after it ran, not at the load event.
+        assert (255, 0, 0) in pixels(shot)
+    assert not process_alive(pid)
+
+
+def test_a_browser_ends_with_the_process_that_started_it_even_on_sigkill(page_url, tmp_path):
+    pid_file = tmp_path / "chromium.pid"
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib; from meshy.dashboard import browser; "
+            "chrome = browser.Browser().start(); chrome.screenshot(sys.argv[1], pathlib.Path(sys.argv[2]) / 'x.png'); "
+            "pathlib.Path(sys.argv[2], 'chromium.pid').write_text(f'{chrome.process.pid} {chrome.profile.name}'); "
+            "time.sleep(120)",
+            page_url,
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert time.monotonic() < deadline and owner.poll() is None, "the owner never opened its browser"
+            time.sleep(0.1)
+        pid, profile = pid_file.read_text().split()
+        chromium_pid = int(pid)
+        assert process_alive(chromium_pid)
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while process_alive(chromium_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(chromium_pid)
+    # Its helpers (renderer, GPU, zygote, crash handlers: every process naming its profile) notice the
+    # browser's end a few seconds later.
+    deadline = time.monotonic() + 30
+    while (left := using(profile)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def using(profile: str) -> list[str]:
+    """The processes whose command line names the browser profile directory."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if profile.encode() in (proc / "cmdline").read_bytes():
+                found.append(proc.name)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def pixels(path: Path) -> set[tuple[int, int, int]]:
+    from matplotlib import image
+
+    data = image.imread(str(path))
+    return {tuple(int(round(255 * c)) for c in pixel[:3]) for pixel in data[::100, ::100].reshape(-1, data.shape[2])}

@@ -11,9 +11,8 @@ import requests
 
 from meshy import stats
 from meshy.local.resources import ResourceError
+from meshy.scenarios.verdict import ALPHA
 from tests.local_mesh import Mesh, running
-
-ALPHA = 0.001
 
 
 @pytest.fixture(scope="module")

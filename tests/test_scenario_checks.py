@@ -12,7 +12,7 @@ from meshy.scenarios.backends import route_targets
 from meshy.scenarios.checks import all_check, exact_check, mean_check, share_check, split_check
 from meshy.scenarios.traffic import Result
 from meshy.scenarios.traffic_shift import sample_size
-from meshy.scenarios.verdict import Check, Report
+from meshy.scenarios.verdict import ALPHA, Check, Report
 
 AFTER = 1 - 0.7**21
 
@@ -50,7 +50,7 @@ def test_split_checks():
 
 def test_sample_sizes_follow_the_effect():
     assert sample_size(50) > sample_size(90) > 0
-    assert sample_size(0) == sample_size(100) == stats.zero_events_sample_size(0.01, 0.001)
+    assert sample_size(0) == sample_size(100) == stats.zero_events_sample_size(0.01, ALPHA)
 
 
 def test_all_and_exact():

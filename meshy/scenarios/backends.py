@@ -83,6 +83,7 @@ class LocalScenarioBackend:
         self.local = local
         self.pair = pair
         self.options = RenderOptions()
+        self.browser = None  # one headless Chromium for every scenario's screenshot, started on the first
 
     @property
     def ingress(self) -> str:
@@ -152,11 +153,20 @@ class LocalScenarioBackend:
         metrics = out_dir / f"{name}.metrics.prom"
         metrics.write_text(self.local.metrics_text())
         try:
-            shot = browser.screenshot(self.local.layout.dashboard_url + "/", out_dir / f"{name}.dashboard.png")
+            if self.browser is None:
+                self.browser = browser.Browser().start()
+            shot = self.browser.screenshot(self.local.layout.dashboard_url + "/", out_dir / f"{name}.dashboard.png")
         except browser.BrowserError as error:
             console.info(f"note: no dashboard screenshot for {name}: {error}")
+            self.close()  # the next scenario starts a new browser
             return [metrics]
         return [metrics, shot]
+
+    def close(self) -> None:
+        """End the browser the screenshots were taken in."""
+        if self.browser is not None:
+            self.browser.close()
+            self.browser = None
 
     def config_dump(self, proxy: str) -> dict:
         return self.local.config_dump(proxy)

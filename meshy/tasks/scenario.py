@@ -66,6 +66,7 @@ def run_scenarios(c: Context, names: list[str], backend: str, k8s, istio, state=
         return [runner.run(name, target, console) for name in names]
     finally:
         if local:
+            target.close()
             for line in local.restore(before):
                 console.info(f"put back as before the scenario: {line}")
         elif target.changes:
