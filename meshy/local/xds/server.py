@@ -69,6 +69,10 @@ class Store:
         self.changed = asyncio.Condition()
         self.nonces = itertools.count(1)
         self.dirty = asyncio.Event()
+        # Changes of `good` made, and the last of them on disk: see persisted().
+        self.generation = 0
+        self.saved = 0
+        self.flush_now = asyncio.Event()
         if path.exists():
             saved = orjson.loads(path.read_bytes())
             self.good = {proxy: snapshot_from_json(data) for proxy, data in saved.items()}
@@ -138,7 +142,7 @@ class Store:
         self.wanted.pop(proxy, None)
         self.good.pop(proxy, None)
         self.forget_encodings(proxy)
-        self.dirty.set()
+        self.mark_dirty()
 
     # --- what proxies said ------------------------------------------------------
 
@@ -204,18 +208,39 @@ class Store:
             and self.good.get(proxy) is not self.wanted[proxy]
         ):
             self.good[proxy] = self.wanted[proxy]
-            self.dirty.set()
+            self.mark_dirty()
+
+    def mark_dirty(self) -> None:
+        self.generation += 1
+        self.dirty.set()
 
     async def saver(self) -> None:
-        """Persist the acknowledged snapshots, at most once per tick however many proxies ACK."""
+        """Persist the acknowledged snapshots, at most once per tick however many proxies ACK (sooner when
+        a backend waits for them: persisted())."""
         while True:
             await self.dirty.wait()
             self.dirty.clear()
+            generation = self.generation
             data = orjson.dumps({proxy: snapshot_to_json(snap) for proxy, snap in self.good.items()})
             tmp = self.path.with_name(f".{self.path.name}.tmp")
             tmp.write_bytes(data)
             tmp.replace(self.path)
-            await asyncio.sleep(0.05)
+            self.saved = generation
+            async with self.changed:
+                self.changed.notify_all()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await self.flush_now.wait()
+            self.flush_now.clear()
+
+    async def persisted(self) -> None:
+        """Return once every acknowledgement so far is on disk. A server killed after a backend heard
+        "acked" then restarts with that configuration, not an older one whose clusters may lack what the
+        proxies now require (seen: a restarted gateway served pre-mTLS clusters, 503 for good)."""
+        target = self.generation
+        self.flush_now.set()
+        async with self.changed:
+            await self.changed.wait_for(lambda: self.saved >= target)
 
 
 class Ads(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
@@ -285,8 +310,10 @@ class Control:
             }
 
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(request["timeout"]), store.changed:
-                await store.changed.wait_for(lambda: not report()["pending"] or report()["nacked"])
+            async with asyncio.timeout(request["timeout"]):
+                async with store.changed:
+                    await store.changed.wait_for(lambda: not report()["pending"] or report()["nacked"])
+                await store.persisted()
         return report()
 
     async def revert(self, request: dict[str, Any], context) -> dict[str, Any]:
