@@ -71,14 +71,16 @@ def started(command: list[str], capture: bool = False) -> subprocess.Popen:
     """Chromium in a process group of its own: its helpers (renderer, crash handler) end with it. It is
     killed when this process dies, even by SIGKILL: a Browser stays open through a whole demo."""
     output = subprocess.PIPE if capture else subprocess.DEVNULL
+    # Looked up here, not in the child: between fork and exec it only makes the call (Linux prctl).
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def die_with_parent() -> None:
+        # The kernel sends SIGKILL when the thread that started it ends: scenarios run on the main thread.
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
     return subprocess.Popen(
         command, stdout=output, stderr=output, text=True, start_new_session=True, preexec_fn=die_with_parent
     )
-
-
-def die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the parent ends (Linux prctl PR_SET_PDEATHSIG)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def end_group(process: subprocess.Popen) -> None:

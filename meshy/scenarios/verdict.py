@@ -7,7 +7,7 @@ from typing import Any
 
 # A check whose outcome is random passes a working feature at least 9,999 times
 # in 10,000. A demo holds about 17 such checks: at 0.001 each, a working mesh
-# failed one demo in 60 (seen in a CI run: fault-injection's abort share,
+# failed one demo in 60 (seen in an e2e-local run: fault-injection's abort share,
 # p = 0.00075); at 0.0001, one in 600. Every sample size is chosen so that a
 # broken feature fails at least 999 times in 1,000 (see the design notes).
 ALPHA = 0.0001
