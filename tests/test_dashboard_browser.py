@@ -20,6 +20,7 @@ import requests
 from meshy import ROOT
 from meshy.bench import repeating
 from meshy.dashboard import browser
+from meshy.local.supervisor import alive
 from meshy.scenarios.runner import reports_dir
 from tests.local_mesh import running
 
@@ -135,7 +136,7 @@ def test_one_browser_takes_each_screenshot_once_the_graph_is_drawn(page_url, tmp
         assert png.startswith(b"\x89PNG") and struct.unpack(">II", png[16:24]) == (1280, 1000)
         # The script's red background shows: the picture was taken after it ran, not at the load event.
         assert (255, 0, 0) in pixels(shot)
-    assert not process_alive(pid)
+    assert not alive(pid)
 
 
 def test_a_browser_ends_with_the_process_that_started_it_even_on_sigkill(page_url, tmp_path):
@@ -160,28 +161,20 @@ def test_a_browser_ends_with_the_process_that_started_it_even_on_sigkill(page_ur
             time.sleep(0.1)
         pid, profile = pid_file.read_text().split()
         chromium_pid = int(pid)
-        assert process_alive(chromium_pid)
+        assert alive(chromium_pid)
     finally:
         owner.kill()
         owner.wait(timeout=10)
     deadline = time.monotonic() + 10
-    while process_alive(chromium_pid) and time.monotonic() < deadline:
+    while alive(chromium_pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not process_alive(chromium_pid)
+    assert not alive(chromium_pid)
     # Its helpers (renderer, GPU, zygote, crash handlers: every process naming its profile) notice the
     # browser's end a few seconds later.
     deadline = time.monotonic() + 30
     while (left := using(profile)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return state != "Z"
 
 
 def using(profile: str) -> list[str]:

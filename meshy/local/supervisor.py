@@ -347,7 +347,7 @@ def leftover_pids(state_dir: Path) -> list[int]:
         if entry.name.isdigit()
         and int(entry.name) != own
         and marked(int(entry.name)) == str(state_dir)
-        and _alive(int(entry.name))
+        and alive(int(entry.name))
     ]
 
 
@@ -405,12 +405,12 @@ def stop_pids(pids: list[int], grace: float) -> None:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
         time.sleep(0.01)
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             _signal(pid, signal.SIGKILL)
-    wait_until(lambda: not any(_alive(pid) for pid in pids), timeout=2, interval=0.01)
+    wait_until(lambda: not any(alive(pid) for pid in pids), timeout=2, interval=0.01)
 
 
 def listens(pid: int) -> bool:
@@ -445,7 +445,8 @@ def summary(ended: list[Ended]) -> str:
     return ", ".join(f"{n} {plural[k][n != 1]}" if k in plural else k for k, n in sorted(kinds.items()))
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (one whose end its parent has not collected)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
